@@ -1,0 +1,1 @@
+"""Benchmark: tasks, competitor optimizers, runner, results store, tuning, report."""

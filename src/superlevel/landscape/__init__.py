@@ -6,6 +6,14 @@ Every tool handles both kinds of level set: ``kind="sub"`` for ``{L <= c}`` and
 
 from __future__ import annotations
 
+from superlevel.landscape.barriers import (
+    BarrierResult,
+    flat_params,
+    model_loss_fn,
+    path_barrier,
+    segment_barrier,
+    unflatten_params,
+)
 from superlevel.landscape.synthetic import (
     Himmelblau,
     Landscape,
@@ -17,11 +25,17 @@ from superlevel.landscape.synthetic import (
 )
 
 __all__ = [
+    "BarrierResult",
     "Himmelblau",
     "Landscape",
     "MultiWell",
     "Quadratic",
     "Rastrigin",
     "Rosenbrock",
+    "flat_params",
     "make_landscape",
+    "model_loss_fn",
+    "path_barrier",
+    "segment_barrier",
+    "unflatten_params",
 ]

@@ -1,0 +1,425 @@
+"""The competitor registry: every optimizer the benchmark compares, behind one step interface.
+
+Each :class:`OptimizerSpec` declares documented default hyperparameters, a tuning search
+space and a builder. The builder returns a :class:`Stepper`, the one abstraction the runner
+trains with: ``stepper.step(closure) -> loss``. That single call hides the differences
+between plain optimizers, gradient clipping (clip, then step), learning-rate schedulers
+(stepped once per optimizer step) and the Lyapunov guard (which may call the closure
+several times).
+
+Decay rates are given per *run*, not per step, so that one default fits every budget:
+``decay_total = beta * total_steps``, i.e. the learning rate ends the run at
+``lr * exp(-decay_total)``; the builder converts it to the per-step ``beta``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+try:  # The task registry owns the shared error type; keep one class for all unknown names.
+    from superlevel.bench.tasks import UnknownNameError
+except ImportError:  # pragma: no cover - only while the task registry is not installed
+
+    class UnknownNameError(KeyError):  # type: ignore[no-redef]
+        """An unknown registry name (message lists the valid names)."""
+
+        def __str__(self) -> str:
+            return str(self.args[0]) if self.args else ""
+
+
+Closure = Callable[[], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One dimension of a search space.
+
+    Attributes:
+        low: lower bound (inclusive).
+        high: upper bound (inclusive).
+        log: sample uniformly in ``log(value)`` (learning rates, decays).
+        integer: the value is an integer.
+    """
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.low < self.high:
+            raise ValueError(f"search range needs low < high, got [{self.low}, {self.high}]")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-uniform range needs low > 0, got {self.low}")
+
+    def grid(self, points: int) -> list[float]:
+        """``points`` values spread evenly (in log space when ``log``) from low to high."""
+        if points < 1:
+            raise ValueError(f"grid points must be >= 1, got {points}")
+        if points == 1:
+            return [self.low]
+        if self.log:
+            a, b = math.log10(self.low), math.log10(self.high)
+            values = [10 ** (a + (b - a) * i / (points - 1)) for i in range(points)]
+        else:
+            values = [self.low + (self.high - self.low) * i / (points - 1) for i in range(points)]
+        return [round(v) if self.integer else float(f"{v:.6g}") for v in values]
+
+
+def _lr_of(optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    lr = optimizer.param_groups[0]["lr"]
+    return lr.detach().clone() if isinstance(lr, torch.Tensor) else torch.tensor(float(lr))
+
+
+def _grad_norm(params: list[nn.Parameter]) -> torch.Tensor:
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.tensor(0.0)
+    return torch.nn.utils.get_total_norm(grads)
+
+
+class Stepper:
+    """One optimizer step, uniform across competitors: ``step(closure) -> loss``.
+
+    The closure zero-grads, computes the loss, calls ``backward`` and returns the loss.
+
+    Args:
+        optimizer: the torch optimizer doing the update.
+        params: the parameters it updates (for gradient norms and clipping).
+        scheduler: optional LR scheduler, stepped once after every optimizer step.
+        max_norm: when set, ``clip_grad_norm_(params, max_norm)`` runs before the step.
+        guard: optional object with ``step(closure) -> loss`` (the Lyapunov guard) that
+            performs the whole step instead of ``optimizer.step``.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        params: Iterable[nn.Parameter],
+        *,
+        scheduler: Any = None,
+        max_norm: float | None = None,
+        guard: Any = None,
+    ) -> None:
+        self.optimizer = optimizer
+        self.params = list(params)
+        self.scheduler = scheduler
+        self.max_norm = max_norm
+        self.guard = guard
+        self._clip_norm: torch.Tensor | None = None
+
+    def step(self, closure: Closure) -> torch.Tensor:
+        """Run one training step and return the loss the closure computed (before the update)."""
+        if self.guard is not None:
+            loss = self.guard.step(closure)
+        else:
+            with torch.enable_grad():
+                loss = closure()
+            if self.max_norm is not None:
+                self._clip_norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
+            self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return loss.detach()
+
+    def stats(self) -> dict[str, torch.Tensor]:
+        """0-dim tensors ``grad_norm``, ``lr`` and ``effective_lr`` of the last step.
+
+        ``effective_lr`` is the length of the step per unit gradient: ``lr`` for plain SGD
+        and Adam (nominal), ``lr * min(1, max_norm / ||g||)`` after clipping, and the
+        optimizer's own value (``a(t) / (1 + ||g||)``) for the super-level optimizer.
+        """
+        own = getattr(self.optimizer, "stats", None)
+        if callable(own):
+            s = own()
+            return {
+                "grad_norm": s["grad_norm"].detach().float().cpu(),
+                "lr": s["lr"].detach().float().cpu(),
+                "effective_lr": s["effective_lr"].detach().float().cpu(),
+            }
+        lr = _lr_of(self.optimizer).float().cpu()
+        if self._clip_norm is not None:
+            norm = self._clip_norm.detach().float().cpu()
+            scale = torch.clamp(self.max_norm / (norm + 1e-6), max=1.0)
+            return {"grad_norm": norm, "lr": lr, "effective_lr": lr * scale}
+        return {"grad_norm": _grad_norm(self.params).float().cpu(), "lr": lr, "effective_lr": lr}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: optimizer and scheduler state."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a builder may know about the run: its length, to turn per-run rates per-step."""
+
+    steps_per_epoch: int
+    epochs: int
+
+    @property
+    def total_steps(self) -> int:
+        """Optimizer steps in the whole run."""
+        return max(1, self.steps_per_epoch * self.epochs)
+
+
+Builder = Callable[[list[nn.Parameter], dict[str, Any], BuildContext], Stepper]
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """A registered competitor.
+
+    Attributes:
+        name: registry name (``bench run --optimizers NAME``).
+        description: one line: what it is and what its defaults mean.
+        defaults: default hyperparameters (used by ``bench run`` without tuning).
+        space: tuning search space; names not in it keep their default.
+        builder: ``builder(params, hparams, ctx) -> Stepper``.
+    """
+
+    name: str
+    description: str
+    defaults: dict[str, Any]
+    space: dict[str, Param]
+    builder: Builder = field(repr=False)
+
+    def resolve(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Defaults updated with ``overrides``; unknown names raise ``ValueError``."""
+        overrides = dict(overrides or {})
+        unknown = sorted(set(overrides) - set(self.defaults))
+        if unknown:
+            raise ValueError(
+                f"optimizer {self.name!r} has no hyperparameter {unknown[0]!r}; "
+                f"valid: {', '.join(sorted(self.defaults))}"
+            )
+        hp = {**self.defaults, **overrides}
+        for key, value in hp.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"hyperparameter {key}={value!r} of {self.name!r} is not finite")
+        return hp
+
+    def build(
+        self,
+        params: Iterable[nn.Parameter],
+        hparams: Mapping[str, Any] | None = None,
+        *,
+        steps_per_epoch: int = 1,
+        epochs: int = 1,
+    ) -> Stepper:
+        """Build the stepper for ``params`` with resolved hyperparameters."""
+        if steps_per_epoch < 1 or epochs < 1:
+            raise ValueError(
+                f"need steps_per_epoch >= 1 and epochs >= 1, got {steps_per_epoch}, {epochs}"
+            )
+        ctx = BuildContext(steps_per_epoch=steps_per_epoch, epochs=epochs)
+        return self.builder(list(params), self.resolve(hparams), ctx)
+
+
+def _per_step(decay_total: float, ctx: BuildContext) -> float:
+    """``beta = decay_total / total_steps`` so that ``lr`` ends at ``lr * exp(-decay_total)``."""
+    if decay_total < 0:
+        raise ValueError(f"decay_total must be >= 0, got {decay_total}")
+    return decay_total / ctx.total_steps
+
+
+def _sgd(params: list[nn.Parameter], hp: dict[str, Any], ctx: BuildContext) -> Stepper:
+    opt = torch.optim.SGD(
+        params,
+        lr=hp["lr"],
+        momentum=hp.get("momentum", 0.0),
+        nesterov=hp.get("nesterov", False),
+        weight_decay=hp.get("weight_decay", 0.0),
+    )
+    return Stepper(opt, params)
+
+
+def _adam(params: list[nn.Parameter], hp: dict[str, Any], ctx: BuildContext) -> Stepper:
+    opt = torch.optim.Adam(params, lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"])
+    return Stepper(opt, params)
+
+
+def _adamw(params: list[nn.Parameter], hp: dict[str, Any], ctx: BuildContext) -> Stepper:
+    opt = torch.optim.AdamW(
+        params,
+        lr=hp["lr"],
+        betas=(hp["beta1"], hp["beta2"]),
+        eps=hp["eps"],
+        weight_decay=hp["weight_decay"],
+    )
+    return Stepper(opt, params)
+
+
+def _sgdr(params: list[nn.Parameter], hp: dict[str, Any], ctx: BuildContext) -> Stepper:
+    opt = torch.optim.SGD(params, lr=hp["lr"], momentum=hp["momentum"])
+    # T_0 is in epochs (fractions allowed); the scheduler is stepped once per optimizer step.
+    t0 = max(1, round(hp["T_0"] * ctx.steps_per_epoch))
+    sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+        opt, T_0=t0, T_mult=int(hp["T_mult"]), eta_min=hp["eta_min_ratio"] * hp["lr"]
+    )
+    return Stepper(opt, params, scheduler=sched)
+
+
+def _sgd_expdecay(params: list[nn.Parameter], hp: dict[str, Any], ctx: BuildContext) -> Stepper:
+    opt = torch.optim.SGD(params, lr=hp["lr"])
+    # a(t) = lr * exp(-beta t): ExponentialLR with gamma = exp(-beta), stepped every step.
+    gamma = math.exp(-_per_step(hp["decay_total"], ctx))
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=gamma)
+    return Stepper(opt, params, scheduler=sched)
+
+
+def _sgd_clip(params: list[nn.Parameter], hp: dict[str, Any], ctx: BuildContext) -> Stepper:
+    if hp["max_norm"] <= 0:
+        raise ValueError(f"max_norm must be > 0, got {hp['max_norm']}")
+    opt = torch.optim.SGD(params, lr=hp["lr"])
+    return Stepper(opt, params, max_norm=hp["max_norm"])
+
+
+def _superlevel_opt(
+    params: list[nn.Parameter], hp: dict[str, Any], ctx: BuildContext
+) -> torch.optim.Optimizer:
+    from superlevel.optim import SuperLevelSGD
+
+    return SuperLevelSGD(
+        params,
+        lr=hp["lr"],
+        decay=_per_step(hp["decay_total"], ctx),
+        momentum=hp.get("momentum", 0.0),
+    )
+
+
+def _superlevel(params: list[nn.Parameter], hp: dict[str, Any], ctx: BuildContext) -> Stepper:
+    return Stepper(_superlevel_opt(params, hp, ctx), params)
+
+
+def _superlevel_guarded(
+    params: list[nn.Parameter], hp: dict[str, Any], ctx: BuildContext
+) -> Stepper:
+    from superlevel.stability import LyapunovGuard
+
+    opt = _superlevel_opt(params, hp, ctx)
+    guard = LyapunovGuard(opt, tol=hp["tol"], shrink=hp["shrink"], max_retries=hp["max_retries"])
+    return Stepper(opt, params, guard=guard)
+
+
+_LR_SGD = Param(1e-3, 3.0, log=True)
+_LR_MOM = Param(1e-4, 1.0, log=True)
+_LR_ADAM = Param(1e-5, 1e-1, log=True)
+# The super-level step length is below a(t) (it is a(t) * ||g|| / (1 + ||g||)), so its
+# useful lr range sits higher than plain SGD's.
+_LR_SL = Param(1e-3, 10.0, log=True)
+_DECAY = Param(0.01, 10.0, log=True)
+
+_ADAM_DEFAULTS = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
+
+OPTIMIZERS: dict[str, OptimizerSpec] = {
+    spec.name: spec
+    for spec in [
+        OptimizerSpec("sgd", "plain SGD, lr=0.1", {"lr": 0.1}, {"lr": _LR_SGD}, _sgd),
+        OptimizerSpec(
+            "momentum",
+            "SGD with heavy-ball momentum 0.9, lr=0.01 (effective step lr/(1-m) = 0.1)",
+            {"lr": 0.01, "momentum": 0.9},
+            {"lr": _LR_MOM},
+            _sgd,
+        ),
+        OptimizerSpec(
+            "nesterov",
+            "SGD with Nesterov momentum 0.9, lr=0.01",
+            {"lr": 0.01, "momentum": 0.9, "nesterov": True},
+            {"lr": _LR_MOM},
+            _sgd,
+        ),
+        OptimizerSpec(
+            "adam",
+            "Adam, lr=1e-3, betas (0.9, 0.999)",
+            dict(_ADAM_DEFAULTS),
+            {"lr": _LR_ADAM},
+            _adam,
+        ),
+        OptimizerSpec(
+            "adamw",
+            "AdamW, lr=1e-3, decoupled weight decay 0.01",
+            {**_ADAM_DEFAULTS, "weight_decay": 0.01},
+            {"lr": _LR_ADAM, "weight_decay": Param(1e-5, 1e-1, log=True)},
+            _adamw,
+        ),
+        OptimizerSpec(
+            "sgdr",
+            "SGD + momentum 0.9 with cosine warm restarts (SGDR), lr=0.01, first cycle T_0=1 epoch",
+            {"lr": 0.01, "momentum": 0.9, "T_0": 1.0, "T_mult": 1, "eta_min_ratio": 0.0},
+            {"lr": _LR_MOM, "T_0": Param(0.25, 10.0, log=True)},
+            _sgdr,
+        ),
+        OptimizerSpec(
+            "sgd_expdecay",
+            "SGD with standard exponential decay lr*exp(-beta t), ends at lr*exp(-2), lr=0.1",
+            {"lr": 0.1, "decay_total": 2.0},
+            {"lr": _LR_SGD, "decay_total": _DECAY},
+            _sgd_expdecay,
+        ),
+        OptimizerSpec(
+            "sgd_clip",
+            "clip_grad_norm_(max_norm=1) then SGD, lr=0.1",
+            {"lr": 0.1, "max_norm": 1.0},
+            {"lr": _LR_SGD, "max_norm": Param(0.1, 10.0, log=True)},
+            _sgd_clip,
+        ),
+        OptimizerSpec(
+            "superlevel",
+            "SuperLevelSGD: lr*exp(-beta t)*g/(1+||g||), lr=0.5, ends at lr*exp(-2)",
+            {"lr": 0.5, "decay_total": 2.0},
+            {"lr": _LR_SL, "decay_total": _DECAY},
+            _superlevel,
+        ),
+        OptimizerSpec(
+            "superlevel_momentum",
+            "SuperLevelSGD with heavy-ball momentum 0.9, lr=0.05, ends at lr*exp(-2)",
+            {"lr": 0.05, "decay_total": 2.0, "momentum": 0.9},
+            {"lr": Param(1e-4, 1.0, log=True), "decay_total": _DECAY},
+            _superlevel,
+        ),
+        OptimizerSpec(
+            "superlevel_guarded",
+            "SuperLevelSGD under the Lyapunov guard (retry with lr*0.5 if the loss rose), lr=0.5",
+            {"lr": 0.5, "decay_total": 2.0, "tol": 0.0, "shrink": 0.5, "max_retries": 4},
+            {"lr": _LR_SL, "decay_total": _DECAY},
+            _superlevel_guarded,
+        ),
+    ]
+}
+
+
+def unknown_name_error(kind: str, name: str, valid: Iterable[str]) -> UnknownNameError:
+    """A :class:`UnknownNameError` naming ``name``, listing ``valid`` and a close match."""
+    valid = sorted(valid)
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return UnknownNameError(f"unknown {kind} {name!r}{hint}; valid: {', '.join(valid)}")
+
+
+def get_optimizer(name: str) -> OptimizerSpec:
+    """The registered :class:`OptimizerSpec` called ``name``.
+
+    Raises:
+        UnknownNameError: ``name`` is not registered (message lists the valid names).
+    """
+    try:
+        return OPTIMIZERS[name]
+    except KeyError:
+        raise unknown_name_error("optimizer", name, OPTIMIZERS) from None

@@ -1,0 +1,407 @@
+"""The results store: one SQLite file holding every run, its configuration and its metrics.
+
+Tables:
+
+- ``configs``: a run's identity (task, task options, budget, epochs, optimizer,
+  hyperparameters, seed); ``run_id`` is a hash of exactly these fields.
+- ``runs``: status (``running``, ``finished``, ``diverged``), final metrics, timings.
+- ``tags``: why a run exists (``default``, ``trial``, ``grid``, ``tuned``); one run may
+  serve several purposes (a tuning trial reused as a final seed).
+- ``epoch_metrics``: per epoch and split (train/val/test) loss, metric and wall time.
+- ``step_metrics``: subsampled per-step training loss, gradient norm, lr, effective lr.
+- ``environment``: torch version, device name, git revision, ... of the machine a run used.
+
+A finished run is written in one transaction: readers see all of it or none of it.
+The store never deletes or rewrites a file it cannot read: a corrupted or locked
+database raises :class:`StoreError` with a message saying what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS environment (
+    env_id INTEGER PRIMARY KEY,
+    fingerprint TEXT NOT NULL UNIQUE,
+    info TEXT NOT NULL,
+    first_seen REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS configs (
+    run_id TEXT PRIMARY KEY,
+    task TEXT NOT NULL,
+    task_options TEXT NOT NULL,
+    budget TEXT NOT NULL,
+    epochs INTEGER NOT NULL,
+    optimizer TEXT NOT NULL,
+    hparams TEXT NOT NULL,
+    seed INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY REFERENCES configs(run_id),
+    status TEXT NOT NULL,
+    env_id INTEGER REFERENCES environment(env_id),
+    started_at REAL,
+    finished_at REAL,
+    steps INTEGER,
+    wall_s REAL,
+    train_s REAL,
+    resumed_from_epoch INTEGER,
+    metric_name TEXT,
+    higher_is_better INTEGER,
+    target REAL,
+    steps_to_target INTEGER,
+    train_loss REAL,
+    val_loss REAL,
+    val_metric REAL,
+    test_loss REAL,
+    test_metric REAL,
+    info TEXT
+);
+CREATE TABLE IF NOT EXISTS tags (
+    run_id TEXT NOT NULL REFERENCES configs(run_id),
+    tag TEXT NOT NULL,
+    PRIMARY KEY (run_id, tag)
+);
+CREATE TABLE IF NOT EXISTS epoch_metrics (
+    run_id TEXT NOT NULL REFERENCES configs(run_id),
+    epoch INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    split TEXT NOT NULL,
+    loss REAL,
+    metric REAL,
+    wall_s REAL,
+    PRIMARY KEY (run_id, epoch, split)
+);
+CREATE TABLE IF NOT EXISTS step_metrics (
+    run_id TEXT NOT NULL REFERENCES configs(run_id),
+    step INTEGER NOT NULL,
+    loss REAL,
+    grad_norm REAL,
+    lr REAL,
+    effective_lr REAL,
+    PRIMARY KEY (run_id, step)
+);
+"""
+
+_RUN_FIELDS = (
+    "steps",
+    "wall_s",
+    "train_s",
+    "resumed_from_epoch",
+    "metric_name",
+    "higher_is_better",
+    "target",
+    "steps_to_target",
+    "train_loss",
+    "val_loss",
+    "val_metric",
+    "test_loss",
+    "test_metric",
+)
+
+DONE = ("finished", "diverged")
+
+
+class StoreError(RuntimeError):
+    """The results database cannot be used (corrupted, locked, wrong schema)."""
+
+
+def _finite_or_none(x: Any) -> Any:
+    # SQLite stores NaN as NULL anyway; inf is kept as a REAL but breaks JSON/CSV readers.
+    if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
+        return None
+    return x
+
+
+class Store:
+    """A results database at ``path`` (created with its parent folder if absent).
+
+    Args:
+        path: the SQLite file.
+        timeout: seconds to wait for another process's lock before :class:`StoreError`.
+
+    Raises:
+        StoreError: the file is not a readable SQLite database of this schema, or locked.
+    """
+
+    def __init__(self, path: str | Path, *, timeout: float = 5.0) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        if self.path.exists() and self.path.is_dir():
+            raise StoreError(f"results database {self.path} is a directory, not a file")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open results database {self.path}: {exc}") from exc
+        self._conn.row_factory = sqlite3.Row
+        try:
+            self._check_and_init()
+        except StoreError:
+            self._conn.close()
+            raise
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _translate(self, exc: sqlite3.Error) -> StoreError:
+        msg = str(exc).lower()
+        if "locked" in msg or "busy" in msg:
+            return StoreError(
+                f"results database {self.path} is locked by another process "
+                f"(waited {self.timeout:g} s); nothing was written - retry when it is free"
+            )
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+            return StoreError(
+                f"results database {self.path} is corrupted or not a SQLite file ({exc}); "
+                "it was left untouched - move it aside or choose another --db"
+            )
+        return StoreError(f"results database {self.path}: {exc}")
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; takes the write lock up front (BEGIN IMMEDIATE)."""
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        try:
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._conn.execute("ROLLBACK")
+            raise self._translate(exc) from exc
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        try:
+            return self._conn.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+
+    def _check_and_init(self) -> None:
+        try:
+            check = self._conn.execute("PRAGMA quick_check").fetchone()[0]
+            tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master")}
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+        if check != "ok":
+            raise StoreError(
+                f"results database {self.path} is corrupted (integrity check: {check}); "
+                "it was left untouched - move it aside or choose another --db"
+            )
+        if "meta" in tables:
+            row = self._query("SELECT value FROM meta WHERE key='schema_version'")
+            version = row[0][0] if row else None
+            if version != SCHEMA_VERSION:
+                raise StoreError(
+                    f"results database {self.path} has schema version {version!r}, "
+                    f"this superlevel writes {SCHEMA_VERSION!r}; choose another --db"
+                )
+            return
+        if tables and not tables & {"runs", "configs"}:
+            # Some other application's database: refuse rather than add tables to it.
+            raise StoreError(
+                f"{self.path} is a SQLite database of another application "
+                f"(tables: {', '.join(sorted(tables))}); choose another --db"
+            )
+        with self._tx() as c:
+            # Statement by statement: executescript() would commit the open transaction.
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    c.execute(statement)
+            c.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
+                (SCHEMA_VERSION,),
+            )
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def environment_id(self, info: Mapping[str, Any]) -> int:
+        """The id of environment ``info`` (inserted on first sight)."""
+        fingerprint = json.dumps(dict(info), sort_keys=True)
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO environment(fingerprint, info, first_seen) VALUES (?,?,?)",
+                (fingerprint, fingerprint, time.time()),
+            )
+            row = c.execute(
+                "SELECT env_id FROM environment WHERE fingerprint=?", (fingerprint,)
+            ).fetchone()
+        return int(row[0])
+
+    def start_run(
+        self, run_id: str, config: Mapping[str, Any], *, env_id: int, tags: Iterable[str] = ()
+    ) -> None:
+        """Register ``run_id`` as running (no-op for its config/tags if already there).
+
+        ``config`` has the keys of the ``configs`` table except ``run_id``.
+        """
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO configs(run_id, task, task_options, budget, epochs, "
+                "optimizer, hparams, seed) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    run_id,
+                    config["task"],
+                    json.dumps(config["task_options"], sort_keys=True),
+                    config["budget"],
+                    int(config["epochs"]),
+                    config["optimizer"],
+                    json.dumps(config["hparams"], sort_keys=True),
+                    int(config["seed"]),
+                ),
+            )
+            c.execute(
+                "INSERT INTO runs(run_id, status, env_id, started_at) VALUES (?, 'running', ?, ?) "
+                "ON CONFLICT(run_id) DO UPDATE SET status='running', env_id=excluded.env_id, "
+                "started_at=excluded.started_at WHERE runs.status NOT IN ('finished','diverged')",
+                (run_id, env_id, time.time()),
+            )
+            c.executemany(
+                "INSERT OR IGNORE INTO tags(run_id, tag) VALUES (?, ?)",
+                [(run_id, t) for t in tags],
+            )
+
+    def add_tags(self, run_id: str, tags: Iterable[str]) -> None:
+        """Attach ``tags`` to an existing run."""
+        with self._tx() as c:
+            c.executemany(
+                "INSERT OR IGNORE INTO tags(run_id, tag) VALUES (?, ?)",
+                [(run_id, t) for t in tags],
+            )
+
+    def finish_run(
+        self,
+        run_id: str,
+        *,
+        status: str,
+        summary: Mapping[str, Any],
+        epochs: Sequence[Mapping[str, Any]],
+        steps: Sequence[Mapping[str, Any]],
+        info: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Write a finished (or diverged) run and all its metrics in ONE transaction.
+
+        Metrics already stored for ``run_id`` (from an interrupted attempt) are replaced.
+        """
+        if status not in DONE:
+            raise ValueError(f"status must be one of {DONE}, got {status!r}")
+        values = [_finite_or_none(summary.get(k)) for k in _RUN_FIELDS]
+        with self._tx() as c:
+            c.execute("DELETE FROM epoch_metrics WHERE run_id=?", (run_id,))
+            c.execute("DELETE FROM step_metrics WHERE run_id=?", (run_id,))
+            c.executemany(
+                "INSERT INTO epoch_metrics(run_id, epoch, step, split, loss, metric, wall_s) "
+                "VALUES (?,?,?,?,?,?,?)",
+                [
+                    (
+                        run_id,
+                        e["epoch"],
+                        e["step"],
+                        e["split"],
+                        _finite_or_none(e["loss"]),
+                        _finite_or_none(e["metric"]),
+                        e["wall_s"],
+                    )
+                    for e in epochs
+                ],
+            )
+            c.executemany(
+                "INSERT INTO step_metrics(run_id, step, loss, grad_norm, lr, effective_lr) "
+                "VALUES (?,?,?,?,?,?)",
+                [
+                    (
+                        run_id,
+                        s["step"],
+                        _finite_or_none(s["loss"]),
+                        _finite_or_none(s["grad_norm"]),
+                        _finite_or_none(s["lr"]),
+                        _finite_or_none(s["effective_lr"]),
+                    )
+                    for s in steps
+                ],
+            )
+            sets = ", ".join(f"{k}=?" for k in _RUN_FIELDS)
+            cur = c.execute(
+                f"UPDATE runs SET status=?, finished_at=?, info=?, {sets} WHERE run_id=?",
+                (status, time.time(), json.dumps(dict(info or {}), default=str), *values, run_id),
+            )
+            if cur.rowcount != 1:
+                raise StoreError(f"run {run_id} was not started in {self.path}")
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def status(self, run_id: str) -> str | None:
+        """The status of ``run_id`` or ``None`` when it is unknown."""
+        rows = self._query("SELECT status FROM runs WHERE run_id=?", (run_id,))
+        return rows[0][0] if rows else None
+
+    def runs(self, *, tag: str | None = None, task: str | None = None) -> list[dict[str, Any]]:
+        """All runs (config + results + tags + environment), optionally filtered."""
+        sql = (
+            "SELECT c.*, r.*, e.info AS env, "
+            "(SELECT group_concat(tag, ',') FROM tags t WHERE t.run_id=c.run_id) AS tags "
+            "FROM configs c JOIN runs r ON r.run_id=c.run_id "
+            "LEFT JOIN environment e ON e.env_id=r.env_id"
+        )
+        where, args = [], []
+        if tag is not None:
+            where.append("EXISTS (SELECT 1 FROM tags t WHERE t.run_id=c.run_id AND t.tag=?)")
+            args.append(tag)
+        if task is not None:
+            where.append("c.task=?")
+            args.append(task)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY c.task, c.optimizer, c.seed, c.run_id"
+        out = []
+        for row in self._query(sql, args):
+            d = dict(row)
+            d["task_options"] = json.loads(d["task_options"])
+            d["hparams"] = json.loads(d["hparams"])
+            d["env"] = json.loads(d["env"]) if d["env"] else {}
+            d["info"] = json.loads(d["info"]) if d["info"] else {}
+            d["tags"] = sorted(d["tags"].split(",")) if d["tags"] else []
+            out.append(d)
+        return out
+
+    def epoch_metrics(self, run_id: str) -> list[dict[str, Any]]:
+        """Per-epoch rows of ``run_id`` ordered by epoch and split."""
+        rows = self._query(
+            "SELECT * FROM epoch_metrics WHERE run_id=? ORDER BY epoch, split", (run_id,)
+        )
+        return [dict(r) for r in rows]
+
+    def step_metrics(self, run_id: str) -> list[dict[str, Any]]:
+        """Subsampled per-step rows of ``run_id`` ordered by step."""
+        rows = self._query("SELECT * FROM step_metrics WHERE run_id=? ORDER BY step", (run_id,))
+        return [dict(r) for r in rows]
+
+    def count(self, table: str) -> int:
+        """Number of rows in ``table`` (one of the store's tables)."""
+        if table not in {"configs", "runs", "tags", "epoch_metrics", "step_metrics", "environment"}:
+            raise ValueError(f"unknown table {table!r}")
+        return int(self._query(f"SELECT count(*) FROM {table}")[0][0])

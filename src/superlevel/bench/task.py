@@ -22,12 +22,15 @@ class Budget:
     """How long to train: ``epochs`` passes over the training split in ``batch_size`` batches.
 
     ``target`` is the validation metric that counts as "reached" for steps-to-target
-    (AlgoPerf style); ``None`` when the task has none.
+    (AlgoPerf style); ``None`` when the task has none. ``max_train_examples`` caps the
+    training split (applied by the task when it is built; ``None``: all of it), so a
+    ``quick`` CPU budget can use part of a large data set.
     """
 
     batch_size: int
     epochs: int
     target: float | None = None
+    max_train_examples: int | None = None
 
 
 @dataclass

@@ -1,0 +1,102 @@
+"""Shared pieces of the loaders: the data directory, checksums, errors and file reading.
+
+The data directory is an explicit ``data_dir`` argument, else the environment variable
+``SUPERLEVEL_DATA``, else ``./data``. Every data set lives in its own sub-folder
+(``mnist/``, ``fashion-mnist/``, ``cifar-10-batches-py/``, ``text/``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import zlib
+from pathlib import Path
+
+__all__ = [
+    "DATA_ENV",
+    "DataIntegrityError",
+    "MissingDataError",
+    "md5_bytes",
+    "md5_file",
+    "read_maybe_gzip",
+    "resolve_data_dir",
+    "find_file",
+    "verify_md5",
+]
+
+DATA_ENV = "SUPERLEVEL_DATA"
+
+
+class MissingDataError(FileNotFoundError):
+    """A data file is absent; the message says where we looked and how to get it."""
+
+
+class DataIntegrityError(ValueError):
+    """A data file exists but is truncated, malformed or fails its checksum."""
+
+
+def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Return the data directory: ``data_dir``, else ``$SUPERLEVEL_DATA``, else ``./data``."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    env = os.environ.get(DATA_ENV)
+    return Path(env).expanduser() if env else Path("data")
+
+
+def md5_bytes(data: bytes) -> str:
+    """Hex MD5 digest of ``data`` (a checksum against corruption, not a security hash)."""
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def md5_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex MD5 digest of a file's bytes, read in chunks."""
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_md5(data: bytes, expected: str | None, path: Path, what: str = "content") -> None:
+    """Raise :class:`DataIntegrityError` unless ``md5(data) == expected`` (``None`` skips)."""
+    if expected is None:
+        return
+    got = md5_bytes(data)
+    if got != expected.lower():
+        raise DataIntegrityError(
+            f"{path}: checksum mismatch of the {what}: md5 {got}, expected {expected} "
+            "(corrupted or wrong file; delete it and download again)"
+        )
+
+
+def read_maybe_gzip(path: Path) -> bytes:
+    """Read a file, gunzipping it when its name ends in ``.gz``.
+
+    Raises:
+        DataIntegrityError: the gzip stream is truncated or corrupt.
+    """
+    raw = path.read_bytes()
+    if path.suffix != ".gz":
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (EOFError, OSError, zlib.error) as exc:
+        raise DataIntegrityError(f"{path}: not a complete gzip file ({exc})") from exc
+
+
+def find_file(folder: Path, stem: str, dataset: str) -> Path:
+    """Find ``stem`` or ``stem.gz`` in ``folder``.
+
+    Raises:
+        MissingDataError: neither exists; the message names both paths and the command
+            that downloads ``dataset``.
+    """
+    for candidate in (folder / f"{stem}.gz", folder / stem):
+        if candidate.is_file():
+            return candidate
+    raise MissingDataError(
+        f"{dataset}: looked for {folder / stem}(.gz) and found neither. Get it with "
+        f"`superlevel data download {dataset} --data-dir {folder.parent}` or set "
+        f"{DATA_ENV} to a directory holding {folder.name}/"
+    )

@@ -1,0 +1,102 @@
+"""Stability thresholds: the sharpness above which a step size diverges on a quadratic.
+
+On ``L = 0.5 * lambda * x^2`` the update ``x <- x - eta * g`` of
+
+* plain gradient descent is stable iff ``eta * lambda < 2``;
+* heavy-ball momentum ``m <- mu*m + (1-d)*g, x <- x - eta*m`` iff
+  ``eta * (1-d) * lambda < 2 + 2*mu``;
+* Nesterov momentum (``torch.optim.SGD(nesterov=True)``) iff
+  ``eta * lambda < (2 + 2*mu) / (1 + 2*mu)``;
+* L2 weight decay ``wd`` adds ``wd`` to every curvature: ``lambda + wd`` replaces
+  ``lambda`` above.
+
+``SuperLevelSGD`` takes the step ``eta_eff = a(t) / (1 + ||g||)`` (its
+``stats()["effective_lr"]``), so its threshold is the plain one with ``eta = eta_eff``
+(times the momentum factor when it uses momentum).
+
+Adam, AdamW and other adaptive methods: their stability is governed by the
+*preconditioned* sharpness ``lambda_max(P^{-1} H)`` against ``(2 + 2*beta1) / ((1 - beta1) * lr)``
+(Cohen et al., 2022), not by the raw sharpness measured here; :func:`stability_rule`
+returns ``None`` for them and the monitor records the raw sharpness with no threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["StabilityRule", "momentum_factor", "stability_rule"]
+
+
+def momentum_factor(momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False) -> float:
+    """The constant ``c`` in the stability condition ``eta * (lambda + wd) < c``.
+
+    ``c = 2`` without momentum, ``(2 + 2*mu) / (1 - d)`` for heavy ball with dampening
+    ``d``, ``(2 + 2*mu) / (1 + 2*mu)`` for Nesterov (torch's form, no dampening).
+    """
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+    if not 0.0 <= dampening < 1.0:
+        raise ValueError(f"dampening must be in [0, 1), got {dampening!r}")
+    if momentum == 0.0:
+        return 2.0
+    if nesterov:
+        return (2.0 + 2.0 * momentum) / (1.0 + 2.0 * momentum)
+    return (2.0 + 2.0 * momentum) / (1.0 - dampening)
+
+
+@dataclass(frozen=True)
+class StabilityRule:
+    """``eta * (lambda + weight_decay) < factor``: the stable region of one param group.
+
+    Attributes:
+        factor: ``c`` from :func:`momentum_factor`.
+        weight_decay: L2 coefficient added to the curvature (coupled decay only).
+        kind: ``"sgd"``, ``"heavy_ball"``, ``"nesterov"`` or ``"superlevel"``.
+    """
+
+    factor: float
+    weight_decay: float = 0.0
+    kind: str = "sgd"
+
+    def threshold(self, eta: float) -> float:
+        """Largest stable sharpness at step size ``eta``: ``factor / eta - weight_decay``."""
+        if eta <= 0.0:
+            return math.inf
+        return self.factor / eta - self.weight_decay
+
+    def max_lr(self, sharpness: float) -> float:
+        """Largest stable step size at ``sharpness``: ``factor / (sharpness + weight_decay)``."""
+        curv = sharpness + self.weight_decay
+        return math.inf if curv <= 0.0 else self.factor / curv
+
+
+def _value(x: Any) -> float:
+    return float(x.item()) if isinstance(x, torch.Tensor) else float(x)
+
+
+def stability_rule(optimizer: torch.optim.Optimizer, group: int = 0) -> StabilityRule | None:
+    """The :class:`StabilityRule` of ``optimizer.param_groups[group]``, or ``None``.
+
+    Recognised: ``torch.optim.SGD`` and ``SuperLevelSGD`` (by their ``momentum``,
+    ``dampening``, ``nesterov`` and ``weight_decay`` group entries). ``None`` for
+    adaptive and unknown optimizers (see the module docstring).
+    """
+    try:
+        from superlevel.optim import SuperLevelSGD
+    except ImportError:  # the optimizer package is optional for this module
+        SuperLevelSGD = ()  # noqa: N806
+    if not isinstance(optimizer, (torch.optim.SGD, SuperLevelSGD)):
+        return None
+    g = optimizer.param_groups[group]
+    mu = _value(g.get("momentum", 0.0))
+    nesterov = bool(g.get("nesterov", False))
+    factor = momentum_factor(mu, _value(g.get("dampening", 0.0)), nesterov)
+    if isinstance(optimizer, torch.optim.SGD):
+        kind = "sgd" if mu == 0.0 else ("nesterov" if nesterov else "heavy_ball")
+    else:
+        kind = "superlevel"
+    return StabilityRule(factor=factor, weight_decay=_value(g.get("weight_decay", 0.0)), kind=kind)

@@ -14,7 +14,6 @@ Decay rates are given per *run*, not per step, so that one default fits every bu
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,16 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-try:  # The task registry owns the shared error type; keep one class for all unknown names.
-    from superlevel.bench.tasks import UnknownNameError
-except ImportError:  # pragma: no cover - only while the task registry is not installed
-
-    class UnknownNameError(KeyError):  # type: ignore[no-redef]
-        """An unknown registry name (message lists the valid names)."""
-
-        def __str__(self) -> str:
-            return str(self.args[0]) if self.args else ""
-
+from superlevel.bench.tasks import UnknownNameError
 
 Closure = Callable[[], torch.Tensor]
 
@@ -405,14 +395,6 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
 }
 
 
-def unknown_name_error(kind: str, name: str, valid: Iterable[str]) -> UnknownNameError:
-    """A :class:`UnknownNameError` naming ``name``, listing ``valid`` and a close match."""
-    valid = sorted(valid)
-    close = difflib.get_close_matches(name, valid, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return UnknownNameError(f"unknown {kind} {name!r}{hint}; valid: {', '.join(valid)}")
-
-
 def get_optimizer(name: str) -> OptimizerSpec:
     """The registered :class:`OptimizerSpec` called ``name``.
 
@@ -422,4 +404,4 @@ def get_optimizer(name: str) -> OptimizerSpec:
     try:
         return OPTIMIZERS[name]
     except KeyError:
-        raise unknown_name_error("optimizer", name, OPTIMIZERS) from None
+        raise UnknownNameError("optimizer", name, list(OPTIMIZERS)) from None

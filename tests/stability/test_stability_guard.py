@@ -1,0 +1,266 @@
+"""LyapunovGuard: dV <= tol on every accepted step, bit-exact restore, per-call shrink."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from superlevel.stability import LyapunovGuard
+
+LAMBDAS = torch.tensor([1.0, 3.0, 10.0, 30.0, 100.0], dtype=torch.float64)
+
+
+def quadratic(x: torch.Tensor) -> torch.Tensor:
+    """0.5 * sum_i lambda_i x_i^2, lambda_max = 100: GD is stable only for lr < 0.02."""
+    return 0.5 * (LAMBDAS * x * x).sum()
+
+
+def make_closure(x: torch.Tensor, opt: torch.optim.Optimizer):
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = quadratic(x)
+        loss.backward()
+        return loss
+
+    return closure
+
+
+def run(make_opt, steps: int, guarded: bool, **guard_kw) -> list[float]:
+    x = torch.ones(5, dtype=torch.float64, requires_grad=True)
+    opt = make_opt([x])
+    closure = make_closure(x, opt)
+    guard = LyapunovGuard(opt, **guard_kw) if guarded else None
+    losses = [float(quadratic(x.detach()))]
+    for _ in range(steps):
+        if guard is not None:
+            guard.step(closure)
+        else:
+            opt.step(closure)
+        losses.append(float(quadratic(x.detach())))
+    return losses
+
+
+def _superlevel(params):
+    try:
+        from superlevel.optim import SuperLevelSGD
+    except ImportError:
+        pytest.skip("superlevel.optim.SuperLevelSGD is not available yet")
+    return SuperLevelSGD(params, lr=3.0)
+
+
+@pytest.mark.parametrize(
+    "make_opt",
+    [
+        pytest.param(lambda p: torch.optim.SGD(p, lr=0.025), id="sgd"),
+        pytest.param(lambda p: torch.optim.SGD(p, lr=0.025, momentum=0.5), id="momentum"),
+        pytest.param(lambda p: torch.optim.Adam(p, lr=0.5), id="adam"),
+        pytest.param(_superlevel, id="superlevel"),
+    ],
+)
+def test_guarded_loss_never_rises_and_progresses_where_unguarded_fails(make_opt):
+    steps = 150
+    unguarded = run(make_opt, steps, guarded=False)
+    guarded = run(make_opt, steps, guarded=True, max_retries=8)
+    # the unguarded optimizer raises the loss on some step (SGD: diverges outright)
+    assert max(b - a for a, b in zip(unguarded, unguarded[1:], strict=False)) > 0
+    # guarded: monotone and real progress
+    assert all(b <= a for a, b in zip(guarded, guarded[1:], strict=False))
+    assert guarded[-1] < 1e-2 * guarded[0]
+
+
+def test_unguarded_sgd_diverges_above_two_over_lambda_max():
+    losses = run(lambda p: torch.optim.SGD(p, lr=0.025), 60, guarded=False)
+    assert losses[-1] > 1e6 * losses[0]
+
+
+def _state_copy(opt: torch.optim.Optimizer):
+    return {
+        id(p): {k: (v.clone() if torch.is_tensor(v) else v) for k, v in s.items()}
+        for p, s in opt.state.items()
+    }
+
+
+def _assert_same_state(opt, saved):
+    assert set(saved) == {id(p) for p in opt.state}
+    for p, s in opt.state.items():
+        assert set(s) == set(saved[id(p)])
+        for k, v in s.items():
+            if torch.is_tensor(v):
+                assert torch.equal(v, saved[id(p)][k]), k
+                assert v.dtype == saved[id(p)][k].dtype
+            else:
+                assert v == saved[id(p)][k], k
+
+
+def _model_and_data():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    x, y = torch.randn(16, 4), torch.randn(16, 2)
+    return model, x, y
+
+
+@pytest.mark.parametrize(
+    "make_opt",
+    [
+        pytest.param(
+            lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-3), id="sgd"
+        ),
+        pytest.param(
+            lambda p: torch.optim.Adam(p, lr=torch.tensor(0.01), foreach=False), id="adam-tensor-lr"
+        ),
+        pytest.param(lambda p: torch.optim.AdamW(p, lr=0.01, amsgrad=True), id="adamw"),
+    ],
+)
+@pytest.mark.parametrize("warm", [0, 3], ids=["fresh-state", "warm-state"])
+def test_rejected_step_restores_params_state_grads_and_lr_bitwise(make_opt, warm):
+    model, x, y = _model_and_data()
+    opt = make_opt(model.parameters())
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        return loss
+
+    for _ in range(warm):
+        opt.step(closure)
+    # the reference: params, state, lr and the grads at the starting point
+    closure()
+    params = [p.detach().clone() for p in model.parameters()]
+    grads = [p.grad.clone() for p in model.parameters()]
+    state = _state_copy(opt)
+    lr = opt.param_groups[0]["lr"]
+    lr_value = lr.clone() if torch.is_tensor(lr) else lr
+
+    # tol = -1e9 makes every trial a violation: all trials are rejected
+    guard = LyapunovGuard(opt, tol=-1e9, max_retries=2, on_failure="skip")
+    guard.step(closure)
+
+    assert not guard.last.accepted and not guard.last.applied
+    assert guard.last.retries == 2 and guard.last.scale == 0.25
+    assert guard.counters == {"steps": 1, "violations": 3, "retries": 2, "skips": 1, "forced": 0}
+    for p, ref in zip(model.parameters(), params, strict=True):
+        assert torch.equal(p, ref)
+    for p, ref in zip(model.parameters(), grads, strict=True):
+        assert torch.equal(p.grad, ref)
+    _assert_same_state(opt, state)
+    now = opt.param_groups[0]["lr"]
+    if torch.is_tensor(lr):
+        assert now is lr and torch.equal(now, lr_value)  # same tensor object, same value
+    else:
+        assert now == lr_value
+    # and the optimizer continues exactly as if the guard had never been called
+    opt.step()
+    model2, _, _ = _model_and_data()
+    opt2 = make_opt(model2.parameters())
+
+    def closure2():
+        opt2.zero_grad()
+        loss = torch.nn.functional.mse_loss(model2(x), y)
+        loss.backward()
+        return loss
+
+    for _ in range(warm):
+        opt2.step(closure2)
+    opt2.step(closure2)
+    for p, q in zip(model.parameters(), model2.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_retry_takes_the_shrunk_step_and_lr_is_restored_after_acceptance():
+    x = torch.ones(5, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.SGD([x], lr=0.025)
+    closure = make_closure(x, opt)
+    g = LAMBDAS * x.detach()  # grad at x0
+    guard = LyapunovGuard(opt, shrink=0.5, max_retries=4)
+    loss0 = guard.step(closure)
+    assert float(loss0.detach()) == float(quadratic(torch.ones(5, dtype=torch.float64)))
+    # lr 0.025 raises the loss (x_5 -> -1.5); lr 0.0125 does not
+    assert guard.last.accepted and guard.last.retries == 1 and guard.last.scale == 0.5
+    expected = torch.ones(5, dtype=torch.float64).add(g, alpha=-0.0125)
+    assert torch.equal(x.detach(), expected)
+    assert opt.param_groups[0]["lr"] == 0.025
+    assert guard.last.loss_after <= guard.last.loss_before
+    assert guard.counters == {"steps": 1, "violations": 1, "retries": 1, "skips": 0, "forced": 0}
+
+
+def test_on_failure_accept_keeps_the_last_trial():
+    x = torch.ones(5, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.SGD([x], lr=0.025)
+    g = LAMBDAS.clone()
+    guard = LyapunovGuard(opt, tol=-1e9, shrink=0.5, max_retries=1, on_failure="accept")
+    guard.step(make_closure(x, opt))
+    assert guard.last.applied and not guard.last.accepted
+    assert torch.equal(x.detach(), torch.ones(5, dtype=torch.float64).add(g, alpha=-0.0125))
+    assert opt.param_groups[0]["lr"] == 0.025
+    assert guard.counters["forced"] == 1 and guard.counters["skips"] == 0
+
+
+def test_evaluate_is_forward_only_and_keeps_the_l0_grads():
+    x = torch.ones(5, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.SGD([x], lr=0.025)
+    calls = {"closure": 0, "evaluate": 0}
+    inner = make_closure(x, opt)
+
+    def closure():
+        calls["closure"] += 1
+        return inner()
+
+    def evaluate():
+        calls["evaluate"] += 1
+        assert not torch.is_grad_enabled()
+        return quadratic(x)
+
+    guard = LyapunovGuard(opt, evaluate=evaluate)
+    guard.step(closure)
+    assert calls == {"closure": 1, "evaluate": 2}  # one rejection, one acceptance
+    assert torch.equal(x.grad, LAMBDAS)  # the grads at the starting point
+    assert guard.last.accepted and guard.last.retries == 1
+
+
+def test_nan_loss_is_rejected():
+    x = torch.ones(2, requires_grad=True)
+    opt = torch.optim.SGD([x], lr=1.0)
+    state = {"n": 0}
+
+    def closure():
+        opt.zero_grad()
+        state["n"] += 1
+        loss = (x * x).sum() * (math.nan if state["n"] > 1 else 1.0)
+        loss.backward()
+        return loss
+
+    guard = LyapunovGuard(opt, max_retries=1)
+    guard.step(closure)
+    assert not guard.last.applied
+    assert torch.equal(x.detach(), torch.ones(2))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"shrink": 0.0},
+        {"shrink": 1.0},
+        {"max_retries": -1},
+        {"max_retries": 1.5},
+        {"on_failure": "retry"},
+        {"tol": math.nan},
+        {"evaluate": 3},
+    ],
+)
+def test_bad_arguments_raise_value_error(kwargs):
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    name = next(iter(kwargs))
+    with pytest.raises(ValueError, match=name):
+        LyapunovGuard(opt, **kwargs)
+
+
+def test_bad_optimizer_and_closure_raise_value_error():
+    with pytest.raises(ValueError, match="optimizer"):
+        LyapunovGuard(object())
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    guard = LyapunovGuard(opt)
+    with pytest.raises(ValueError, match="closure"):
+        guard.step(lambda: 1.0)

@@ -344,7 +344,9 @@ def trajectory_connectivity(
     For the step ``a = x_t -> b = x_{t+1}`` with level ``c = max(f(a), f(b))`` (sub) or
     ``min(f(a), f(b))`` (super): the straight segment's barrier, and, with a grid, whether
     ``a`` and ``b`` lie in the same component of ``{f <= c}`` (``{f >= c}``). If they do
-    not, *no* path between them stays in the set: the step jumped a barrier. The level is
+    not, *no* path between them stays in the set: the step jumped a barrier. A step whose
+    segment has no barrier is connected exactly (the segment is the path); others are
+    judged on the grid, at its resolution. The level is
     raised (sub) / lowered (super) to include the grid cells nearest to ``a`` and ``b``,
     so discretisation never leaves an end outside the set.
 
@@ -398,7 +400,8 @@ def trajectory_connectivity(
                     continue
                 c = pick(ends[i], ends[i + 1])
                 levels[i] = c
-                if flat[i] == flat[i + 1]:
+                if barriers[i] <= tol or flat[i] == flat[i + 1]:
+                    # The segment itself stays in the set: an exact witness path.
                     connected[i] = 1
                     continue
                 mask = grid.values <= c if kind == "sub" else grid.values >= c

@@ -476,10 +476,10 @@ def _image_splits(kind: str, data_dir: str | None) -> Splits:
     from superlevel.data.idx import load_mnist
 
     d = load_mnist(data_dir, kind=kind)
-    x = torch.from_numpy(d["train_images"]).float().div_(255.0).unsqueeze(1)
-    xt = torch.from_numpy(d["test_images"]).float().div_(255.0).unsqueeze(1)
-    y = torch.from_numpy(d["train_labels"]).long()
-    yt = torch.from_numpy(d["test_labels"]).long()
+    x = torch.from_numpy(d["train_images"].copy()).float().div_(255.0).unsqueeze(1)
+    xt = torch.from_numpy(d["test_images"].copy()).float().div_(255.0).unsqueeze(1)
+    y = torch.from_numpy(d["train_labels"].copy()).long()
+    yt = torch.from_numpy(d["test_labels"].copy()).long()
     splits = _splits_from_train_test(x, y, xt, yt, n_val=5000)
     norm = splits.train_x
     dims = (0, 1, 2, 3)
@@ -516,10 +516,10 @@ def _build_cifar10_3c3d(spec, seed, device, budget, data_dir, opts) -> TaskInsta
     from superlevel.data.cifar import load_cifar10
 
     d = load_cifar10(data_dir)
-    x = torch.from_numpy(d["train_images"]).float().div_(255.0)
-    xt = torch.from_numpy(d["test_images"]).float().div_(255.0)
-    y = torch.from_numpy(d["train_labels"]).long()
-    yt = torch.from_numpy(d["test_labels"]).long()
+    x = torch.from_numpy(d["train_images"].copy()).float().div_(255.0)
+    xt = torch.from_numpy(d["test_images"].copy()).float().div_(255.0)
+    y = torch.from_numpy(d["train_labels"].copy()).long()
+    yt = torch.from_numpy(d["test_labels"].copy()).long()
     s = _splits_from_train_test(x, y, xt, yt, n_val=5000)
     dims = (0, 2, 3)  # per-channel statistics
     splits = Splits(

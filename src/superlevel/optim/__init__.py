@@ -1,0 +1,21 @@
+"""The SuperLevelSGD optimizer: thin class, functional core, slow reference.
+
+``SuperLevelSGD`` (the ``torch.optim`` class), ``damp_grad_norm_`` (the modulation alone,
+for any optimizer), the functional pieces in :mod:`.functional` and the slow reference
+:class:`.reference.ReferenceSuperLevelSGD` that the tests hold every path equal to.
+"""
+
+from .clip import damp_grad_norm_
+from .functional import decayed_lr, global_grad_norm, modulation, superlevel_update_
+from .optimizer import SuperLevelSGD
+from .reference import ReferenceSuperLevelSGD
+
+__all__ = [
+    "ReferenceSuperLevelSGD",
+    "SuperLevelSGD",
+    "damp_grad_norm_",
+    "decayed_lr",
+    "global_grad_norm",
+    "modulation",
+    "superlevel_update_",
+]

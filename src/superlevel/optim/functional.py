@@ -1,0 +1,403 @@
+"""Functional core of :class:`~superlevel.optim.SuperLevelSGD`.
+
+The rule (arXiv 2409.16769, with SGD momentum and decoupled weight decay added)::
+
+    a_t   = max(lr * exp(-decay * t), min_lr)           per param group
+    n_t   = || (g_1, ..., g_k) ||_2                      one norm over every gradient
+    eta_t = 1 / (1 + n_t / norm_scale)
+    p    <- p - a_t * weight_decay * p                   decoupled weight decay
+    buf  <- momentum * buf + (1 - dampening) * g         (buf = g when it is created)
+    d     = g + momentum * buf if nesterov else buf      (d = g without momentum)
+    p    <- p - a_t * eta_t * d
+
+Everything that depends on gradient values (``n_t``, ``eta_t``, the finite flag, the step
+count ``t``) stays a device tensor, so no path reads a tensor on the host. A non-finite
+norm skips the step by *selection* (``torch.where``) or, in the fused kernel, through its
+``found_inf`` argument; multiplying the step by 0 would not do, since ``0 * inf = nan``.
+
+Three interchangeable update paths, held equal to :mod:`superlevel.optim.reference`:
+
+* ``single``: one tensor at a time (any device, any dtype);
+* ``foreach``: ``torch._foreach_*`` ops per (device, dtype) bucket; the path used under
+  ``torch.compile``, where the selection fuses into the update;
+* ``fused``: torch's fused SGD kernel with a tensor learning rate ``a_t * eta_t`` and
+  ``found_inf = not isfinite(n_t)``: one pass over params and grads, skip in the kernel.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "Impl",
+    "decayed_lr",
+    "fused_supported",
+    "global_grad_norm",
+    "modulation",
+    "resolve_impl",
+    "superlevel_update_",
+]
+
+Impl = Literal["single", "foreach", "fused"]
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _is_dtensor(t: Tensor) -> bool:
+    # Imported lazily: torch.distributed is optional and slow to import.
+    if type(t).__name__ != "DTensor":
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
+def local(t: Tensor) -> Tensor:
+    """The local shard of a DTensor (same storage), or ``t`` itself.
+
+    Every update is elementwise, so updating each rank's shard in place updates the
+    sharded parameter; only the norm needs the other ranks.
+    """
+    return t.to_local() if _is_dtensor(t) else t
+
+
+def _norm_dtype(dtype: torch.dtype) -> torch.dtype:
+    # Half-precision squares overflow at |g| ~ 256 (fp16): accumulate in float32.
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _sum_of_squares(grads: Sequence[Tensor], foreach: bool) -> list[Tensor]:
+    """Per-(device, dtype) bucket ``sum ||g_i||^2`` as 0-dim tensors on each bucket's device."""
+    buckets: dict[tuple[torch.device, torch.dtype], list[Tensor]] = defaultdict(list)
+    for g in grads:
+        buckets[(g.device, g.dtype)].append(g)
+    out = []
+    for (device, dtype), gs in buckets.items():
+        acc = _norm_dtype(dtype)
+        if foreach and device.type in ("cpu", "cuda", "xpu", "mps"):
+            norms = torch._foreach_norm(gs, 2, dtype=acc)
+        else:
+            norms = [torch.linalg.vector_norm(g, 2, dtype=acc) for g in gs]
+        out.append(torch.linalg.vector_norm(torch.stack(list(norms)), 2).square())
+    return out
+
+
+def global_grad_norm(grads: Sequence[Tensor], *, foreach: bool = True) -> Tensor:
+    r"""One L2 norm over all gradients, without reading it on the host.
+
+    .. math:: n = \sqrt{\sum_i \lVert g_i \rVert_2^2}
+
+    Norms are taken per (device, dtype) bucket with ``torch._foreach_norm`` (half precision
+    accumulated in float32) and combined on the device of the first gradient, in float64
+    when any gradient is float64, else float32. DTensor gradients (FSDP2 shards) are
+    reduced with DTensor ops and ``full_tensor()``, so the result is the norm of the
+    *unsharded* gradient, identical on every rank.
+
+    Args:
+        grads: The gradients (dense tensors or DTensors); may be empty.
+        foreach: Use the multi-tensor norm kernel where the device has one.
+
+    Returns:
+        A 0-dim tensor; ``0.`` on CPU for an empty list.
+    """
+    if len(grads) == 0:
+        return torch.zeros(())
+    dense = [g for g in grads if not _is_dtensor(g)]
+    sharded = [g for g in grads if _is_dtensor(g)]
+    home = local(grads[0]).device
+    out_dtype = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
+    parts = [s.to(home, out_dtype) for s in _sum_of_squares(dense, foreach)]
+    if sharded:
+        # Per-tensor norms of DTensors are Partial; one full_tensor() is one all-reduce.
+        by_dtype: dict[torch.dtype, list[Tensor]] = defaultdict(list)
+        for g in sharded:
+            by_dtype[g.dtype].append(g)
+        for dtype, gs in by_dtype.items():
+            acc = _norm_dtype(dtype)
+            norms = [torch.linalg.vector_norm(g, 2, dtype=acc) for g in gs]
+            sq = torch.linalg.vector_norm(torch.stack(norms), 2).full_tensor().square()
+            parts.append(sq.to(home, out_dtype))
+    return torch.stack(parts).sum().sqrt()
+
+
+def modulation(grad_norm: Tensor, norm_scale: float) -> tuple[Tensor, Tensor]:
+    r"""The gradient-norm modulation and the finite flag.
+
+    .. math:: \eta = \frac{1}{1 + n / s}, \qquad \text{ok} = \text{isfinite}(n)
+
+    Args:
+        grad_norm: 0-dim tensor ``n``.
+        norm_scale: ``s > 0``; the norm at which the step is halved.
+
+    Returns:
+        ``(eta, ok)``: 0-dim tensors on ``grad_norm``'s device; ``eta`` is 0 where not ok.
+    """
+    ok = torch.isfinite(grad_norm)
+    eta = torch.reciprocal(grad_norm.div(norm_scale).add_(1.0))
+    return torch.where(ok, eta, 0.0), ok
+
+
+def decayed_lr(
+    step: Tensor, lr: float | Tensor, decay: float, min_lr: float, dtype: torch.dtype | None = None
+) -> Tensor:
+    r"""Exponentially decayed learning rate with a floor, as a device tensor.
+
+    .. math:: a_t = \max(\text{lr} \cdot e^{-\beta t}, \text{min\_lr})
+
+    Args:
+        step: 0-dim tensor ``t`` (completed, non-skipped steps).
+        lr: ``a_0`` (a float, or a 0-dim tensor that may change between steps).
+        decay: ``beta >= 0``.
+        min_lr: The floor.
+        dtype: Dtype of the result (default ``step``'s); float64 keeps float64 runs exact.
+
+    Returns:
+        0-dim tensor on ``step``'s device.
+    """
+    step = step.to(dtype) if dtype is not None else step
+    a = torch.exp(step * (-decay)) if decay != 0.0 else torch.ones_like(step)
+    lr_t = lr.to(step.device, step.dtype) if isinstance(lr, Tensor) else lr
+    a = a * lr_t
+    return a.clamp_min(min_lr) if min_lr > 0.0 else a
+
+
+def fused_supported(tensors: Sequence[Tensor]) -> bool:
+    """Whether torch's fused SGD kernel accepts these tensors (device type and dtype)."""
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+    devices = _get_fused_kernels_supported_devices()
+    return all(
+        t.device.type in devices and t.dtype in _FLOAT_DTYPES and not t.is_sparse for t in tensors
+    )
+
+
+def resolve_impl(tensors: Sequence[Tensor], *, foreach: bool | None, fused: bool | None) -> Impl:
+    """Pick the update path.
+
+    Explicit flags win. With both ``None``: ``fused`` where the kernel supports every
+    tensor (CPU and CUDA float tensors: one pass, skip inside the kernel), else
+    ``foreach``. Under ``torch.compile`` the fused kernel (no fake-tensor kernel for a
+    tensor lr) is replaced by ``foreach``, whose selection inductor fuses.
+    """
+    if torch.compiler.is_compiling():
+        return "single" if foreach is False and not fused else "foreach"
+    if fused:
+        return "fused"
+    if foreach:
+        return "foreach"
+    if foreach is False:
+        return "single"
+    if fused is None and fused_supported(tensors):
+        return "fused"
+    return "foreach"
+
+
+def _scalars_on(device: torch.device, dtype: torch.dtype, *tensors: Tensor) -> tuple[Tensor, ...]:
+    # Device-to-device copies are asynchronous; the dtype cast keeps half params exact.
+    cast = torch.float64 if dtype == torch.float64 else torch.float32
+    return tuple(t.to(device=device, dtype=cast) for t in tensors)
+
+
+def _single_tensor(
+    params: list[Tensor],
+    grads: list[Tensor],
+    bufs: list[Tensor | None],
+    *,
+    lr: Tensor,
+    eta: Tensor,
+    ok: Tensor,
+    weight_decay: float,
+    momentum: float,
+    dampening: float,
+    nesterov: bool,
+    maximize: bool,
+) -> None:
+    for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+        a, e, k = _scalars_on(p.device, p.dtype, lr, eta, ok)
+        k = k.bool()
+        g = -g if maximize else g
+        new_p = p * (1.0 - a * weight_decay) if weight_decay != 0.0 else p
+        d = g
+        if momentum != 0.0:
+            buf = bufs[i]
+            if buf is None:
+                # Created on first sight; a skipped step leaves it at zero.
+                buf = bufs[i] = torch.where(k, g, 0.0).to(p.dtype)
+            else:
+                buf.copy_(torch.where(k, buf * momentum + g * (1.0 - dampening), buf))
+            d = g + momentum * buf if nesterov else buf
+        new_p = new_p - (a * e) * d
+        torch.where(k, new_p, p, out=p)
+
+
+def _multi_tensor(
+    params: list[Tensor],
+    grads: list[Tensor],
+    bufs: list[Tensor | None],
+    *,
+    lr: Tensor,
+    eta: Tensor,
+    ok: Tensor,
+    weight_decay: float,
+    momentum: float,
+    dampening: float,
+    nesterov: bool,
+    maximize: bool,
+) -> None:
+    buckets: dict[tuple[torch.device, torch.dtype], list[int]] = defaultdict(list)
+    for i, p in enumerate(params):
+        buckets[(p.device, p.dtype)].append(i)
+    for (device, dtype), idx in buckets.items():
+        a, e, k = _scalars_on(device, dtype, lr, eta, ok)
+        k = k.bool()
+        ps = [params[i] for i in idx]
+        gs = [grads[i] for i in idx]
+        if maximize:
+            gs = list(torch._foreach_neg(gs))
+        d = gs
+        if momentum != 0.0:
+            fresh = [j for j, i in enumerate(idx) if bufs[i] is None]
+            for j in fresh:
+                # Created on first sight; a skipped step leaves it at zero.
+                bufs[idx[j]] = torch.where(k, gs[j], 0.0).to(dtype)
+            old = [j for j in range(len(idx)) if j not in set(fresh)]
+            if old:
+                bs = [bufs[idx[j]] for j in old]
+                new = torch._foreach_mul(bs, momentum)
+                torch._foreach_add_(new, [gs[j] for j in old], alpha=1.0 - dampening)
+                for b, nb in zip(bs, new, strict=True):
+                    torch.where(k, nb, b, out=b)
+            bs_all = [bufs[i] for i in idx]
+            d = torch._foreach_add(gs, bs_all, alpha=momentum) if nesterov else bs_all
+        step = torch._foreach_mul(d, -(a * e))
+        if weight_decay != 0.0:
+            torch._foreach_add_(step, torch._foreach_mul(ps, 1.0 - a * weight_decay))
+        else:
+            torch._foreach_add_(step, ps)
+        for p, s in zip(ps, step, strict=True):
+            torch.where(k, s, p, out=p)
+
+
+def _fused(
+    params: list[Tensor],
+    grads: list[Tensor],
+    bufs: list[Tensor | None],
+    *,
+    lr: Tensor,
+    eta: Tensor,
+    ok: Tensor,
+    weight_decay: float,
+    momentum: float,
+    dampening: float,
+    nesterov: bool,
+    maximize: bool,
+) -> None:
+    if not fused_supported(params) or not fused_supported(grads):
+        bad = next(t for t in [*params, *grads] if not fused_supported([t]))
+        raise RuntimeError(
+            f"fused=True needs floating-point tensors on a device with torch's fused SGD "
+            f"kernel; got a {bad.dtype} tensor on {bad.device}"
+        )
+    buckets: dict[tuple[torch.device, torch.dtype], list[int]] = defaultdict(list)
+    for i, p in enumerate(params):
+        buckets[(p.device, p.dtype)].append(i)
+    for (device, dtype), idx in buckets.items():
+        a, e, k = _scalars_on(device, dtype, lr, eta, ok)
+        found_inf = torch.logical_not(k.bool()).to(torch.float32)
+        ps = [params[i] for i in idx]
+        if weight_decay != 0.0:
+            # Decoupled decay outside the kernel; factor 1 on a skipped step is exact.
+            torch._foreach_mul_(ps, torch.where(k.bool(), 1.0 - a * weight_decay, 1.0))
+        kw = dict(
+            weight_decay=0.0,
+            momentum=momentum,
+            lr=a * e,
+            dampening=dampening,
+            nesterov=nesterov,
+            maximize=maximize,
+            found_inf=found_inf,
+        )
+        if momentum == 0.0:
+            torch._fused_sgd_(ps, [grads[i] for i in idx], [], is_first_step=False, **kw)
+            continue
+        fresh = [i for i in idx if bufs[i] is None]
+        seen = [i for i in idx if bufs[i] is not None]
+        for i in fresh:
+            # Zero-filled: the kernel copies g in, or leaves zeros on a skipped step.
+            bufs[i] = torch.zeros_like(params[i])
+        for first, sub in ((True, fresh), (False, seen)):
+            if sub:
+                torch._fused_sgd_(
+                    [params[i] for i in sub],
+                    [grads[i] for i in sub],
+                    [bufs[i] for i in sub],
+                    is_first_step=first,
+                    **kw,
+                )
+
+
+_PATHS = {"single": _single_tensor, "foreach": _multi_tensor, "fused": _fused}
+
+
+def superlevel_update_(
+    params: list[Tensor],
+    grads: list[Tensor],
+    momentum_buffers: list[Tensor | None],
+    *,
+    lr: Tensor,
+    eta: Tensor,
+    ok: Tensor,
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    nesterov: bool = False,
+    maximize: bool = False,
+    impl: Impl = "foreach",
+) -> None:
+    r"""Apply one SuperLevelSGD update to one param group, in place.
+
+    .. math::
+        p \leftarrow p - a\,\lambda\,p, \quad
+        b \leftarrow \mu b + (1-\tau) g, \quad
+        p \leftarrow p - a\,\eta\,d
+
+    with ``d = g + mu * b`` (Nesterov), ``b`` (momentum) or ``g``, and nothing changed when
+    ``ok`` is false. Missing momentum buffers are created (``g``, or zeros when not ok) and
+    written back into ``momentum_buffers``.
+
+    Args:
+        params: Dense tensors (DTensor local shards) updated in place.
+        grads: Their gradients (same shapes and dtypes).
+        momentum_buffers: One entry per param, ``None`` where not created yet.
+        lr: 0-dim tensor ``a_t``.
+        eta: 0-dim tensor ``eta_t`` from :func:`modulation`.
+        ok: 0-dim bool tensor; false skips the update.
+        weight_decay: ``lambda``, decoupled and scaled by ``a_t`` only.
+        momentum: ``mu``.
+        dampening: ``tau``.
+        nesterov: Nesterov momentum.
+        maximize: Ascend instead of descend (``g <- -grad``).
+        impl: ``"single"``, ``"foreach"`` or ``"fused"``.
+    """
+    if impl not in _PATHS:
+        raise ValueError(f"impl must be one of {sorted(_PATHS)}, got {impl!r}")
+    if not params:
+        return
+    _PATHS[impl](
+        params,
+        grads,
+        momentum_buffers,
+        lr=lr,
+        eta=eta,
+        ok=ok,
+        weight_decay=weight_decay,
+        momentum=momentum,
+        dampening=dampening,
+        nesterov=nesterov,
+        maximize=maximize,
+    )

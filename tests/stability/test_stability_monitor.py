@@ -1,0 +1,236 @@
+"""StabilityMonitor: per-step records, probes at the right steps, exports and the plot."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from superlevel.landscape import flat_params, model_loss_fn, path_barrier, segment_barrier
+from superlevel.stability import LyapunovGuard, StabilityMonitor, sharpness
+from superlevel.stability.monitor import PROBE_FIELDS, STEP_FIELDS
+
+F = nn.functional
+
+
+def _setup(seed: int = 0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+    x, y = torch.randn(64, 6), torch.randint(0, 3, (64,))
+    return model, x, y
+
+
+def _train(model, opt, monitor, x, y, steps, batch=16, on_step=None):
+    losses = []
+    for t in range(steps):
+        i = (t * batch) % len(x)
+        xb, yb = x[i : i + batch], y[i : i + batch]
+        opt.zero_grad()
+        loss = F.cross_entropy(model(xb), yb)
+        loss.backward()
+        opt.step()
+        monitor.record(loss)
+        losses.append(float(loss.detach()))
+        if on_step is not None:
+            on_step(t + 1)
+    return losses
+
+
+def test_per_step_records_match_a_hand_computation():
+    model, x, y = _setup()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.5)
+    mon = StabilityMonitor(model, opt, every=0, flush_every=7)
+    thetas = [flat_params(model)]
+    grad_norms = []
+
+    def on_step(_t):
+        thetas.append(flat_params(model))
+        grad_norms.append(float(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).norm()))
+
+    losses = _train(model, opt, mon, x, y, 20, on_step=on_step)
+    recs = mon.records
+    assert [r["step"] for r in recs] == list(range(1, 21))
+    assert set(recs[0]) == set(STEP_FIELDS + PROBE_FIELDS)
+    assert recs[0]["dV"] is None and not recs[0]["violation"]
+    for t, r in enumerate(recs):
+        assert r["loss"] == pytest.approx(losses[t], rel=1e-6)
+        assert r["grad_norm"] == pytest.approx(grad_norms[t], rel=1e-5)
+        assert r["update_norm"] == pytest.approx(
+            float((thetas[t + 1] - thetas[t]).norm()), rel=1e-5
+        )
+        assert r["lr"] == 0.5
+        if t:
+            assert r["dV"] == pytest.approx(losses[t] - losses[t - 1], rel=1e-5, abs=1e-6)
+            assert r["violation"] == (r["dV"] > 0)
+        assert all(r[k] is None for k in PROBE_FIELDS)
+    assert mon.violations == sum(r["violation"] for r in recs) > 0
+
+
+def test_probes_run_every_k_steps_and_match_direct_calls():
+    model, x, y = _setup()
+    opt = torch.optim.SGD(model.parameters(), lr=0.3)
+    probe = (x[:32], y[:32])
+    mon = StabilityMonitor(
+        model, opt, probe_batch=probe, loss_fn=F.cross_entropy, every=4, barrier_points=5
+    )
+    anchors = {0: flat_params(model)}
+    direct = {}
+
+    def on_step(t):
+        if t % 4 == 0:
+            anchors[t] = flat_params(model)
+            direct[t] = sharpness(
+                lambda: F.cross_entropy(model(probe[0]), probe[1]), model, model=model
+            )
+
+    _train(model, opt, mon, x, y, 12, on_step=on_step)
+    recs = mon.records
+    probed = [r["step"] for r in recs if r["sharpness"] is not None]
+    assert probed == [4, 8, 12]
+    f = model_loss_fn(model, probe, F.cross_entropy)
+    for t in probed:
+        r = recs[t - 1]
+        assert r["sharpness"] == direct[t]  # same seed, same point: identical
+        assert r["threshold"] == pytest.approx(2.0 / 0.3)
+        assert r["stable_lr"] == pytest.approx(2.0 / r["sharpness"])
+        seg = segment_barrier(f, anchors[t - 4], anchors[t], points=5, kind="sub")
+        assert r["barrier_sub"] == pytest.approx(seg.barrier, abs=1e-6)
+        assert r["barrier_super"] == pytest.approx(path_barrier(seg.losses, "super"), abs=1e-6)
+    summary = mon.summary()
+    assert summary["probes"] == 3 and summary["steps"] == 12
+    assert summary["max_sharpness"] == max(direct.values())
+
+
+def test_adam_gets_sharpness_without_a_threshold():
+    model, x, y = _setup()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    mon = StabilityMonitor(
+        model, opt, probe_batch=(x, y), loss_fn=F.cross_entropy, every=3, barrier_points=0
+    )
+    _train(model, opt, mon, x, y, 3)
+    r = mon.records[-1]
+    assert r["sharpness"] > 0
+    assert r["threshold"] is None and r["stable_lr"] is None and r["barrier_sub"] is None
+
+
+def test_tensor_lr_and_guard_fields_are_recorded():
+    model, x, y = _setup()
+    opt = torch.optim.SGD(model.parameters(), lr=torch.tensor(20.0))
+    guard = LyapunovGuard(opt, max_retries=3)
+    mon = StabilityMonitor(model, opt, every=0, guard=guard)
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    seen = []
+    for _ in range(6):
+        mon.record(guard.step(closure))
+        seen.append((guard.last.accepted, guard.last.applied, guard.last.retries))
+    recs = mon.records
+    assert all(r["lr"] == 20.0 for r in recs)
+    got = [(r["guard_accepted"], r["guard_applied"], r["guard_retries"]) for r in recs]
+    assert got == seen
+    assert sum(r["guard_retries"] for r in recs) == guard.counters["retries"] > 0
+
+
+def test_superlevel_effective_lr_comes_from_stats():
+    try:
+        from superlevel.optim import SuperLevelSGD
+    except ImportError:
+        pytest.skip("superlevel.optim.SuperLevelSGD is not available yet")
+    model, x, y = _setup()
+    opt = SuperLevelSGD(model.parameters(), lr=0.5, decay=0.01)
+    mon = StabilityMonitor(
+        model, opt, probe_batch=(x, y), loss_fn=F.cross_entropy, every=5, barrier_points=0
+    )
+    eff = []
+    _train(
+        model, opt, mon, x, y, 5, on_step=lambda t: eff.append(float(opt.stats()["effective_lr"]))
+    )
+    recs = mon.records
+    assert [r["lr"] for r in recs] == pytest.approx(eff, rel=1e-6)
+    assert recs[-1]["threshold"] == pytest.approx(2.0 / eff[-1], rel=1e-6)
+
+
+def test_csv_export_and_plot(tmp_path):
+    model, x, y = _setup()
+    opt = torch.optim.SGD(model.parameters(), lr=0.3)
+    mon = StabilityMonitor(
+        model, opt, probe_batch=(x, y), loss_fn=F.cross_entropy, every=5, barrier_points=3
+    )
+    _train(model, opt, mon, x, y, 10)
+    path = mon.to_csv(tmp_path / "s.csv")
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == list(mon.fields)
+    recs = mon.records
+    assert len(rows) == len(recs) == 10
+    for row, rec in zip(rows, recs, strict=True):
+        for key in ("loss", "grad_norm", "sharpness"):
+            if rec[key] is None:
+                assert row[key] == ""
+            else:
+                assert float(row[key]) == rec[key]
+    png = mon.plot(tmp_path / "fig" / "s.png")
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_tensorboard_export_to_a_writer():
+    model, x, y = _setup()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    mon = StabilityMonitor(model, opt, every=0)
+    _train(model, opt, mon, x, y, 3)
+
+    class Writer:
+        def __init__(self):
+            self.calls = []
+
+        def add_scalar(self, tag, value, step):
+            self.calls.append((tag, value, step))
+
+    w = Writer()
+    mon.to_tensorboard(w)
+    assert ("stability/loss", mon.records[2]["loss"], 3) in w.calls
+    assert not any(tag == "stability/dV" and step == 1 for tag, _, step in w.calls)
+
+
+def test_tensorboard_missing_gives_a_clear_import_error(tmp_path):
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("tensorboard is installed")
+    model, _, _ = _setup()
+    mon = StabilityMonitor(model, torch.optim.SGD(model.parameters(), lr=0.1), every=0)
+    with pytest.raises(ImportError, match="tensorboard"):
+        mon.to_tensorboard(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"every": -1}, "every"),
+        ({"barrier_points": 2}, "barrier_points"),
+        ({"flush_every": 0}, "flush_every"),
+        ({"tol": math.nan}, "tol"),
+        ({"probe_batch": (1, 2)}, "loss_fn"),
+        ({"probe_batch": (1, 2, 3), "loss_fn": F.mse_loss}, "probe_batch"),
+        ({"sharpness_method": "qr"}, "sharpness_method"),
+        ({"guard": object()}, "guard"),
+    ],
+)
+def test_bad_arguments_raise_value_error(kwargs, name):
+    model, _, _ = _setup()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=name):
+        StabilityMonitor(model, opt, **kwargs)
+    with pytest.raises(ValueError, match="optimizer"):
+        StabilityMonitor(model, "sgd")

@@ -86,6 +86,7 @@ class ReferenceSuperLevelSGD:
         self.skipped = 0
         self.buffers: dict[int, Tensor] = {}
         self.last_norm = 0.0
+        self.last_lr = 0.0
 
     @torch.no_grad()
     def step(self) -> None:
@@ -96,6 +97,7 @@ class ReferenceSuperLevelSGD:
             sq += float((p.grad.double() ** 2).sum())
         n = math.sqrt(sq)
         self.last_norm = n
+        self.last_lr = self.lr_at(0)
         if not math.isfinite(n):
             if self.nonfinite == "raise":
                 raise FloatingPointError(f"non-finite gradient norm {n}")

@@ -66,8 +66,10 @@ def local(t: Tensor) -> Tensor:
     return t.to_local() if _is_dtensor(t) else t
 
 
-def _norm_dtype(dtype: torch.dtype) -> torch.dtype:
+def _norm_dtype(dtype: torch.dtype) -> torch.dtype | None:
     # Half-precision squares overflow at |g| ~ 256 (fp16): accumulate in float32.
+    if dtype.is_complex:
+        return None  # the norm of a complex tensor is real already
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
@@ -110,7 +112,8 @@ def global_grad_norm(grads: Sequence[Tensor], *, foreach: bool = True) -> Tensor
     dense = [g for g in grads if not _is_dtensor(g)]
     sharded = [g for g in grads if _is_dtensor(g)]
     home = local(grads[0]).device
-    out_dtype = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
+    wide = (torch.float64, torch.complex128)
+    out_dtype = torch.float64 if any(g.dtype in wide for g in grads) else torch.float32
     parts = [s.to(home, out_dtype) for s in _sum_of_squares(dense, foreach)]
     if sharded:
         # Per-tensor norms of DTensors are Partial; one full_tensor() is one all-reduce.
@@ -199,7 +202,7 @@ def resolve_impl(tensors: Sequence[Tensor], *, foreach: bool | None, fused: bool
 
 def _scalars_on(device: torch.device, dtype: torch.dtype, *tensors: Tensor) -> tuple[Tensor, ...]:
     # Device-to-device copies are asynchronous; the dtype cast keeps half params exact.
-    cast = torch.float64 if dtype == torch.float64 else torch.float32
+    cast = torch.float64 if dtype in (torch.float64, torch.complex128) else torch.float32
     return tuple(t.to(device=device, dtype=cast) for t in tensors)
 
 

@@ -38,6 +38,11 @@ _GROUP_KEYS = (
 )
 
 
+def _wide(t: Tensor) -> Tensor:
+    """float64 (complex128 for complex tensors) copy of ``t``."""
+    return t.to(torch.complex128 if t.is_complex() else torch.float64)
+
+
 class ReferenceSuperLevelSGD:
     """Reference optimizer with SuperLevelSGD's arguments (no foreach/fused/capturable).
 
@@ -94,7 +99,7 @@ class ReferenceSuperLevelSGD:
         with_grad = [(g, p) for g in self.param_groups for p in g["params"] if p.grad is not None]
         sq = 0.0
         for _, p in with_grad:
-            sq += float((p.grad.double() ** 2).sum())
+            sq += float((_wide(p.grad).abs() ** 2).sum())
         n = math.sqrt(sq)
         self.last_norm = n
         self.last_lr = self.lr_at(0)
@@ -103,7 +108,7 @@ class ReferenceSuperLevelSGD:
                 raise FloatingPointError(f"non-finite gradient norm {n}")
             for group, p in with_grad:
                 if group["momentum"] != 0 and id(p) not in self.buffers:
-                    self.buffers[id(p)] = torch.zeros_like(p, dtype=torch.float64)
+                    self.buffers[id(p)] = torch.zeros_like(_wide(p))
             self.skipped += 1
             return
         eta = 1.0 / (1.0 + n / self.norm_scale)
@@ -112,10 +117,10 @@ class ReferenceSuperLevelSGD:
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                g = p.grad.double()
+                g = _wide(p.grad)
                 if group["maximize"]:
                     g = -g
-                x = p.double()
+                x = _wide(p)
                 x = x - a * group["weight_decay"] * x
                 d = g
                 if group["momentum"] != 0:

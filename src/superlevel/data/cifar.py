@@ -44,6 +44,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
     """Unpickles only builtins and numpy arrays (the batches hold dicts, lists and bytes)."""
 
     _ALLOWED = {
+        ("_codecs", "encode"),  # protocol-2 pickles written by Python 3 encode bytes this way
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
         ("numpy.core.multiarray", "_reconstruct"),

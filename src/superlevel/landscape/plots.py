@@ -109,9 +109,25 @@ def plot_components(
     if contours > 0 and finite.size:
         qs = np.unique(np.quantile(finite, np.linspace(0.02, 0.98, contours)))
         if qs.size:
-            ax.contour(xs, ys, grid.values.T, levels=qs, colors="0.55", linewidths=0.5)
+            ax.contour(
+                xs,
+                ys,
+                grid.values.T,
+                levels=qs,
+                colors="0.55",
+                linewidths=0.5,
+                negative_linestyles="solid",
+            )
     if finite.size and finite.min() < level < finite.max():
-        ax.contour(xs, ys, grid.values.T, levels=[level], colors="k", linewidths=1.4)
+        ax.contour(
+            xs,
+            ys,
+            grid.values.T,
+            levels=[level],
+            colors="k",
+            linewidths=1.4,
+            negative_linestyles="solid",
+        )
     if minima is not None:
         m = _np(minima).reshape(-1, 2)
         ax.plot(m[:, 0], m[:, 1], "kx", ms=7, mew=1.5, label="minima")

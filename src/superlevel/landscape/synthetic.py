@@ -237,8 +237,8 @@ class MultiWell(Landscape):
         self.centers, self.depths, self.widths = c, d, w
         self.dim = c.shape[1]
         self.saddle_values = None
-        lo = (c - 3.0 * w[:, None]).min(0).values
-        hi = (c + 3.0 * w[:, None]).max(0).values
+        lo = (c - 4.0 * w[:, None]).min(0).values
+        hi = (c + 4.0 * w[:, None]).max(0).values
         self.bounds = [(float(a), float(b)) for a, b in zip(lo, hi, strict=True)]
         self.minima = torch.stack([newton_critical_point(self, ci) for ci in c])
 

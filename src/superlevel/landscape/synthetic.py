@@ -246,8 +246,8 @@ class MultiWell(Landscape):
     def default(cls, n_wells: int = 3, seed: int = 0) -> MultiWell:
         """A standard 2-D instance: ``n_wells`` wells on a circle, seeded depths and widths.
 
-        Centres sit on a circle whose radius keeps neighbours at least 2.5 apart (with
-        widths in ``[0.4, 0.6]``, at least ~4 widths), angles jittered by the seed; depths
+        Centres sit on a circle whose radius keeps neighbours at least 4 apart (with
+        widths in ``[0.4, 0.6]``, at least ~7 widths), angles jittered by the seed; depths
         are drawn from ``[1, 2]``. So ``{f <= -0.05}`` has exactly ``n_wells`` components.
         """
         if not isinstance(n_wells, int) or n_wells < 1:
@@ -256,7 +256,7 @@ class MultiWell(Landscape):
         if n_wells == 1:
             centers = np.zeros((1, 2))
         else:
-            radius = max(2.0, 1.25 / math.sin(math.pi / n_wells))
+            radius = max(2.0, 2.0 / math.sin(math.pi / n_wells))
             step = 2 * math.pi / n_wells
             angles = np.arange(n_wells) * step + rng.uniform(-0.1, 0.1, n_wells) * step
             centers = radius * np.stack([np.cos(angles), np.sin(angles)], 1)

@@ -83,7 +83,10 @@ def test_probes_run_every_k_steps_and_match_direct_calls():
         if t % 4 == 0:
             anchors[t] = flat_params(model)
             direct[t] = sharpness(
-                lambda: F.cross_entropy(model(probe[0]), probe[1]), model, model=model
+                lambda: F.cross_entropy(model(probe[0]), probe[1]),
+                model,
+                model=model,
+                method="lanczos",
             )
 
     _train(model, opt, mon, x, y, 12, on_step=on_step)
@@ -234,3 +237,13 @@ def test_bad_arguments_raise_value_error(kwargs, name):
         StabilityMonitor(model, opt, **kwargs)
     with pytest.raises(ValueError, match="optimizer"):
         StabilityMonitor(model, "sgd")
+
+
+def test_norms_can_be_switched_off():
+    model, x, y = _setup()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    mon = StabilityMonitor(model, opt, every=0, norms=False)
+    losses = _train(model, opt, mon, x, y, 4)
+    recs = mon.records
+    assert all(r["grad_norm"] is None and r["update_norm"] is None for r in recs)
+    assert [r["loss"] for r in recs] == pytest.approx(losses, rel=1e-6)

@@ -48,14 +48,6 @@ PROBE_FIELDS = ("sharpness", "threshold", "stable_lr", "barrier_sub", "barrier_s
 GUARD_FIELDS = ("guard_accepted", "guard_applied", "guard_retries")
 
 
-def _global_norm(tensors: list[Tensor]) -> Tensor:
-    """``sqrt(sum_i ||t_i||^2)`` as a 0-dim float32 tensor, no host sync."""
-    if not tensors:
-        return torch.zeros(())
-    norms = torch._foreach_norm(tensors)
-    return torch.linalg.vector_norm(torch.stack([n.float() for n in norms]))
-
-
 class StabilityMonitor:
     """Record stability diagnostics of a training run; works with any optimizer.
 
@@ -74,11 +66,16 @@ class StabilityMonitor:
         flush_every: steps between host reads of the per-step values.
         guard: an optional :class:`~superlevel.stability.LyapunovGuard` whose last
             record is logged per step (accepted, applied, retries).
+        norms: record the grad and update norms per step (about five passes over the
+            parameters' memory per step); ``False`` leaves them ``None``.
         seed: seed of the sharpness start vector.
 
     Attributes:
+        DEFAULT_EVERY: the default probe period (class attribute).
         violations: number of steps with ``dV > tol`` so far (after a flush).
     """
+
+    DEFAULT_EVERY = 1000
 
     def __init__(
         self,
@@ -87,14 +84,15 @@ class StabilityMonitor:
         *,
         probe_batch: tuple[Tensor, Tensor] | None = None,
         loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
-        every: int = 500,
+        every: int = DEFAULT_EVERY,
         sharpness_iters: int = 20,
         sharpness_tol: float = 1e-3,
-        sharpness_method: str = "power",
+        sharpness_method: str = "lanczos",
         barrier_points: int = 9,
         tol: float = 0.0,
         flush_every: int = 100,
         guard: Any = None,
+        norms: bool = True,
         seed: int = 0,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -134,18 +132,22 @@ class StabilityMonitor:
         self.flush_every = flush_every
         self.guard = guard
         self.seed = seed
+        self.norms = bool(norms)
         self.violations = 0
         self.fields = STEP_FIELDS + PROBE_FIELDS + (GUARD_FIELDS if guard is not None else ())
 
         self._params = [p for p in model.parameters() if p.requires_grad]
         if not self._params:
             raise ValueError("model has no parameter with requires_grad=True")
-        self._prev = [p.detach().clone() for p in self._params]
+        self._device = self._params[0].device
+        self._data = [p.detach() for p in self._params]  # aliases of the param storage
+        self._prev = [d.clone() for d in self._data]
+        self._nan = torch.tensor(math.nan, device=self._device)
         self._step = 0
         self._last_loss = math.nan
         self._records: list[dict[str, Any]] = []
-        # per step: (device tensor [loss, grad_norm, update_norm(, lr)], host lr or None, extras)
-        self._pending: list[tuple[Tensor, float | None, dict[str, Any]]] = []
+        # per step: (device row [loss, lr, per-tensor norms], number of grads, host lr, extras)
+        self._pending: list[tuple[Tensor, int, float | None, dict[str, Any]]] = []
         self._anchor: Tensor | None = None
         if self.every and self.barrier_points:
             self._anchor = self._flat_params()
@@ -160,24 +162,33 @@ class StabilityMonitor:
     def record(self, loss: Tensor | float) -> None:
         """Record one step; call it right after ``optimizer.step()`` with that step's loss.
 
-        No host sync unless this step is a flush or a probe step.
+        No host sync unless this step is a flush or a probe step. Per step the monitor
+        launches a fixed handful of kernels (``_foreach_sub_``, ``_foreach_norm``, one
+        ``stack``, ``_foreach_copy_``) whatever the number of tensors; the per-tensor
+        norms are reduced to ``||g||`` and ``||dtheta||`` in batch at the flush. It keeps
+        aliases of the parameters' storage: create it after moving the model.
         """
-        device = self._params[0].device
-        grads = [p.grad for p in self._params if p.grad is not None]
-        gnorm = _global_norm(grads).to(device)
-        # prev <- prev - theta = -(update); its norm; then prev <- theta
-        torch._foreach_sub_(self._prev, [p.detach() for p in self._params])
-        unorm = _global_norm(self._prev).to(device)
-        torch._foreach_copy_(self._prev, [p.detach() for p in self._params])
-        loss_t = torch.as_tensor(loss).detach().to(device=device, dtype=torch.float32)
-        vals = [loss_t.reshape(()), gnorm, unorm]
-        lr = self._effective_lr()
-        host_lr: float | None
-        if isinstance(lr, Tensor):
-            vals.append(lr.detach().to(device=device, dtype=torch.float32).reshape(()))
-            host_lr = None
+        device = self._device
+        if isinstance(loss, Tensor):
+            loss_t = loss.detach().reshape(()).to(device)
         else:
-            host_lr = float(lr)
+            loss_t = torch.tensor(float(loss), device=device)
+        lr = self._effective_lr()
+        host_lr: float | None = None
+        if isinstance(lr, Tensor):
+            lr_t = lr.detach().reshape(()).to(device)
+        else:
+            host_lr, lr_t = float(lr), self._nan
+        grads: list[Tensor] = []
+        norms: list[Tensor] = []
+        if self.norms:
+            grads = [p.grad for p in self._params if p.grad is not None]
+            torch._foreach_sub_(self._prev, self._data)  # prev <- theta_{t-1} - theta_t
+            norms = list(torch._foreach_norm(grads + self._prev))
+        # row: [loss, lr, ||g_i|| for each grad, ||dtheta_i|| for each param]
+        row = torch.stack([loss_t, lr_t, *norms])
+        if self.norms:
+            torch._foreach_copy_(self._prev, self._data)
         extras: dict[str, Any] = {}
         if self.guard is not None and self.guard.last is not None:
             last = self.guard.last
@@ -186,7 +197,7 @@ class StabilityMonitor:
                 "guard_applied": last.applied,
                 "guard_retries": last.retries,
             }
-        self._pending.append((torch.stack(vals), host_lr, extras))
+        self._pending.append((row, len(grads), host_lr, extras))
         self._step += 1
         probe = self.every and self._step % self.every == 0
         if probe or len(self._pending) >= self.flush_every:
@@ -194,18 +205,39 @@ class StabilityMonitor:
         if probe:
             self._records[-1].update(self.probe())
 
+    def _reduce(self) -> list[list[float]]:
+        """``[loss, lr, ||g||, ||dtheta||]`` per pending step, read back in one sync.
+
+        ``||g|| = sqrt(sum_i ||g_i||^2)`` over the per-tensor norms (same for
+        ``dtheta``). Rows are grouped by their number of grads (normally all equal).
+        """
+        groups: dict[int, list[int]] = {}
+        for i, (_, ng, _, _) in enumerate(self._pending):
+            groups.setdefault(ng, []).append(i)
+        order: list[int] = []
+        parts = []
+        for ng, idx in groups.items():
+            m = torch.stack([self._pending[i][0] for i in idx]).float()
+            sq = m[:, 2:].square()
+            parts.append(
+                torch.stack(
+                    [m[:, 0], m[:, 1], sq[:, :ng].sum(1).sqrt(), sq[:, ng:].sum(1).sqrt()], 1
+                )
+            )
+            order.extend(idx)
+        values = torch.cat(parts).tolist()  # the one host sync
+        out: list[list[float]] = [[]] * len(order)
+        for pos, i in enumerate(order):
+            out[i] = values[pos]
+        return out
+
     def flush(self) -> None:
         """Read the pending per-step values back to the host (one sync) and store them."""
         if not self._pending:
             return
-        # rows differ in length when lr is a float: pad with NaN so one stack suffices
-        rows = [
-            v if v.numel() == 4 else torch.cat([v, v.new_full((1,), math.nan)])
-            for v, _, _ in self._pending
-        ]
-        values = torch.stack(rows).tolist()
+        values = self._reduce()
         first = self._step - len(self._pending) + 1
-        for i, ((_, host_lr, extras), (loss, gnorm, unorm, dev_lr)) in enumerate(
+        for i, ((_, _, host_lr, extras), (loss, dev_lr, gnorm, unorm)) in enumerate(
             zip(self._pending, values, strict=True)
         ):
             dv = loss - self._last_loss if math.isfinite(self._last_loss) else None
@@ -217,8 +249,8 @@ class StabilityMonitor:
                 loss=loss,
                 dV=dv,
                 violation=violation,
-                grad_norm=gnorm,
-                update_norm=unorm,
+                grad_norm=gnorm if self.norms else None,
+                update_norm=unorm if self.norms else None,
                 lr=host_lr if host_lr is not None else dev_lr,
             )
             rec.update(extras)

@@ -1,0 +1,140 @@
+"""Overhead of StabilityMonitor (and LyapunovGuard) on an MNIST MLP, as a ratio.
+
+The same training loop runs with and without the tool, interleaved block by block in one
+process (so drift of a shared machine hits both alike); the overhead is
+``time(with) / time(without) - 1`` over all blocks, and the median of per-block ratios.
+
+    SUPERLEVEL_DATA=path/to/data python benchmarks/monitor_overhead.py
+    python benchmarks/monitor_overhead.py --every 100 --blocks 4
+
+Without MNIST under ``$SUPERLEVEL_DATA/mnist`` random data of the same shape is used
+(the cost of the monitor does not depend on the pixel values); the output says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from superlevel.stability import LyapunovGuard, StabilityMonitor
+
+F = nn.functional
+
+
+def load_data(n: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """First ``n`` MNIST training images as float vectors in [0, 1], or random stand-ins."""
+    try:
+        from superlevel.data import load_mnist
+
+        d = load_mnist()
+        x = torch.from_numpy(d["train_images"][:n].copy()).float().reshape(n, -1) / 255.0
+        y = torch.from_numpy(d["train_labels"][:n].copy()).long()
+        return x, y, "MNIST"
+    except (ImportError, FileNotFoundError):
+        gen = torch.Generator().manual_seed(0)
+        return (
+            torch.rand(n, 784, generator=gen),
+            torch.randint(0, 10, (n,), generator=gen),
+            ("random (MNIST not found)"),
+        )
+
+
+def make_mlp(hidden: int, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(784, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+
+
+def run_block(mode: str, model, opt, x, y, steps: int, batch: int, start: int, tool) -> float:
+    """Time ``steps`` training steps; ``mode`` is "plain", "monitor" or "guard"."""
+    n = len(x)
+    t0 = time.perf_counter()
+    for t in range(start, start + steps):
+        i = (t * batch) % (n - batch)
+        xb, yb = x[i : i + batch], y[i : i + batch]
+        if mode == "guard":
+
+            def closure(xb=xb, yb=yb):
+                opt.zero_grad()
+                loss = F.cross_entropy(model(xb), yb)
+                loss.backward()
+                return loss
+
+            tool.step(closure)
+            continue
+        opt.zero_grad()
+        loss = F.cross_entropy(model(xb), yb)
+        loss.backward()
+        opt.step()
+        if mode == "monitor":
+            tool.record(loss)
+    if mode == "monitor":
+        tool.flush()  # the deferred host reads belong to the monitor's cost
+    return time.perf_counter() - t0
+
+
+def measure(mode: str, args, x, y, probe) -> tuple[float, float, float]:
+    models = {m: make_mlp(args.hidden, 0) for m in ("plain", mode)}
+    opts = {m: torch.optim.SGD(models[m].parameters(), lr=0.05) for m in models}
+    if mode == "monitor":
+        kw = {} if args.every is None else {"every": args.every}
+        tool = StabilityMonitor(
+            models[mode], opts[mode], probe_batch=probe, loss_fn=F.cross_entropy, **kw
+        )
+    else:
+        tool = LyapunovGuard(opts[mode])
+    # warm-up (allocator, first-call overheads) for both
+    for m in models:
+        run_block(m, models[m], opts[m], x, y, 20, args.batch, 0, tool)
+    times: dict[str, list[float]] = {m: [] for m in models}
+    for b in range(args.blocks):
+        order = list(models) if b % 2 == 0 else list(models)[::-1]
+        for m in order:
+            t = run_block(m, models[m], opts[m], x, y, args.steps, args.batch, b * args.steps, tool)
+            times[m].append(t)
+    total = sum(times[mode]) / sum(times["plain"]) - 1.0
+    per_block = statistics.median(
+        a / b - 1.0 for a, b in zip(times[mode], times["plain"], strict=True)
+    )
+    return total, per_block, sum(times["plain"]) / (args.blocks * args.steps)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--every", type=int, default=None, help="probe period (default: the monitor's)")
+    p.add_argument("--steps", type=int, default=1000, help="steps per block")
+    p.add_argument("--blocks", type=int, default=6, help="interleaved blocks per variant")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--probe-size", type=int, default=256)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    p.add_argument("--guard", action="store_true", help="also measure LyapunovGuard")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    x, y, source = load_data(20_000)
+    probe = (x[-args.probe_size :], y[-args.probe_size :])
+    print(
+        f"data: {source}; MLP 784-{args.hidden}-10, batch {args.batch}, SGD; "
+        f"{args.blocks} blocks x {args.steps} steps per variant, interleaved; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    total, med, step_s = measure("monitor", args, x, y, probe)
+    print(
+        f"monitor (every={args.every or StabilityMonitor.DEFAULT_EVERY}, "
+        f"probe batch {args.probe_size}): overhead "
+        f"{100 * total:.1f}% of training time (median per block {100 * med:.1f}%); "
+        f"plain step {1e3 * step_s:.2f} ms"
+    )
+    if args.guard:
+        total, med, _ = measure("guard", args, x, y, probe)
+        print(
+            f"guard (closure re-evaluation): overhead {100 * total:.1f}% (median {100 * med:.1f}%)"
+        )
+
+
+if __name__ == "__main__":
+    main()

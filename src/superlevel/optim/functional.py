@@ -66,6 +66,21 @@ def local(t: Tensor) -> Tensor:
     return t.to_local() if _is_dtensor(t) else t
 
 
+def _buckets(tensors: Sequence[Tensor]) -> dict[tuple[torch.device, torch.dtype], list[int]]:
+    """Indices of ``tensors`` grouped by (device, dtype), in order."""
+    if len(tensors) == 0:
+        return {}
+    if torch.compiler.is_compiling():
+        # Traced once at compile time; the C++ grouping is opaque to dynamo.
+        out: dict[tuple[torch.device, torch.dtype], list[int]] = defaultdict(list)
+        for i, t in enumerate(tensors):
+            out[(t.device, t.dtype)].append(i)
+        return dict(out)
+    # The C++ grouping costs ~0.1 us per tensor, the Python loop ~1 us.
+    grouped = torch._C._group_tensors_by_device_and_dtype([list(tensors)], True)
+    return {key: idx for key, (_, idx) in grouped.items()}
+
+
 def _norm_dtype(dtype: torch.dtype) -> torch.dtype | None:
     # Half-precision squares overflow at |g| ~ 256 (fp16): accumulate in float32.
     if dtype.is_complex:
@@ -75,11 +90,9 @@ def _norm_dtype(dtype: torch.dtype) -> torch.dtype | None:
 
 def _sum_of_squares(grads: Sequence[Tensor], foreach: bool) -> list[Tensor]:
     """Per-(device, dtype) bucket ``sum ||g_i||^2`` as 0-dim tensors on each bucket's device."""
-    buckets: dict[tuple[torch.device, torch.dtype], list[Tensor]] = defaultdict(list)
-    for g in grads:
-        buckets[(g.device, g.dtype)].append(g)
     out = []
-    for (device, dtype), gs in buckets.items():
+    for (device, dtype), idx in _buckets(grads).items():
+        gs = [grads[i] for i in idx]
         acc = _norm_dtype(dtype)
         if foreach and device.type in ("cpu", "cuda", "xpu", "mps"):
             norms = torch._foreach_norm(gs, 2, dtype=acc)
@@ -169,14 +182,17 @@ def decayed_lr(
     return a.clamp_min(min_lr) if min_lr > 0.0 else a
 
 
-def fused_supported(tensors: Sequence[Tensor]) -> bool:
-    """Whether torch's fused SGD kernel accepts these tensors (device type and dtype)."""
+def _fused_key_ok(device: torch.device, dtype: torch.dtype) -> bool:
     from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
-    devices = _get_fused_kernels_supported_devices()
-    return all(
-        t.device.type in devices and t.dtype in _FLOAT_DTYPES and not t.is_sparse for t in tensors
-    )
+    return device.type in _get_fused_kernels_supported_devices() and dtype in _FLOAT_DTYPES
+
+
+def fused_supported(tensors: Sequence[Tensor]) -> bool:
+    """Whether torch's fused SGD kernel accepts these tensors (device type and dtype)."""
+    if any(t.is_sparse for t in tensors):
+        return False
+    return all(_fused_key_ok(device, dtype) for device, dtype in _buckets(tensors))
 
 
 def resolve_impl(tensors: Sequence[Tensor], *, foreach: bool | None, fused: bool | None) -> Impl:
@@ -252,10 +268,7 @@ def _multi_tensor(
     nesterov: bool,
     maximize: bool,
 ) -> None:
-    buckets: dict[tuple[torch.device, torch.dtype], list[int]] = defaultdict(list)
-    for i, p in enumerate(params):
-        buckets[(p.device, p.dtype)].append(i)
-    for (device, dtype), idx in buckets.items():
+    for (device, dtype), idx in _buckets(params).items():
         a, e, k = _scalars_on(device, dtype, lr, eta, ok)
         k = k.bool()
         ps = [params[i] for i in idx]
@@ -300,15 +313,13 @@ def _fused(
     nesterov: bool,
     maximize: bool,
 ) -> None:
-    if not fused_supported(params) or not fused_supported(grads):
-        bad = next(t for t in [*params, *grads] if not fused_supported([t]))
-        raise RuntimeError(
-            f"fused=True needs floating-point tensors on a device with torch's fused SGD "
-            f"kernel; got a {bad.dtype} tensor on {bad.device}"
-        )
-    buckets: dict[tuple[torch.device, torch.dtype], list[int]] = defaultdict(list)
-    for i, p in enumerate(params):
-        buckets[(p.device, p.dtype)].append(i)
+    buckets = _buckets(params)
+    for device, dtype in buckets:
+        if not _fused_key_ok(device, dtype):
+            raise RuntimeError(
+                f"fused=True needs floating-point tensors on a device with torch's fused SGD "
+                f"kernel; got a {dtype} tensor on {device}"
+            )
     for (device, dtype), idx in buckets.items():
         a, e, k = _scalars_on(device, dtype, lr, eta, ok)
         found_inf = torch.logical_not(k.bool()).to(torch.float32)

@@ -32,7 +32,7 @@ SETTINGS: dict[str, tuple[float, int | None]] = {
     "mnist1d_cnn": (1e-2, None),
     "mnist_logreg": (1e-3, 5),
     "mnist_mlp": (1e-3, None),
-    "fmnist_2c2d": (1e-3, 3),  # DeepOBS trains 100 epochs; a CPU affords a few
+    "fmnist_2c2d": (1e-3, 5),  # DeepOBS trains 100 epochs; a CPU affords a few
 }
 
 

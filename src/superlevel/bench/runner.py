@@ -487,23 +487,43 @@ def run_many(
     tags: Iterable[str] = ("default",),
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    skip_missing_data: bool = False,
 ) -> list[RunOutcome]:
-    """Run ``configs`` in order (skipping finished ones); one line per run to ``log``."""
+    """Run ``configs`` in order (skipping finished ones); one line per run to ``log``.
+
+    With ``skip_missing_data`` a run whose data files are absent is reported (status
+    ``missing_data``, a message naming the data) and skipped; otherwise the error propagates.
+    """
+    from superlevel.data.base import MissingDataError
+
     dev = resolve_device(device)
     env_id = store.environment_id(environment(dev))
     tags = list(tags)
     outcomes = []
+    missing: set[str] = set()
     for i, cfg in enumerate(configs, 1):
-        out = run_one(
-            cfg,
-            store,
-            device=dev,
-            data_dir=data_dir,
-            checkpoint_dir=checkpoint_dir,
-            tags=tags,
-            progress=progress,
-            env_id=env_id,
-        )
+        if cfg.task in missing:
+            outcomes.append(RunOutcome(cfg, "missing_data"))
+            continue
+        try:
+            out = run_one(
+                cfg,
+                store,
+                device=dev,
+                data_dir=data_dir,
+                checkpoint_dir=checkpoint_dir,
+                tags=tags,
+                progress=progress,
+                env_id=env_id,
+            )
+        except MissingDataError as exc:
+            if not skip_missing_data:
+                raise
+            missing.add(cfg.task)
+            msg = f"[{i}/{len(configs)}] {cfg.task}: SKIPPED, its data is missing ({exc})"
+            print(msg, file=sys.stderr, flush=True)
+            outcomes.append(RunOutcome(cfg, "missing_data"))
+            continue
         outcomes.append(out)
         if log is not None:
             log(_describe(i, len(configs), out))

@@ -359,7 +359,14 @@ class Store:
         rows = self._query("SELECT status FROM runs WHERE run_id=?", (run_id,))
         return rows[0][0] if rows else None
 
-    def runs(self, *, tag: str | None = None, task: str | None = None) -> list[dict[str, Any]]:
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        """One run as :meth:`runs` returns it, or ``None`` when unknown."""
+        found = self.runs(run_id=run_id)
+        return found[0] if found else None
+
+    def runs(
+        self, *, tag: str | None = None, task: str | None = None, run_id: str | None = None
+    ) -> list[dict[str, Any]]:
         """All runs (config + results + tags + environment), optionally filtered."""
         sql = (
             "SELECT c.*, r.*, e.info AS env, "
@@ -374,6 +381,9 @@ class Store:
         if task is not None:
             where.append("c.task=?")
             args.append(task)
+        if run_id is not None:
+            where.append("c.run_id=?")
+            args.append(run_id)
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY c.task, c.optimizer, c.seed, c.run_id"

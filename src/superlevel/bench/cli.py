@@ -1,0 +1,347 @@
+"""``superlevel bench``: list, run, tune, results, report.
+
+Every sub-command returns an exit status: 0 on success, 2 on bad input (unknown name,
+bad number, unusable database, missing data) with a one-line ``error:`` message on
+stderr that names the bad value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DB = "results/superlevel.db"
+
+
+class UsageError(ValueError):
+    """Bad command-line input (the message names the bad value)."""
+
+
+def _names(text: str, what: str) -> list[str]:
+    names = []
+    for part in text.split(","):
+        part = part.strip()
+        if part and part not in names:
+            names.append(part)
+    if not names:
+        raise UsageError(f"--{what} needs at least one name, got {text!r}")
+    return names
+
+
+def _value(text: str) -> Any:
+    """``KEY=VALUE`` values: JSON when it parses (numbers, true, null), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _pairs(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag} expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = _value(value.strip())
+    return out
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise UsageError(f"{name} must be >= 1, got {value}")
+
+
+def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Turn expected failures into ``error: ...`` on stderr and exit status 2."""
+
+    def wrapper(args: argparse.Namespace) -> int:
+        from superlevel.bench.store import StoreError
+        from superlevel.bench.tasks import UnknownNameError
+        from superlevel.data.base import MissingDataError
+
+        try:
+            return func(args)
+        except (UnknownNameError, UsageError, ValueError, StoreError, MissingDataError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+    return wrapper
+
+
+def _add_common(p: argparse.ArgumentParser, *, device: bool = True) -> None:
+    p.add_argument("--db", default=DEFAULT_DB, help=f"results database (default {DEFAULT_DB})")
+    p.add_argument(
+        "--db-timeout",
+        type=float,
+        default=5.0,
+        help="seconds to wait for a locked database (default 5)",
+    )
+    if device:
+        p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+        p.add_argument("--data-dir", default=None, help="data folder (default: $SUPERLEVEL_DATA)")
+        p.add_argument(
+            "--checkpoint-dir",
+            default=None,
+            help="per-epoch checkpoints (default: checkpoints/ next to --db)",
+        )
+        p.add_argument("--quiet", action="store_true", help="no progress bars or per-run lines")
+
+
+def add_subparser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``bench`` and its sub-commands on the top-level parser."""
+    bench = subparsers.add_parser("bench", help="benchmark optimizers on the task ladder")
+    sub = bench.add_subparsers(dest="bench_command", metavar="SUBCOMMAND")
+    sub.required = True
+
+    p = sub.add_parser("list", help="tasks, optimizers and suites, one per line")
+    p.set_defaults(func=_guarded(cmd_list))
+
+    p = sub.add_parser("run", help="run tasks x optimizers x seeds with default hyperparameters")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--task", help="task name (see `bench list`)")
+    what.add_argument("--suite", help="suite name: quick | full")
+    p.add_argument("--optimizers", help="comma-separated names (default: the quick suite's)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds 1..N (default 1, suite: its own)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the budget's)")
+    p.add_argument("--budget", default=None, help="quick | full (default quick, suite: its own)")
+    p.add_argument(
+        "--hp",
+        action="append",
+        metavar="KEY=VALUE",
+        help="hyperparameter override (repeatable; applies to every optimizer)",
+    )
+    p.add_argument(
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="task option, e.g. subset=2000 or label_noise=0.2 (repeatable)",
+    )
+    _add_common(p)
+    p.set_defaults(func=_guarded(cmd_run))
+
+    p = sub.add_parser("tune", help="equal-budget tuning on validation, then rerun over seeds")
+    p.add_argument("--task", required=True, help="task name")
+    p.add_argument("--optimizers", required=True, help="comma-separated optimizer names")
+    p.add_argument("--trials", type=int, required=True, help="trials per optimizer")
+    p.add_argument("--seeds", type=int, required=True, help="rerun the best setting on seeds 1..N")
+    p.add_argument(
+        "--mode",
+        choices=("optuna", "grid"),
+        default="optuna",
+        help="optuna (TPE over the search space) or grid (lr only, log grid)",
+    )
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--budget", default="quick")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="task option")
+    p.add_argument("--sampler-seed", type=int, default=0, help="seed of the TPE sampler")
+    p.add_argument(
+        "--study-db",
+        default=None,
+        help="Optuna storage file (default: <db stem>.optuna.db next to --db)",
+    )
+    _add_common(p)
+    p.set_defaults(func=_guarded(cmd_tune))
+
+    p = sub.add_parser("results", help="print one row per run")
+    p.add_argument("--format", choices=("csv", "table"), default="table")
+    p.add_argument("--task", default=None, help="only this task")
+    _add_common(p, device=False)
+    p.set_defaults(func=_guarded(cmd_results))
+
+    p = sub.add_parser("report", help="write report.md, report.html and figures")
+    p.add_argument("--out", default="results/report", help="output folder")
+    _add_common(p, device=False)
+    p.set_defaults(func=_guarded(cmd_report))
+
+
+# ------------------------------------------------------------------ commands
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print tasks, optimizers and suites, one per line."""
+    from superlevel.bench.optimizers import OPTIMIZERS
+    from superlevel.bench.suites import SUITES
+    from superlevel.bench.tasks import TASKS
+
+    for name, spec in TASKS.items():
+        data = f" [needs {spec.needs_data} data]" if spec.needs_data else ""
+        print(f"task       {name:<20} {spec.description}{data}")
+    for name, opt in OPTIMIZERS.items():
+        print(f"optimizer  {name:<20} {opt.description}")
+    for name, suite in SUITES.items():
+        print(f"suite      {name:<20} {suite.description}")
+    return 0
+
+
+def _open_store(args: argparse.Namespace) -> Any:
+    from superlevel.bench.store import Store
+
+    return Store(args.db, timeout=args.db_timeout)
+
+
+def _printer(args: argparse.Namespace) -> Callable[[str], None] | None:
+    return None if getattr(args, "quiet", False) else (lambda msg: print(msg, flush=True))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``bench run``: default hyperparameters, every task x optimizer x seed."""
+    from superlevel.bench.optimizers import get_optimizer
+    from superlevel.bench.runner import make_config, resolve_device, run_many
+    from superlevel.bench.suites import SUITES, get_suite
+    from superlevel.bench.tasks import get_task
+
+    _positive("--seeds", args.seeds)
+    _positive("--epochs", args.epochs)
+    hp = _pairs(args.hp, "--hp")
+    options = _pairs(args.option, "--option")
+    if args.suite:
+        suite = get_suite(args.suite)
+        tasks = list(suite.tasks)
+        optimizers = (
+            _names(args.optimizers, "optimizers") if args.optimizers else list(suite.optimizers)
+        )
+        seeds = args.seeds or suite.seeds
+        budget = args.budget or suite.budget
+    else:
+        get_task(args.task)
+        tasks = [args.task]
+        optimizers = _names(args.optimizers or ",".join(SUITES["quick"].optimizers), "optimizers")
+        seeds = args.seeds or 1
+        budget = args.budget or "quick"
+    for name in optimizers:
+        get_optimizer(name)
+    resolve_device(args.device)  # fail on a bad device before any work
+    configs = [
+        make_config(t, o, s, budget=budget, epochs=args.epochs, hparams=hp, task_options=options)
+        for t in tasks
+        for o in optimizers
+        for s in range(1, seeds + 1)
+    ]
+    log = _printer(args)
+    start = time.perf_counter()
+    with _open_store(args) as store:
+        outcomes = run_many(
+            configs,
+            store,
+            device=args.device,
+            data_dir=args.data_dir,
+            checkpoint_dir=args.checkpoint_dir,
+            progress=not args.quiet,
+            log=log,
+            skip_missing_data=bool(args.suite),
+        )
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    print(f"{len(outcomes)} runs ({summary}) in {time.perf_counter() - start:.1f}s -> {args.db}")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """``bench tune``: equal trials per optimizer, validation selection, seeded reruns."""
+    from superlevel.bench.tune import tune
+
+    _positive("--trials", args.trials)
+    _positive("--seeds", args.seeds)
+    _positive("--epochs", args.epochs)
+    optimizers = _names(args.optimizers, "optimizers")
+    with _open_store(args) as store:
+        results = tune(
+            args.task,
+            optimizers,
+            trials=args.trials,
+            seeds=args.seeds,
+            store=store,
+            budget=args.budget,
+            epochs=args.epochs,
+            task_options=_pairs(args.option, "--option"),
+            mode=args.mode,
+            study_path=args.study_db,
+            sampler_seed=args.sampler_seed,
+            device=args.device,
+            data_dir=args.data_dir,
+            checkpoint_dir=args.checkpoint_dir,
+            progress=not args.quiet,
+            log=_printer(args),
+        )
+    for name, res in results.items():
+        val = "all trials diverged" if res.best_val is None else f"val {res.best_val:.4g}"
+        print(
+            f"{name}: best {json.dumps(res.best_hparams, sort_keys=True)} ({val}); "
+            f"{len(res.final)} seeds rerun"
+        )
+    return 0
+
+
+RESULT_COLUMNS = (
+    "task",
+    "optimizer",
+    "seed",
+    "status",
+    "test_metric",
+    "test_loss",
+    "val_metric",
+    "steps",
+    "wall_s",
+    "budget",
+    "epochs",
+    "metric_name",
+    "steps_to_target",
+    "tags",
+    "run_id",
+    "hparams",
+)
+
+
+def _cell(run: dict[str, Any], col: str) -> str:
+    v = run.get(col)
+    if col == "tags":
+        return ";".join(v)
+    if col == "hparams":
+        return json.dumps(v, sort_keys=True)
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    """``bench results``: one row per run, CSV or an aligned table."""
+    if not Path(args.db).exists():
+        raise UsageError(f"results database {args.db} does not exist")
+    with _open_store(args) as store:
+        runs = store.runs(task=args.task)
+    rows = [[_cell(r, c) for c in RESULT_COLUMNS] for r in runs]
+    if args.format == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(RESULT_COLUMNS)
+        writer.writerows(rows)
+        return 0
+    cols = RESULT_COLUMNS[:-2]  # the table leaves out run_id and hparams
+    rows = [r[: len(cols)] for r in rows]
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+    print(f"({len(rows)} runs)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``bench report``: Markdown + self-contained HTML + PNG figures."""
+    from superlevel.bench.report import write_report
+
+    if not Path(args.db).exists():
+        raise UsageError(f"results database {args.db} does not exist")
+    with _open_store(args) as store:
+        rep = write_report(store, args.out)
+    print(f"report: {rep.markdown} and {rep.html} ({len(rep.figures)} figures)")
+    return 0

@@ -624,7 +624,7 @@ for _spec in [
     TaskSpec(
         "quadratic",
         "ill-conditioned quadratic (condition 1e3, dim 50) with additive gradient noise",
-        {"quick": Budget(32, 20, target=1e-2), "full": Budget(32, 200, target=1e-4)},
+        {"quick": Budget(32, 20, target=5e-2), "full": Budget(32, 200, target=1e-3)},
         {"dim": 50, "condition": 1000.0, "noise": 1.0},
         None,
         _build_quadratic,
@@ -673,7 +673,7 @@ for _spec in [
         "mnist_logreg",
         "MNIST, multinomial logistic regression",
         {
-            "quick": Budget(128, 1, target=0.9, max_train_examples=20_000),
+            "quick": Budget(128, 1, target=0.85, max_train_examples=20_000),
             "full": Budget(128, 20, target=0.92),
         },
         dict(_CLASSIFICATION_OPTIONS),
@@ -684,7 +684,7 @@ for _spec in [
         "mnist_mlp",
         "MNIST, MLP 784-256-256-10 (AlgoPerf-style target 97%)",
         {
-            "quick": Budget(128, 2, target=0.95, max_train_examples=20_000),
+            "quick": Budget(128, 2, target=0.93, max_train_examples=20_000),
             "full": Budget(128, 10, target=0.97),
         },
         {**_CLASSIFICATION_OPTIONS, **_ACT},
@@ -695,7 +695,7 @@ for _spec in [
         "mnist_cnn",
         "MNIST, small LeNet-style CNN (conv16-conv32-fc)",
         {
-            "quick": Budget(128, 1, target=0.95, max_train_examples=10_000),
+            "quick": Budget(128, 1, target=0.93, max_train_examples=10_000),
             "full": Budget(128, 10, target=0.99),
         },
         {**_CLASSIFICATION_OPTIONS, **_ACT},
@@ -706,7 +706,7 @@ for _spec in [
         "fmnist_2c2d",
         "Fashion-MNIST, DeepOBS 2c2d CNN (DeepOBS: ~92% after 100 epochs)",
         {
-            "quick": Budget(128, 1, target=0.8, max_train_examples=5_000),
+            "quick": Budget(128, 1, target=0.7, max_train_examples=5_000),
             "full": Budget(128, 100, target=0.92),
         },
         {**_CLASSIFICATION_OPTIONS, **_ACT},
@@ -717,7 +717,7 @@ for _spec in [
         "cifar10_3c3d",
         "CIFAR-10, DeepOBS 3c3d CNN (no augmentation)",
         {
-            "quick": Budget(128, 1, target=0.4, max_train_examples=5_000),
+            "quick": Budget(128, 1, target=0.3, max_train_examples=5_000),
             "full": Budget(128, 100, target=0.8),
         },
         {**_CLASSIFICATION_OPTIONS, **_ACT},
@@ -728,7 +728,7 @@ for _spec in [
         "char_lstm",
         "character language model on the KJV Bible, DeepOBS tolstoi-style 2x128 LSTM",
         {
-            "quick": Budget(50, 1, target=0.4, max_train_examples=2_000),
+            "quick": Budget(50, 1, target=0.3, max_train_examples=2_000),
             "full": Budget(50, 200, target=0.6),
         },
         {**_TEXT_OPTIONS, "seq_len": 50},
@@ -739,7 +739,7 @@ for _spec in [
         "char_transformer",
         "character language model on the KJV Bible, small decoder-only Transformer",
         {
-            "quick": Budget(32, 1, target=0.4, max_train_examples=2_000),
+            "quick": Budget(32, 1, target=0.25, max_train_examples=2_000),
             "full": Budget(64, 50, target=0.6),
         },
         {**_TEXT_OPTIONS, "seq_len": 64},

@@ -496,7 +496,8 @@ def _image_splits(kind: str, data_dir: str | None) -> Splits:
 def _image_builder(kind: str, model_name: str, make: Callable[[str], nn.Module]):
     def build(spec, seed, device, budget, data_dir, opts) -> TaskInstance:
         act = opts.get("activation", "relu")
-        info = {"data": f"{kind} (55k/5k/10k)", "model": f"{model_name} ({act})"}
+        desc = f"{model_name} ({act})" if "activation" in opts else model_name
+        info = {"data": f"{kind} (55k/5k/10k)", "model": desc}
         return _classification_instance(
             spec,
             seed,

@@ -95,11 +95,21 @@ def _sum_of_squares(grads: Sequence[Tensor], foreach: bool) -> list[Tensor]:
         gs = [grads[i] for i in idx]
         acc = _norm_dtype(dtype)
         if foreach and device.type in ("cpu", "cuda", "xpu", "mps"):
-            norms = torch._foreach_norm(gs, 2, dtype=acc)
+            if hasattr(torch, "_foreach_powsum") and not torch.compiler.is_compiling():
+                # sum |g|^2 directly: no sqrt-then-square, and 2-3x cheaper per tensor on CPU.
+                # (dynamo cannot trace it in torch 2.13, hence the norm under compile.)
+                squares = torch._foreach_powsum(gs, 2, dtype=acc)
+            else:
+                squares = torch._foreach_pow(torch._foreach_norm(gs, 2, dtype=acc), 2)
         else:
-            norms = [torch.linalg.vector_norm(g, 2, dtype=acc) for g in gs]
-        out.append(torch.linalg.vector_norm(torch.stack(list(norms)), 2).square())
+            squares = [torch.linalg.vector_norm(g, 2, dtype=acc).square() for g in gs]
+        out.append(torch.stack(list(squares)).sum())
     return out
+
+
+def has_dtensor(tensors: Sequence[Tensor]) -> bool:
+    """Whether any of ``tensors`` is a DTensor (one type check per distinct type)."""
+    return any(tp.__name__ == "DTensor" for tp in {type(t) for t in tensors})
 
 
 def global_grad_norm(grads: Sequence[Tensor], *, foreach: bool = True) -> Tensor:

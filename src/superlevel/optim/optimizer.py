@@ -14,6 +14,7 @@ from .functional import (
     _is_dtensor,
     decayed_lr,
     global_grad_norm,
+    has_dtensor,
     local,
     modulation,
     resolve_impl,
@@ -249,18 +250,19 @@ class SuperLevelSGD(Optimizer):
         all_grads = [g for _, _, grads, _ in collected for g in grads]
         if not all_grads:
             return loss
+        sharded = has_dtensor(all_grads)
+        # DTensor (FSDP2) params and grads are updated through their local shards.
+        loc = (lambda ts: [local(t) for t in ts]) if sharded else (lambda ts: ts)
         home = local(all_grads[0]).device
         if self.defaults["capturable"]:
-            bad = [p for _, ps, _, _ in collected for p in ps if local(p).device.type == "cpu"]
+            bad = [p for _, ps, _, _ in collected for p in loc(ps) if p.device.type == "cpu"]
             if bad:
                 raise ValueError(
-                    f"capturable=True needs params on an accelerator, got a param "
-                    f"on {local(bad[0]).device}"
+                    f"capturable=True needs params on an accelerator, got a param on "
+                    f"{bad[0].device}"
                 )
         impl = resolve_impl(
-            [local(g) for g in all_grads],
-            foreach=self.defaults["foreach"],
-            fused=self.defaults["fused"],
+            loc(all_grads), foreach=self.defaults["foreach"], fused=self.defaults["fused"]
         )
         norm = global_grad_norm(all_grads, foreach=impl != "single")
         eta, ok = modulation(norm, self.defaults["norm_scale"])
@@ -277,12 +279,14 @@ class SuperLevelSGD(Optimizer):
             )
             if last_lr is None:
                 last_lr = a
+            if not params:
+                continue
             momentum = group["momentum"]
-            local_bufs = [None if b is None else local(b) for b in bufs]
+            local_bufs = loc(bufs) if sharded else list(bufs)
             superlevel_update_(
-                [local(p) for p in params],
-                [local(g) for g in grads],
-                local_bufs if momentum != 0.0 else [],
+                loc(params),
+                loc(grads),
+                local_bufs,
                 lr=a,
                 eta=eta,
                 ok=ok,

@@ -24,6 +24,7 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", default=None, help="quick | full (default: the suite's, quick)")
     p.add_argument("--data-dir", default=None, help="data folder (default: $SUPERLEVEL_DATA)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-run lines")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch default)")
     p.set_defaults(func=run_demo)
 
 

@@ -58,18 +58,32 @@ def _positive(name: str, value: int | None) -> None:
 
 
 def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Turn expected failures into ``error: ...`` on stderr and exit status 2."""
+    """Turn expected failures into ``error: ...`` on stderr and exit status 2.
+
+    Also applies ``--threads`` for the duration of the command (and restores it, so that
+    in-process callers keep their own setting).
+    """
 
     def wrapper(args: argparse.Namespace) -> int:
+        import torch
+
         from superlevel.bench.store import StoreError
         from superlevel.bench.tasks import UnknownNameError
         from superlevel.data.base import MissingDataError
 
+        threads = getattr(args, "threads", 0) or 0
+        before = torch.get_num_threads()
         try:
+            if threads < 0:
+                raise UsageError(f"--threads must be >= 0, got {threads}")
+            if threads:
+                torch.set_num_threads(threads)
             return func(args)
         except (UnknownNameError, UsageError, ValueError, StoreError, MissingDataError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        finally:
+            torch.set_num_threads(before)
 
     return wrapper
 
@@ -91,6 +105,13 @@ def _add_common(p: argparse.ArgumentParser, *, device: bool = True) -> None:
             help="per-epoch checkpoints (default: checkpoints/ next to --db)",
         )
         p.add_argument("--quiet", action="store_true", help="no progress bars or per-run lines")
+        p.add_argument(
+            "--threads",
+            type=int,
+            default=1,
+            help="torch CPU threads (default 1: small models on a shared CPU run fastest and "
+            "time most steadily on one; 0 keeps torch's default)",
+        )
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:

@@ -99,7 +99,7 @@ def test_flat_params_roundtrip_and_detached_copy():
     assert not theta.requires_grad
     first = float(theta[0])
     theta[0] += 1.0  # a copy: the model is untouched
-    assert float(next(m.parameters()).reshape(-1)[0]) == first
+    assert float(next(m.parameters()).detach().reshape(-1)[0]) == first
     pieces = unflatten_params(m, flat_params(m))
     for name, p in m.named_parameters():
         torch.testing.assert_close(pieces[name], p.detach())

@@ -289,7 +289,9 @@ def plot_demo(result: DemoResult, path: str | Path | None = None):
         reports=reports,
         minima=result.landscape.minima,
         title=title,
+        contours=12,
+        figsize=(5.4, 4.6),
     )
     if path is not None:
-        save_figure(fig, path)
+        save_figure(fig, path, dpi=80)
     return fig

@@ -64,7 +64,7 @@ def plot_components(
     Each component of ``{f <= level}`` (``{f >= level}`` for super) gets its own colour;
     thin grey lines are contours at quantiles of the grid values; the bold line is
     ``f = level``. Trajectories are drawn as lines with their start (circle) and end
-    (star); steps that a report marks as jumps are overdrawn thick and dashed.
+    (star); steps that a report marks as jumps are overdrawn as black dashes.
 
     Args:
         grid: a 2-D :class:`Grid`.
@@ -131,6 +131,7 @@ def plot_components(
     if minima is not None:
         m = _np(minima).reshape(-1, 2)
         ax.plot(m[:, 0], m[:, 1], "kx", ms=7, mew=1.5, label="minima")
+    jump_labelled = False
     for i, (name, pts) in enumerate((trajectories or {}).items()):
         p = _np(pts).reshape(-1, 2)
         color = _TRAJ_COLORS[i % len(_TRAJ_COLORS)]
@@ -140,7 +141,9 @@ def plot_components(
         rep = (reports or {}).get(name)
         if rep is not None:
             for j in np.flatnonzero(rep.connected == 0):
-                ax.plot(p[j : j + 2, 0], p[j : j + 2, 1], "--", color=color, lw=3.0)
+                label = None if jump_labelled else "jump (leaves its component)"
+                ax.plot(p[j : j + 2, 0], p[j : j + 2, 1], "--", color="k", lw=2.0, label=label)
+                jump_labelled = True
     ax.set_xlim(xs[0], xs[-1])
     ax.set_ylim(ys[0], ys[-1])
     rel = "<=" if kind == "sub" else ">="

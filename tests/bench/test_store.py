@@ -1,0 +1,149 @@
+"""The results store: schema, one-transaction commits, corrupted and locked databases."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from superlevel.bench.store import Store, StoreError
+
+CONFIG = {
+    "task": "quadratic",
+    "task_options": {},
+    "budget": "quick",
+    "epochs": 2,
+    "optimizer": "sgd",
+    "hparams": {"lr": 0.1},
+    "seed": 1,
+}
+
+
+def _epochs(n: int = 2) -> list[dict]:
+    return [
+        {"epoch": e, "step": 10 * e, "split": s, "loss": 1.0 / (e + 1), "metric": 0.5, "wall_s": e}
+        for e in range(n + 1)
+        for s in ("train", "val", "test")
+    ]
+
+
+def _finish(store: Store, run_id: str = "r1", **kw) -> None:
+    store.finish_run(
+        run_id,
+        status=kw.get("status", "finished"),
+        summary={"steps": 20, "wall_s": 1.5, "test_metric": 0.5, "test_loss": float("inf")},
+        epochs=kw.get("epochs", _epochs()),
+        steps=[
+            {"step": i, "loss": 1.0, "grad_norm": 2.0, "lr": 0.1, "effective_lr": 0.1}
+            for i in (5, 10, 15, 20)
+        ],
+    )
+
+
+def _filled(path: Path) -> Store:
+    store = Store(path)
+    env = store.environment_id({"torch": "x", "device": "cpu"})
+    store.start_run("r1", CONFIG, env_id=env, tags=["default"])
+    _finish(store)
+    return store
+
+
+def test_round_trip_and_exactly_once(tmp_path: Path) -> None:
+    store = _filled(tmp_path / "r.db")
+    assert store.environment_id({"device": "cpu", "torch": "x"}) == 1  # same env, same id
+    run = store.get_run("r1")
+    assert run["status"] == "finished" and run["hparams"] == {"lr": 0.1}
+    assert run["tags"] == ["default"] and run["env"] == {"torch": "x", "device": "cpu"}
+    assert run["test_loss"] is None  # inf is not a number a CSV reader can use
+    # Starting or finishing again keeps one run and replaces, not duplicates, its metrics.
+    store.start_run("r1", CONFIG, env_id=1, tags=["tuned"])
+    assert store.status("r1") == "finished"  # a done run is never reset to running
+    _finish(store)
+    assert store.count("runs") == store.count("configs") == 1
+    assert store.count("epoch_metrics") == 9 and store.count("step_metrics") == 4
+    assert store.get_run("r1")["tags"] == ["default", "tuned"]
+    assert [m["epoch"] for m in store.epoch_metrics("r1")][::3] == [0, 1, 2]
+    assert store.get_run("nope") is None and store.status("nope") is None
+
+
+def test_finish_is_one_transaction(tmp_path: Path) -> None:
+    store = Store(tmp_path / "r.db")
+    store.start_run("r2", CONFIG, env_id=store.environment_id({}), tags=[])
+    bad = _epochs()
+    del bad[-1]["loss"]  # fails after some rows were inserted
+    with pytest.raises(KeyError):
+        _finish(store, "r2", epochs=bad)
+    assert store.status("r2") == "running"
+    assert store.count("epoch_metrics") == 0 and store.count("step_metrics") == 0
+    with pytest.raises(ValueError, match="status"):
+        store.finish_run("r2", status="crashed", summary={}, epochs=[], steps=[])
+    with pytest.raises(StoreError, match="not started"):
+        _finish(store, "never")
+
+
+def test_garbage_file_is_reported_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    payload = b"this is not a database\n" * 200
+    path.write_bytes(payload)
+    with pytest.raises(StoreError, match=r"corrupted or not a SQLite file.*left untouched"):
+        Store(path)
+    assert path.read_bytes() == payload
+
+
+def test_damaged_database_is_reported_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    _filled(path).close()
+    data = bytearray(path.read_bytes())
+    page = 4096
+    assert len(data) > 3 * page
+    data[2 * page + 8 : 3 * page] = b"\xff" * (page - 8)  # smash a b-tree page's cells
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="corrupted"):
+        Store(path)
+    assert path.read_bytes() == bytes(data)
+
+
+def test_locked_database_is_reported_and_nothing_is_lost(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    _filled(path).close()
+    before = path.read_bytes()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreError, match=r"locked by another process.*nothing was written"):
+            Store(path, timeout=0.2)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert path.read_bytes() == before
+    store = Store(path)
+    assert store.status("r1") == "finished" and store.count("epoch_metrics") == 9
+
+
+def test_lock_taken_between_open_and_write(tmp_path: Path) -> None:
+    store = _filled(tmp_path / "r.db")
+    other = sqlite3.connect(store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    store.timeout = 0.2
+    store._conn.execute("PRAGMA busy_timeout = 200")
+    try:
+        with pytest.raises(StoreError, match="locked"):
+            store.start_run("r3", CONFIG, env_id=1)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    store.start_run("r3", CONFIG, env_id=1)
+    assert store.status("r3") == "running"
+
+
+def test_foreign_database_and_directory_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE accounts (id INTEGER)")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match="another application"):
+        Store(path)
+    with pytest.raises(StoreError, match="directory"):
+        Store(tmp_path)

@@ -58,7 +58,7 @@ def run(name: str, lr: float, epochs: int | None, device: str, seed: int) -> dic
         budget = replace(budget, epochs=epochs)
     ti = build_task(name, seed=seed, device=device, budget=budget)
     opt = torch.optim.Adam(ti.model.parameters(), lr=lr)
-    best_val, best_epoch = -1.0, 0
+    best_val, best_epoch, reached = -1.0, 0, None
     start = time.perf_counter()
     for epoch in range(budget.epochs):
         for x, y in ti.train_batches(epoch):
@@ -68,6 +68,8 @@ def run(name: str, lr: float, epochs: int | None, device: str, seed: int) -> dic
         _, val = evaluate(ti, "val")
         if val > best_val:
             best_val, best_epoch = val, epoch + 1
+        if reached is None and budget.target is not None and val >= budget.target:
+            reached = epoch + 1
     train_s = time.perf_counter() - start
     _, test = evaluate(ti, "test")
     return {
@@ -79,23 +81,33 @@ def run(name: str, lr: float, epochs: int | None, device: str, seed: int) -> dic
         f"({budget.epochs * ti.steps_per_epoch} steps), Adam lr {lr:g}",
         "best_val": best_val,
         "best_epoch": best_epoch,
+        "target": budget.target,
+        "target_epoch": reached,
         "test": test,
         "seconds": train_s,
     }
+
+
+def _reached(row: dict) -> str:
+    if row["target"] is None:
+        return "-"
+    when = f"epoch {row['target_epoch']}" if row["target_epoch"] else "not reached"
+    return f"{100 * row['target']:.0f}%: {when}"
 
 
 def to_markdown(rows: list[dict], header: str) -> str:
     lines = [
         header,
         "",
-        "| task | model | data | budget | val acc (best epoch) | test acc (final) | time |",
-        "|---|---|---|---|---|---|---|",
+        "| task | model | data | budget | val acc (best epoch) | val target reached at "
+        "| test acc (final) | time |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['task']} | {r['model']} | {r['data']}, {r['train_examples']} train | "
             f"{r['budget']} | {100 * r['best_val']:.1f}% ({r['best_epoch']}) | "
-            f"{100 * r['test']:.1f}% | {r['seconds']:.0f} s |"
+            f"{_reached(r)} | {100 * r['test']:.1f}% | {r['seconds']:.0f} s |"
         )
     return "\n".join(lines)
 

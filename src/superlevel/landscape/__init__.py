@@ -1,7 +1,8 @@
 """Landscape toolkit: synthetic landscapes, level-set components, barriers, slices, plots.
 
 Every tool handles both kinds of level set: ``kind="sub"`` for ``{L <= c}`` and
-``kind="super"`` for ``{L >= c}``.
+``kind="super"`` for ``{L >= c}``. Plots live in :mod:`superlevel.landscape.plots`
+(matplotlib, imported only there); the demo in :mod:`superlevel.landscape.demo`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,23 @@ from superlevel.landscape.barriers import (
     segment_barrier,
     unflatten_params,
 )
+from superlevel.landscape.components import (
+    Grid,
+    TrajectoryConnectivity,
+    component_of,
+    grid_values,
+    level_set_components,
+    trajectory_connectivity,
+)
+from superlevel.landscape.connectivity import ConnectResult, connect, connect_fn, curve_point
+from superlevel.landscape.slices import (
+    Slice1D,
+    filter_normalize,
+    filter_normalized_direction,
+    pca_directions,
+    slice_1d,
+    slice_2d,
+)
 from superlevel.landscape.synthetic import (
     Himmelblau,
     Landscape,
@@ -22,20 +40,38 @@ from superlevel.landscape.synthetic import (
     Rastrigin,
     Rosenbrock,
     make_landscape,
+    newton_critical_point,
 )
 
 __all__ = [
     "BarrierResult",
+    "ConnectResult",
+    "Grid",
     "Himmelblau",
     "Landscape",
     "MultiWell",
     "Quadratic",
     "Rastrigin",
     "Rosenbrock",
+    "Slice1D",
+    "TrajectoryConnectivity",
+    "component_of",
+    "connect",
+    "connect_fn",
+    "curve_point",
+    "filter_normalize",
+    "filter_normalized_direction",
     "flat_params",
+    "grid_values",
+    "level_set_components",
     "make_landscape",
     "model_loss_fn",
+    "newton_critical_point",
     "path_barrier",
+    "pca_directions",
     "segment_barrier",
+    "slice_1d",
+    "slice_2d",
+    "trajectory_connectivity",
     "unflatten_params",
 ]

@@ -213,7 +213,7 @@ def model_loss_fn(
     bn_modules = [m for m in model.modules() if isinstance(m, _BN)]
     device = next(model.parameters()).device
 
-    def run(params: Mapping[str, torch.Tensor], buffers: dict[str, torch.Tensor]):
+    def run(params: Mapping[str, torch.Tensor], buffers: dict[str, torch.Tensor]) -> torch.Tensor:
         state = {**params, **buffers}
         total, count = None, 0
         for x, y in batches:

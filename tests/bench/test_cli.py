@@ -1,0 +1,316 @@
+"""``superlevel bench`` end to end through ``superlevel.cli.main``: run, results, report, tune."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from superlevel.bench.optimizers import OPTIMIZERS
+from superlevel.bench.store import Store
+from superlevel.bench.tasks import TASKS
+from superlevel.cli import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def filled_db(tmp_path_factory) -> Path:
+    """Two tiny tasks x three optimizers x two seeds, plus a 2-point lr grid, in one DB."""
+    db = tmp_path_factory.mktemp("cli") / "r.db"
+    for task, epochs in (("quadratic", "3"), ("digits_mlp", "2")):
+        code = main(
+            [
+                "bench",
+                "run",
+                "--task",
+                task,
+                "--optimizers",
+                "sgd,adam,superlevel",
+                "--seeds",
+                "2",
+                "--epochs",
+                epochs,
+                "--db",
+                str(db),
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
+        assert code == 0
+    code = main(
+        [
+            "bench",
+            "tune",
+            "--task",
+            "quadratic",
+            "--optimizers",
+            "sgd,superlevel",
+            "--trials",
+            "2",
+            "--seeds",
+            "1",
+            "--mode",
+            "grid",
+            "--epochs",
+            "3",
+            "--db",
+            str(db),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    return db
+
+
+def test_list_names_every_task_and_optimizer(capsys) -> None:
+    code, out, _ = _run(["bench", "list"], capsys)
+    assert code == 0
+    lines = out.splitlines()
+    for name in TASKS:
+        assert any(line.split()[:2] == ["task", name] for line in lines), name
+    for name in OPTIMIZERS:
+        assert any(line.split()[:2] == ["optimizer", name] for line in lines), name
+    assert any(line.split()[:2] == ["suite", "quick"] for line in lines)
+
+
+def test_run_end_to_end_and_results_csv(filled_db: Path, capsys) -> None:
+    code, out, _ = _run(["bench", "results", "--db", str(filled_db), "--format", "csv"], capsys)
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    for col in (
+        "task",
+        "optimizer",
+        "seed",
+        "status",
+        "test_metric",
+        "test_loss",
+        "steps",
+        "wall_s",
+    ):
+        assert col in rows[0]
+    default = [r for r in rows if "default" in r["tags"].split(";")]
+    assert len(default) == 2 * 3 * 2
+    assert {(r["task"], r["optimizer"], r["seed"]) for r in default} == {
+        (t, o, s)
+        for t in ("quadratic", "digits_mlp")
+        for o in ("sgd", "adam", "superlevel")
+        for s in ("1", "2")
+    }
+    assert all(r["status"] == "finished" and float(r["wall_s"]) > 0 for r in default)
+    digits = [r for r in default if r["task"] == "digits_mlp"]
+    assert all(0.5 < float(r["test_metric"]) <= 1.0 for r in digits)  # it learned something
+    store = Store(filled_db)
+    assert any(r["status"] == "diverged" and r["test_metric"] == "" for r in rows)  # sgd lr=3
+    for r in (r for r in rows if r["status"] == "finished"):
+        run = store.get_run(r["run_id"])
+        assert float(r["test_metric"]) == pytest.approx(run["test_metric"], rel=1e-5)
+    code, out, _ = _run(["bench", "results", "--db", str(filled_db)], capsys)
+    assert code == 0 and out.splitlines()[0].split()[:3] == ["task", "optimizer", "seed"]
+    assert f"({len(rows)} runs)" in out
+
+
+def test_rerun_does_not_redo_finished_runs(filled_db: Path, capsys) -> None:
+    before = Store(filled_db).count("runs")
+    code, out, _ = _run(
+        [
+            "bench",
+            "run",
+            "--task",
+            "quadratic",
+            "--optimizers",
+            "sgd",
+            "--seeds",
+            "2",
+            "--epochs",
+            "3",
+            "--db",
+            str(filled_db),
+        ],
+        capsys,
+    )
+    assert code == 0
+    assert out.count("already done, skipped") == 2
+    assert Store(filled_db).count("runs") == before
+
+
+def test_grid_tuning_selects_on_validation(filled_db: Path) -> None:
+    store = Store(filled_db)
+    for opt in ("sgd", "superlevel"):
+        grid = [r for r in store.runs(tag="grid") if r["optimizer"] == opt]
+        assert len(grid) == 2  # equal trials per optimizer
+        lrs = sorted(r["hparams"]["lr"] for r in grid)
+        space = OPTIMIZERS[opt].space["lr"]
+        assert lrs == pytest.approx([space.low, space.high])
+        tuned = [r for r in store.runs(tag="tuned") if r["optimizer"] == opt]
+        assert len(tuned) == 1
+        finished = [r for r in grid if r["status"] == "finished"]
+        best = min(finished, key=lambda r: r["val_metric"])  # suboptimality: lower is better
+        assert tuned[0]["hparams"] == best["hparams"]
+
+
+def test_report_writes_markdown_html_and_png_figures(
+    filled_db: Path, tmp_path: Path, capsys
+) -> None:
+    out_dir = tmp_path / "report"
+    code, out, _ = _run(["bench", "report", "--db", str(filled_db), "--out", str(out_dir)], capsys)
+    assert code == 0 and "report.html" in out
+    md = (out_dir / "report.md").read_text()
+    page = (out_dir / "report.html").read_text()
+    figures = sorted((out_dir / "figures").glob("*.png"))
+    names = {f.name for f in figures}
+    for expected in (
+        "bench_quadratic_quick_e3_curves.png",
+        "bench_quadratic_quick_e3_lr.png",
+        "bench_quadratic_quick_e3_superlevel.png",
+        "bench_digits_mlp_quick_e2_curves.png",
+        "bench_profile.png",
+    ):
+        assert expected in names
+    for f in figures:
+        data = f.read_bytes()
+        assert data[:8] == PNG_MAGIC and data[12:16] == b"IHDR" and len(data) > 2000
+        assert f"figures/{f.name}" in md
+    assert page.count("data:image/png;base64,") == len(figures)
+    assert 'src="http' not in page and "figures/" not in page  # self-contained
+    # Table numbers come from the store: sgd on digits, seeds 1-2, mean of test accuracy.
+    store = Store(filled_db)
+    accs = [r["test_metric"] for r in store.runs(task="digits_mlp") if r["optimizer"] == "sgd"]
+    mean = sum(accs) / len(accs)
+    row = next(
+        line
+        for line in md.splitlines()
+        if line.startswith("| sgd | default | 1,2 |") and f"{mean:.4g} ±" in line
+    )
+    assert "2/2" not in row.split("|")[-2]  # diverged column: 0/2
+    assert "Seeds 1,2; budget `quick` (2 epochs); hardware:" in md
+    assert "tuned" in md  # quadratic sgd/superlevel rows come from the tuned reruns
+
+
+def test_unknown_names_and_bad_numbers_exit_nonzero(tmp_path: Path, capsys) -> None:
+    db = str(tmp_path / "r.db")
+    cases = [
+        (
+            ["--task", "quadratc", "--optimizers", "sgd"],
+            ["'quadratc'", "Did you mean 'quadratic'", "mnist_mlp"],
+        ),
+        (["--task", "quadratic", "--optimizers", "sgd,adamm"], ["'adamm'", "'adam'", "superlevel"]),
+        (["--suite", "quik"], ["'quik'", "'quick'"]),
+        (["--task", "quadratic", "--seeds", "0"], ["--seeds must be >= 1, got 0"]),
+        (["--task", "quadratic", "--epochs", "-1"], ["--epochs must be >= 1, got -1"]),
+        (["--task", "quadratic", "--hp", "lr"], ["KEY=VALUE", "'lr'"]),
+        (["--task", "quadratic", "--optimizers", "sgd", "--hp", "betas=1"], ["'betas'"]),
+        (["--task", "quadratic", "--device", "tpu"], ["'tpu'"]),
+    ]
+    for args, fragments in cases:
+        code, _, err = _run(["bench", "run", *args, "--db", db, "--quiet"], capsys)
+        assert code == 2, args
+        assert err.startswith("error: ")
+        for frag in fragments:
+            assert frag in err, (args, frag, err)
+    code, _, err = _run(
+        [
+            "bench",
+            "tune",
+            "--task",
+            "quadratic",
+            "--optimizers",
+            "sgd",
+            "--trials",
+            "0",
+            "--seeds",
+            "1",
+            "--db",
+            db,
+        ],
+        capsys,
+    )
+    assert code == 2 and "--trials must be >= 1, got 0" in err
+    code, _, err = _run(["bench", "results", "--db", str(tmp_path / "none.db")], capsys)
+    assert code == 2 and "does not exist" in err
+    assert not Path(db).exists() or Store(db).count("runs") == 0  # nothing ran
+
+
+def test_corrupted_and_locked_db_via_cli(filled_db: Path, tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.db"
+    payload = b"\x00garbage" * 500
+    bad.write_bytes(payload)
+    args = [
+        "bench",
+        "run",
+        "--task",
+        "quadratic",
+        "--optimizers",
+        "sgd",
+        "--epochs",
+        "1",
+        "--quiet",
+    ]
+    code, _, err = _run([*args, "--db", str(bad)], capsys)
+    assert code == 2 and "corrupted" in err and str(bad) in err
+    assert bad.read_bytes() == payload
+    code, _, err = _run(["bench", "report", "--db", str(bad), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "corrupted" in err
+
+    before = filled_db.read_bytes()
+    other = sqlite3.connect(filled_db, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        code, _, err = _run(
+            [*args, "--seeds", "3", "--db", str(filled_db), "--db-timeout", "0.2"], capsys
+        )
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert code == 2 and "locked" in err
+    assert filled_db.read_bytes() == before
+
+
+def test_optuna_tune_two_trials(tmp_path: Path, capsys) -> None:
+    db = tmp_path / "t.db"
+    argv = [
+        "bench",
+        "tune",
+        "--task",
+        "quadratic",
+        "--optimizers",
+        "sgd,adam",
+        "--trials",
+        "2",
+        "--seeds",
+        "2",
+        "--epochs",
+        "2",
+        "--db",
+        str(db),
+        "--quiet",
+    ]
+    code, out, _ = _run(argv, capsys)
+    assert code == 0
+    store = Store(db)
+    trials = store.runs(tag="trial")
+    assert sorted(r["optimizer"] for r in trials) == ["adam", "adam", "sgd", "sgd"]
+    assert all(r["seed"] == 1 for r in trials)
+    for opt in ("sgd", "adam"):
+        mine = [r for r in trials if r["optimizer"] == opt and r["status"] == "finished"]
+        best = min(mine, key=lambda r: r["val_metric"])
+        tuned = [r for r in store.runs(tag="tuned") if r["optimizer"] == opt]
+        assert sorted(r["seed"] for r in tuned) == [1, 2]
+        assert all(r["hparams"] == best["hparams"] for r in tuned)
+        assert f"{opt}: best {json.dumps(best['hparams'], sort_keys=True)}" in out
+    assert (tmp_path / "t.optuna.db").exists()
+    # Seeded sampler, resumable study: the same command again adds no trial and no run.
+    n_runs = store.count("runs")
+    code, _, _ = _run(argv, capsys)
+    assert code == 0 and store.count("runs") == n_runs

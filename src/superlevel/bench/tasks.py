@@ -303,7 +303,14 @@ def _seeded_normal(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed + 12_345))
 
 
-def _build_quadratic(spec, seed, device, budget, data_dir, opts) -> TaskInstance:
+def _build_quadratic(
+    spec: TaskSpec,
+    seed: int,
+    device: torch.device,
+    budget: Budget,
+    data_dir: str | None,
+    opts: dict[str, Any],
+) -> TaskInstance:
     from superlevel.landscape.synthetic import Quadratic
 
     dim, cond = opts["dim"], float(opts["condition"])
@@ -315,7 +322,14 @@ def _build_quadratic(spec, seed, device, budget, data_dir, opts) -> TaskInstance
     return _synthetic_instance(spec, seed, device, budget, fn, 0.0, theta0, opts["noise"], info)
 
 
-def _build_rosenbrock(spec, seed, device, budget, data_dir, opts) -> TaskInstance:
+def _build_rosenbrock(
+    spec: TaskSpec,
+    seed: int,
+    device: torch.device,
+    budget: Budget,
+    data_dir: str | None,
+    opts: dict[str, Any],
+) -> TaskInstance:
     from superlevel.landscape.synthetic import Rosenbrock
 
     fn = Rosenbrock()
@@ -325,7 +339,14 @@ def _build_rosenbrock(spec, seed, device, budget, data_dir, opts) -> TaskInstanc
     return _synthetic_instance(spec, seed, device, budget, fn, 0.0, theta0, opts["noise"], info)
 
 
-def _build_multiwell(spec, seed, device, budget, data_dir, opts) -> TaskInstance:
+def _build_multiwell(
+    spec: TaskSpec,
+    seed: int,
+    device: torch.device,
+    budget: Budget,
+    data_dir: str | None,
+    opts: dict[str, Any],
+) -> TaskInstance:
     from superlevel.landscape.synthetic import MultiWell
 
     fn = MultiWell.default(n_wells=opts["n_wells"], seed=0)
@@ -406,7 +427,14 @@ def _splits_from_train_test(
     return Splits(tx, ty, vx, vy, x_test, y_test)
 
 
-def _build_digits_mlp(spec, seed, device, budget, data_dir, opts) -> TaskInstance:
+def _build_digits_mlp(
+    spec: TaskSpec,
+    seed: int,
+    device: torch.device,
+    budget: Budget,
+    data_dir: str | None,
+    opts: dict[str, Any],
+) -> TaskInstance:
     from superlevel.data.generated import load_digits
 
     x_np, y_np = load_digits()
@@ -432,7 +460,14 @@ def _mnist1d_splits() -> Splits:
     return _splits_from_train_test(x, y, xt, yt, n_val=500)
 
 
-def _build_mnist1d_mlp(spec, seed, device, budget, data_dir, opts) -> TaskInstance:
+def _build_mnist1d_mlp(
+    spec: TaskSpec,
+    seed: int,
+    device: torch.device,
+    budget: Budget,
+    data_dir: str | None,
+    opts: dict[str, Any],
+) -> TaskInstance:
     act = opts["activation"]
     info = {"data": "MNIST-1D (generated, 4000/1000)", "model": f"MLP 40-100-100-10 ({act})"}
     return _classification_instance(
@@ -448,7 +483,14 @@ def _build_mnist1d_mlp(spec, seed, device, budget, data_dir, opts) -> TaskInstan
     )
 
 
-def _build_mnist1d_cnn(spec, seed, device, budget, data_dir, opts) -> TaskInstance:
+def _build_mnist1d_cnn(
+    spec: TaskSpec,
+    seed: int,
+    device: torch.device,
+    budget: Budget,
+    data_dir: str | None,
+    opts: dict[str, Any],
+) -> TaskInstance:
     act = opts["activation"]
     info = {"data": "MNIST-1D (generated, 4000/1000)", "model": f"CNN 3x conv1d 25ch ({act})"}
     return _classification_instance(
@@ -493,8 +535,17 @@ def _image_splits(kind: str, data_dir: str | None) -> Splits:
     )
 
 
-def _image_builder(kind: str, model_name: str, make: Callable[[str], nn.Module]):
-    def build(spec, seed, device, budget, data_dir, opts) -> TaskInstance:
+def _image_builder(
+    kind: str, model_name: str, make: Callable[[str], nn.Module]
+) -> Callable[..., TaskInstance]:
+    def build(
+        spec: TaskSpec,
+        seed: int,
+        device: torch.device,
+        budget: Budget,
+        data_dir: str | None,
+        opts: dict[str, Any],
+    ) -> TaskInstance:
         act = opts.get("activation", "relu")
         desc = f"{model_name} ({act})" if "activation" in opts else model_name
         info = {"data": f"{kind} (55k/5k/10k)", "model": desc}
@@ -513,7 +564,14 @@ def _image_builder(kind: str, model_name: str, make: Callable[[str], nn.Module])
     return build
 
 
-def _build_cifar10_3c3d(spec, seed, device, budget, data_dir, opts) -> TaskInstance:
+def _build_cifar10_3c3d(
+    spec: TaskSpec,
+    seed: int,
+    device: torch.device,
+    budget: Budget,
+    data_dir: str | None,
+    opts: dict[str, Any],
+) -> TaskInstance:
     from superlevel.data.cifar import load_cifar10
 
     d = load_cifar10(data_dir)
@@ -602,13 +660,27 @@ def _text_instance(
     )
 
 
-def _build_char_lstm(spec, seed, device, budget, data_dir, opts) -> TaskInstance:
+def _build_char_lstm(
+    spec: TaskSpec,
+    seed: int,
+    device: torch.device,
+    budget: Budget,
+    data_dir: str | None,
+    opts: dict[str, Any],
+) -> TaskInstance:
     return _text_instance(
         spec, seed, device, budget, data_dir, opts, models.CharLSTM, "LSTM 2x128, embedding 128"
     )
 
 
-def _build_char_transformer(spec, seed, device, budget, data_dir, opts) -> TaskInstance:
+def _build_char_transformer(
+    spec: TaskSpec,
+    seed: int,
+    device: torch.device,
+    budget: Budget,
+    data_dir: str | None,
+    opts: dict[str, Any],
+) -> TaskInstance:
     def make(vocab: int) -> nn.Module:
         return models.CharTransformer(vocab, context=opts["seq_len"])
 

@@ -90,7 +90,7 @@ def _warm(path, **kw):
 
 @pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
 @pytest.mark.parametrize("path", list(PATHS))
-def test_nonfinite_skip_leaves_everything_and_counts(path, bad):
+def test_nonfinite_skip_leaves_everything_and_counts(path, bad, flag_mode):
     opt, params = _warm(path)
     before = [p.detach().clone() for p in params]
     bufs = [opt.state[p]["momentum_buffer"].clone() for p in params]

@@ -42,7 +42,7 @@ SEQ = dict(steps=6, inf_at=(1,), none_at=((0, 3), (3, 0)))
 
 @pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("kwargs", CASES, ids=lambda k: "-".join(f"{v}" for v in k.values()))
-def test_paths_equal_reference_float64(path, kwargs):
+def test_paths_equal_reference_float64(path, kwargs, flag_mode):
     opt, fast, ref_opt, ref = run_pair(kwargs, path, grad_sequence(**SEQ))
     for p, q in zip(fast, ref, strict=True):
         torch.testing.assert_close(p, q, rtol=1e-13, atol=1e-14)
@@ -59,7 +59,7 @@ def test_paths_equal_reference_float64(path, kwargs):
 
 
 @pytest.mark.parametrize("path", list(PATHS))
-def test_paths_equal_reference_float32(path):
+def test_paths_equal_reference_float32(path, flag_mode):
     kwargs = dict(lr=0.4, decay=0.1, momentum=0.9, nesterov=True, weight_decay=0.05)
     seq = grad_sequence(dtype=torch.float32, **SEQ)
     _, fast, _, ref = run_pair(kwargs, path, seq, dtype=torch.float32)
@@ -68,7 +68,7 @@ def test_paths_equal_reference_float32(path):
 
 
 @pytest.mark.parametrize("path", list(PATHS))
-def test_param_groups_share_one_norm_and_t(path):
+def test_param_groups_share_one_norm_and_t(path, flag_mode):
     groups = [
         {"params": [0, 1], "lr": 0.5, "decay": 0.3},
         {"params": [2], "lr": 0.05, "momentum": 0.9, "weight_decay": 0.2, "maximize": True},

@@ -232,6 +232,67 @@ def _scalars_on(device: torch.device, dtype: torch.dtype, *tensors: Tensor) -> t
     return tuple(t.to(device=device, dtype=cast) for t in tensors)
 
 
+def _host_flag(ok: Tensor, device: torch.device) -> bool | None:
+    """The finite flag as a Python bool where reading it costs no device sync, else None.
+
+    CPU tensors in eager mode: the flag is already in host memory. There an ``if`` beats the
+    selection, which costs two extra passes over the params and a temporary per step.
+    """
+    if device.type == "cpu" and ok.device.type == "cpu" and not torch.compiler.is_compiling():
+        return bool(ok)
+    return None
+
+
+def _inplace(
+    params: list[Tensor],
+    grads: list[Tensor],
+    bufs: list[Tensor | None],
+    idx: list[int],
+    *,
+    ok: bool,
+    a: float,
+    s: float,
+    weight_decay: float,
+    momentum: float,
+    dampening: float,
+    nesterov: bool,
+    maximize: bool,
+    foreach: bool,
+) -> None:
+    """In-place update with host scalars (``s = a_t * eta_t``), for a host-known ``ok``."""
+
+    def each(op: str, xs: list[Tensor], *args, **kw) -> list[Tensor]:
+        if foreach:
+            return getattr(torch, f"_foreach_{op}")(xs, *args, **kw)
+        if isinstance(args[0] if args else None, list):
+            return [getattr(x, op)(y, *args[1:], **kw) for x, y in zip(xs, args[0], strict=True)]
+        return [getattr(x, op)(*args, **kw) for x in xs]
+
+    if momentum != 0.0:
+        for j, i in enumerate(idx):
+            if bufs[i] is None and not ok:
+                # Created on first sight; a skipped step leaves it at zero.
+                bufs[i] = torch.zeros_like(params[j])
+    if not ok:
+        return
+    gs = list(each("neg", grads)) if maximize else grads
+    if weight_decay != 0.0:
+        each("mul_", params, 1.0 - a * weight_decay)
+    d = gs
+    if momentum != 0.0:
+        old = [j for j, i in enumerate(idx) if bufs[i] is not None]
+        for j, i in enumerate(idx):
+            if bufs[i] is None:
+                bufs[i] = gs[j].detach().clone()
+        if old:
+            bs = [bufs[idx[j]] for j in old]
+            each("mul_", bs, momentum)
+            each("add_", bs, [gs[j] for j in old], alpha=1.0 - dampening)
+        bs_all = [bufs[i] for i in idx]
+        d = list(each("add", gs, bs_all, alpha=momentum)) if nesterov else bs_all
+    each("add_", params, d, alpha=-s)
+
+
 def _single_tensor(
     params: list[Tensor],
     grads: list[Tensor],
@@ -246,9 +307,16 @@ def _single_tensor(
     nesterov: bool,
     maximize: bool,
 ) -> None:
+    hyper = dict(weight_decay=weight_decay, momentum=momentum, dampening=dampening,
+                 nesterov=nesterov, maximize=maximize)  # fmt: skip
     for i, (p, g) in enumerate(zip(params, grads, strict=True)):
         a, e, k = _scalars_on(p.device, p.dtype, lr, eta, ok)
         k = k.bool()
+        host = _host_flag(k, p.device)
+        if host is not None:
+            s = float(a * e) if host else 0.0
+            _inplace([p], [g], bufs, [i], ok=host, a=float(a), s=s, foreach=False, **hyper)
+            continue
         g = -g if maximize else g
         new_p = p * (1.0 - a * weight_decay) if weight_decay != 0.0 else p
         d = g
@@ -278,11 +346,18 @@ def _multi_tensor(
     nesterov: bool,
     maximize: bool,
 ) -> None:
+    hyper = dict(weight_decay=weight_decay, momentum=momentum, dampening=dampening,
+                 nesterov=nesterov, maximize=maximize)  # fmt: skip
     for (device, dtype), idx in _buckets(params).items():
         a, e, k = _scalars_on(device, dtype, lr, eta, ok)
         k = k.bool()
         ps = [params[i] for i in idx]
         gs = [grads[i] for i in idx]
+        host = _host_flag(k, device)
+        if host is not None:
+            s = float(a * e) if host else 0.0
+            _inplace(ps, gs, bufs, idx, ok=host, a=float(a), s=s, foreach=True, **hyper)
+            continue
         if maximize:
             gs = list(torch._foreach_neg(gs))
         d = gs

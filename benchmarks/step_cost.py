@@ -1,0 +1,177 @@
+"""Step cost of SuperLevelSGD against torch's optimizers, interleaved in one process.
+
+Usage::
+
+    python benchmarks/step_cost.py                      # CPU (2 threads), CUDA if present
+    python benchmarks/step_cost.py --device cpu --threads 2 --configs 8e6x64
+    python benchmarks/step_cost.py --device cuda --configs 1e7x100,1e8x200,1e9x400
+
+Each config ``NxK`` is N float32 parameters split into K equal tensors, with random
+gradients. Every candidate steps the same tensors in turn (round robin, so drifting load on
+a shared machine hits all alike); the table gives the median time per step and ratios to
+``SGD(foreach)`` and to ``clip_grad_norm_ + SGD(foreach)``. Memory traffic per step:
+SGD 3N floats, ours 4N (one extra read of the gradients for the global norm),
+clip + SGD 6N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from superlevel.optim import SuperLevelSGD  # noqa: E402
+
+CPU_CONFIGS = "1e6x8,1e6x256,8e6x64,3.2e7x64"
+CUDA_CONFIGS = "1e7x100,1e8x200,1e9x400"
+BASE, CLIP = "SGD(foreach)", "clip+SGD(foreach)"
+GOALS = {  # (device, config): (max ratio to SGD(foreach), max ratio to clip+SGD)
+    ("cpu", "8e6x64"): (1.5, 0.7),
+    ("cuda", "1e9x400"): (1.2, None),
+}
+
+
+def parse_config(text: str) -> tuple[int, int]:
+    """``"8e6x64"`` -> (8_000_000, 64)."""
+    try:
+        n, k = text.lower().split("x")
+        return int(float(n)), int(k)
+    except ValueError as exc:
+        raise ValueError(f"config must look like 8e6x64, got {text!r}") from exc
+
+
+def make_tensors(n: int, k: int, device: str) -> list[torch.nn.Parameter]:
+    gen = torch.Generator(device=device).manual_seed(0)
+    size = max(n // k, 1)
+    params = []
+    for _ in range(k):
+        p = torch.nn.Parameter(torch.randn(size, device=device, generator=gen))
+        p.grad = torch.randn(size, device=device, generator=gen) * 1e-3
+        params.append(p)
+    return params
+
+
+def candidates(params: list[torch.nn.Parameter], device: str) -> dict[str, Callable[[], None]]:
+    """Step functions to time, all over the same params."""
+    out: dict[str, Callable[[], None]] = {}
+    sgd = torch.optim.SGD(params, lr=1e-3, foreach=True)
+    out[BASE] = sgd.step
+    out["SGD(fused)"] = torch.optim.SGD(params, lr=1e-3, fused=True).step
+
+    def clip_sgd() -> None:
+        torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
+        sgd.step()
+
+    out[CLIP] = clip_sgd
+    out["Adam(fused)"] = torch.optim.Adam(params, lr=1e-6, fused=True).step
+    out["SuperLevelSGD"] = SuperLevelSGD(params, lr=1e-3, decay=1e-4).step
+    out["SuperLevelSGD(foreach)"] = SuperLevelSGD(params, lr=1e-3, decay=1e-4, foreach=True).step
+    return out
+
+
+def time_steps(
+    steps: dict[str, Callable[[], None]], device: str, repeats: int, warmup: int = 3
+) -> dict[str, float]:
+    """Median seconds per step, round robin over the candidates."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    with torch.no_grad():
+        for r in range(warmup + repeats):
+            for name, step in steps.items():
+                sync()
+                t0 = time.perf_counter()
+                step()
+                sync()
+                if r >= warmup:
+                    times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def run(device: str, configs: list[str], repeats: int) -> list[dict]:
+    rows = []
+    for text in configs:
+        n, k = parse_config(text)
+        try:
+            params = make_tensors(n, k, device)
+            medians = time_steps(candidates(params, device), device, repeats)
+        except (RuntimeError, MemoryError) as exc:  # e.g. out of memory for 1e9 params
+            print(f"# {device} {text}: skipped ({type(exc).__name__}: {str(exc)[:120]})")
+            continue
+        finally:
+            params = None
+            if device == "cuda":
+                torch.cuda.empty_cache()
+        for name, sec in medians.items():
+            rows.append(
+                dict(device=device, config=text, name=name, ms=sec * 1e3,
+                     vs_sgd=sec / medians[BASE], vs_clip=sec / medians[CLIP])
+            )  # fmt: skip
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| device | params x tensors | optimizer | median ms | vs SGD(foreach) | vs clip+SGD |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['device']} | {r['config']} | {r['name']} | {r['ms']:.3f} | "
+            f"{r['vs_sgd']:.2f}x | {r['vs_clip']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def goal_lines(rows: list[dict]) -> list[str]:
+    out = []
+    for r in rows:
+        goal = GOALS.get((r["device"], r["config"]))
+        if r["name"] != "SuperLevelSGD" or goal is None:
+            continue
+        sgd_goal, clip_goal = goal
+        ok = r["vs_sgd"] <= sgd_goal and (clip_goal is None or r["vs_clip"] <= clip_goal)
+        clip_text = f", vs clip+SGD {r['vs_clip']:.2f}x (goal <= {clip_goal})" if clip_goal else ""
+        out.append(
+            f"goal {r['device']} {r['config']}: vs SGD(foreach) {r['vs_sgd']:.2f}x "
+            f"(goal <= {sgd_goal}){clip_text}: {'met' if ok else 'NOT met'}"
+        )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    parser.add_argument("--configs", default=None, help="comma list of NxK (default per device)")
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
+    if "cuda" in devices and not torch.cuda.is_available():
+        if args.device == "cuda":
+            print("CUDA is not available", file=sys.stderr)
+            return 1
+        devices.remove("cuda")
+    rows = []
+    for device in devices:
+        default = CPU_CONFIGS if device == "cpu" else CUDA_CONFIGS
+        configs = (args.configs or default).split(",")
+        rows += run(device, configs, args.repeats)
+    name = torch.cuda.get_device_name() if "cuda" in devices else "-"
+    print(f"# torch {torch.__version__}, CPU threads {args.threads}, CUDA device: {name}, "
+          f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(markdown(rows))
+    for line in goal_lines(rows):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

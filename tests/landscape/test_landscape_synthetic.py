@@ -20,7 +20,7 @@ from superlevel.landscape.synthetic import (
 
 
 def _hessian_eigs(fn, x):
-    return torch.linalg.eigvalsh(torch.func.hessian(fn)(x.to(torch.float64)))
+    return torch.linalg.eigvalsh(torch.func.jacrev(torch.func.grad(fn))(x.to(torch.float64)))
 
 
 ALL = [

@@ -76,7 +76,10 @@ def gd_unstable_lr(fn: Landscape, factor: float = 1.05) -> float:
     Gradient descent with ``lr > 2 / lambda_max`` cannot converge to that minimum, so
     with ``factor > 1`` plain GD is unstable at every listed minimum.
     """
-    lam = [float(torch.linalg.eigvalsh(torch.func.hessian(fn)(m)).max()) for m in fn.minima]
+    lam = [
+        float(torch.linalg.eigvalsh(torch.func.jacrev(torch.func.grad(fn))(m)).max())
+        for m in fn.minima
+    ]
     return factor * max(2.0 / v for v in lam)
 
 

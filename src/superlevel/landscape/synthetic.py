@@ -302,7 +302,8 @@ def newton_critical_point(
     """
     x = _as_f64(x0, "x0").reshape(-1)
     grad_fn = torch.func.grad(fn)
-    hess_fn = torch.func.hessian(fn)
+    # Reverse-over-reverse: forward-mode AD (torch.func.hessian) is not needed here.
+    hess_fn = torch.func.jacrev(grad_fn)
     g = grad_fn(x)
     for _ in range(iters):
         if float(g.norm()) < tol:

@@ -12,6 +12,7 @@ from superlevel.landscape.components import grid_values
 from superlevel.landscape.slices import (
     filter_normalize,
     filter_normalized_direction,
+    model_slice_2d,
     pca_directions,
     slice_1d,
     slice_2d,
@@ -143,3 +144,42 @@ def test_pca_directions_recover_the_plane_of_a_trajectory():
 def test_bad_slice_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def _regression_run():
+    torch.manual_seed(0)
+    x = torch.randn(64, 3)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5]]) + 0.3
+    model = nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    traj = [flat_params(model)]
+    for _ in range(30):
+        opt.zero_grad()
+        nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+        traj.append(flat_params(model))
+    return model, (x, y), torch.stack(traj)
+
+
+def test_model_slice_2d_along_a_trajectory():
+    model, data, traj = _regression_run()
+    grid, coords = model_slice_2d(model, data, nn.functional.mse_loss, trajectory=traj, steps=9)
+    assert grid.values.shape == (9, 9) and coords.shape == (31, 2)
+    torch.testing.assert_close(coords[-1], torch.zeros(2, dtype=torch.float64))
+    for d, (lo, hi) in enumerate(grid.bounds):  # the whole path is inside the picture
+        assert lo < float(coords[:, d].min()) and float(coords[:, d].max()) < hi
+    # GD on a convex loss: the start is the worst point of the run, the end the best.
+    start_val, end_val = grid.value_at(coords[[0, -1]].numpy())
+    assert start_val > end_val
+
+
+def test_model_slice_2d_random_directions_centre_is_the_model():
+    model, data, _ = _regression_run()
+    grid, coords = model_slice_2d(model, data, nn.functional.mse_loss, seed=3, steps=5)
+    assert coords is None
+    f = model_loss_fn(model, data, nn.functional.mse_loss)
+    assert grid.values[2, 2] == pytest.approx(float(f(flat_params(model))), rel=1e-6)
+    again, _ = model_slice_2d(model, data, nn.functional.mse_loss, seed=3, steps=5)
+    np.testing.assert_array_equal(grid.values, again.values)
+    with pytest.raises(ValueError, match="span"):
+        model_slice_2d(model, data, nn.functional.mse_loss, span=0.0)

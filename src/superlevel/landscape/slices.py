@@ -18,11 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from superlevel.landscape.barriers import flat_params, model_loss_fn
 from superlevel.landscape.components import Grid
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "Slice1D",
     "slice_1d",
     "slice_2d",
+    "model_slice_2d",
 ]
 
 ONE_D_MODES = ("zero", "filter")
@@ -260,3 +263,60 @@ def slice_2d(
 
     losses = _evaluate(loss_fn, points, coeffs, batch_size)
     return Grid((ax, ay), losses.reshape(nx, ny))
+
+
+def model_slice_2d(
+    model: nn.Module,
+    data: Any,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    trajectory: torch.Tensor | Sequence[torch.Tensor] | None = None,
+    seed: int = 0,
+    steps: int | tuple[int, int] = 25,
+    span: float = 1.0,
+    margin: float = 0.25,
+    bn: str = "eval",
+    one_d: str = "zero",
+) -> tuple[Grid, torch.Tensor | None]:
+    """A 2-D slice of a model's loss, around its weights or along a trajectory.
+
+    Without ``trajectory``: the plane through :func:`flat_params` spanned by two seeded
+    filter-normalised directions (seeds ``seed`` and ``seed + 1``), ``alpha, beta`` in
+    ``[-span, span]``. With ``trajectory`` (``(T + 1, P)`` flat parameter vectors, e.g.
+    saved during training): the plane through its last point spanned by its top-2 PCA
+    directions, covering the trajectory's coordinates plus ``margin`` of their range on
+    each side.
+
+    Args:
+        model: the network (structure and buffers; its weights are the origin without
+            a trajectory).
+        data: a batch or iterable of batches, see :func:`model_loss_fn`.
+        loss: ``loss(output, target)``, a batch mean.
+        trajectory: optional iterates to slice along.
+        seed: seed of the random directions.
+        steps: points per axis.
+        span: half-width of the random-direction slice.
+        margin: extra room around a trajectory, as a fraction of its extent.
+        bn: BatchNorm mode, see :func:`model_loss_fn`.
+        one_d: how random directions treat 1-D parameters, see :func:`filter_normalize`.
+
+    Returns:
+        ``(grid, coords)``: the slice, and the trajectory's ``(T + 1, 2)`` coordinates in
+        it (``None`` without a trajectory).
+    """
+    if not span > 0 or not margin >= 0:
+        raise ValueError(f"span must be > 0 and margin >= 0, got {span}, {margin}")
+    fn = model_loss_fn(model, data, loss, bn=bn)
+    if trajectory is None:
+        theta = flat_params(model)
+        dx = filter_normalized_direction(model, seed, one_d=one_d)
+        dy = filter_normalized_direction(model, seed + 1, one_d=one_d)
+        grid = slice_2d(fn, theta, dx, dy, steps, (-span, span), (-span, span))
+        return grid, None
+    dirs, _, coords = pca_directions(trajectory, k=2)
+    traj = trajectory if isinstance(trajectory, torch.Tensor) else torch.stack(list(trajectory))
+    lo, hi = coords.min(0).values, coords.max(0).values
+    pad = margin * (hi - lo).clamp_min(1e-12)
+    spans = [(float(lo[i] - pad[i]), float(hi[i] + pad[i])) for i in range(2)]
+    grid = slice_2d(fn, traj[-1], dirs[0], dirs[1], steps, spans[0], spans[1])
+    return grid, coords

@@ -90,7 +90,9 @@ def plot_components(
     fig, ax = _new_axes(ax, figsize)
     labels, count = level_set_components(grid, level, kind, connectivity)
     xs, ys = grid.axes
-    extent = (xs[0], xs[-1], ys[0], ys[-1])
+    # Pixel edges half a cell outside the sample points, so cells centre on them.
+    hx, hy = (xs[-1] - xs[0]) / (2 * (len(xs) - 1)), (ys[-1] - ys[0]) / (2 * (len(ys) - 1))
+    extent = (xs[0] - hx, xs[-1] + hx, ys[0] - hy, ys[-1] + hy)
     palette = ["#8dd3c7", "#fdb462", "#bebada", "#fb8072", "#80b1d3", "#b3de69", "#fccde5"]
     cmap = ListedColormap([palette[i % len(palette)] for i in range(max(count, 1))])
     shown = np.ma.masked_equal(labels.T, 0)
@@ -147,7 +149,8 @@ def plot_components(
     ax.set_xlim(xs[0], xs[-1])
     ax.set_ylim(ys[0], ys[-1])
     rel = "<=" if kind == "sub" else ">="
-    ax.set_title(title or f"{count} components of {{f {rel} {level:.4g}}}")
+    noun = "component" if count == 1 else "components"
+    ax.set_title(title or f"{count} {noun} of {{f {rel} {level:.4g}}}")
     if trajectories or minima is not None:
         ax.legend(loc="upper right", fontsize=8, framealpha=0.9)
     return fig

@@ -307,6 +307,8 @@ def run_one(
         task.model.load_state_dict(state["model"])
         stepper.load_state_dict(state["stepper"])
         torch.set_rng_state(state["rng"].cpu())
+        if dev.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), dev)
     resumed_from = state["epoch"]
     store.start_run(run_id, _config_row(config), env_id=env_id, tags=tags)
 
@@ -434,22 +436,25 @@ def _train(
             diverged = True
             break
         if state["epoch"] < config.epochs:
-            _save_atomic(_checkpoint(state, model, stepper), ckpt_path)
+            _save_atomic(_checkpoint(state, model, stepper, dev), ckpt_path)
     if bar is not None:
         bar.close()
     state["wall_s"] = time.perf_counter() - start
     state["done"] = "diverged" if diverged else "finished"
     # Written before the store commit: if that commit fails, the rerun just commits.
-    _save_atomic(_checkpoint(state, model, stepper), ckpt_path)
+    _save_atomic(_checkpoint(state, model, stepper, dev), ckpt_path)
     return state
 
 
-def _checkpoint(state: dict[str, Any], model: torch.nn.Module, stepper: Any) -> dict[str, Any]:
+def _checkpoint(
+    state: dict[str, Any], model: torch.nn.Module, stepper: Any, dev: torch.device
+) -> dict[str, Any]:
     return {
         **state,
         "model": model.state_dict(),
         "stepper": stepper.state_dict(),
         "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
     }
 
 

@@ -66,7 +66,10 @@ def local(t: Tensor) -> Tensor:
     return t.to_local() if _is_dtensor(t) else t
 
 
-def _buckets(tensors: Sequence[Tensor]) -> dict[tuple[torch.device, torch.dtype], list[int]]:
+Buckets = dict[tuple[torch.device, torch.dtype], list[int]]
+
+
+def _buckets(tensors: Sequence[Tensor]) -> Buckets:
     """Indices of ``tensors`` grouped by (device, dtype), in order."""
     if len(tensors) == 0:
         return {}
@@ -88,10 +91,12 @@ def _norm_dtype(dtype: torch.dtype) -> torch.dtype | None:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _sum_of_squares(grads: Sequence[Tensor], foreach: bool) -> list[Tensor]:
+def _sum_of_squares(
+    grads: Sequence[Tensor], foreach: bool, buckets: Buckets | None = None
+) -> list[Tensor]:
     """Per-(device, dtype) bucket ``sum ||g_i||^2`` as 0-dim tensors on each bucket's device."""
     out = []
-    for (device, dtype), idx in _buckets(grads).items():
+    for (device, dtype), idx in (buckets or _buckets(grads)).items():
         gs = [grads[i] for i in idx]
         acc = _norm_dtype(dtype)
         if foreach and device.type in ("cpu", "cuda", "xpu", "mps"):
@@ -112,7 +117,9 @@ def has_dtensor(tensors: Sequence[Tensor]) -> bool:
     return any(tp.__name__ == "DTensor" for tp in {type(t) for t in tensors})
 
 
-def global_grad_norm(grads: Sequence[Tensor], *, foreach: bool = True) -> Tensor:
+def global_grad_norm(
+    grads: Sequence[Tensor], *, foreach: bool = True, buckets: Buckets | None = None
+) -> Tensor:
     r"""One L2 norm over all gradients, without reading it on the host.
 
     .. math:: n = \sqrt{\sum_i \lVert g_i \rVert_2^2}
@@ -126,6 +133,7 @@ def global_grad_norm(grads: Sequence[Tensor], *, foreach: bool = True) -> Tensor
     Args:
         grads: The gradients (dense tensors or DTensors); may be empty.
         foreach: Use the multi-tensor norm kernel where the device has one.
+        buckets: ``grads``' indices by (device, dtype), if the caller has them already.
 
     Returns:
         A 0-dim tensor; ``0.`` on CPU for an empty list.
@@ -137,7 +145,9 @@ def global_grad_norm(grads: Sequence[Tensor], *, foreach: bool = True) -> Tensor
     home = local(grads[0]).device
     wide = (torch.float64, torch.complex128)
     out_dtype = torch.float64 if any(g.dtype in wide for g in grads) else torch.float32
-    parts = [s.to(home, out_dtype) for s in _sum_of_squares(dense, foreach)]
+    if sharded:
+        buckets = None  # indices refer to ``grads``, not to the dense subset
+    parts = [s.to(home, out_dtype) for s in _sum_of_squares(dense, foreach, buckets)]
     if sharded:
         # Per-tensor norms of DTensors are Partial; one full_tensor() is one all-reduce.
         by_dtype: dict[torch.dtype, list[Tensor]] = defaultdict(list)
@@ -205,13 +215,21 @@ def fused_supported(tensors: Sequence[Tensor]) -> bool:
     return all(_fused_key_ok(device, dtype) for device, dtype in _buckets(tensors))
 
 
-def resolve_impl(tensors: Sequence[Tensor], *, foreach: bool | None, fused: bool | None) -> Impl:
+def resolve_impl(
+    tensors: Sequence[Tensor],
+    *,
+    foreach: bool | None,
+    fused: bool | None,
+    buckets: Buckets | None = None,
+) -> Impl:
     """Pick the update path.
 
-    Explicit flags win. With both ``None``: ``fused`` where the kernel supports every
-    tensor (CPU and CUDA float tensors: one pass, skip inside the kernel), else
-    ``foreach``. Under ``torch.compile`` the fused kernel (no fake-tensor kernel for a
-    tensor lr) is replaced by ``foreach``, whose selection inductor fuses.
+    Explicit flags win. With both ``None``: ``fused`` when every tensor is on an
+    accelerator with the fused kernel (float dtypes: one pass, skip inside the kernel,
+    no host sync), else ``foreach`` (on CPU it reads the finite flag for free and updates
+    in place, which measures faster there than the fused CPU kernel). Under
+    ``torch.compile`` the fused kernel (no fake-tensor kernel for a tensor lr) is
+    replaced by ``foreach``, whose selection inductor fuses.
     """
     if torch.compiler.is_compiling():
         return "single" if foreach is False and not fused else "foreach"
@@ -221,7 +239,12 @@ def resolve_impl(tensors: Sequence[Tensor], *, foreach: bool | None, fused: bool
         return "foreach"
     if foreach is False:
         return "single"
-    if fused is None and fused_supported(tensors):
+    keys = (buckets or _buckets(tensors)).keys()
+    if (
+        fused is None
+        and all(_fused_key_ok(dev, dt) and dev.type != "cpu" for dev, dt in keys)
+        and not any(t.is_sparse for t in tensors)
+    ):
         return "fused"
     return "foreach"
 
@@ -298,6 +321,7 @@ def _single_tensor(
     grads: list[Tensor],
     bufs: list[Tensor | None],
     *,
+    buckets: Buckets | None,
     lr: Tensor,
     eta: Tensor,
     ok: Tensor,
@@ -337,6 +361,7 @@ def _multi_tensor(
     grads: list[Tensor],
     bufs: list[Tensor | None],
     *,
+    buckets: Buckets | None,
     lr: Tensor,
     eta: Tensor,
     ok: Tensor,
@@ -348,7 +373,7 @@ def _multi_tensor(
 ) -> None:
     hyper = dict(weight_decay=weight_decay, momentum=momentum, dampening=dampening,
                  nesterov=nesterov, maximize=maximize)  # fmt: skip
-    for (device, dtype), idx in _buckets(params).items():
+    for (device, dtype), idx in (buckets or _buckets(params)).items():
         a, e, k = _scalars_on(device, dtype, lr, eta, ok)
         k = k.bool()
         ps = [params[i] for i in idx]
@@ -389,6 +414,7 @@ def _fused(
     grads: list[Tensor],
     bufs: list[Tensor | None],
     *,
+    buckets: Buckets | None,
     lr: Tensor,
     eta: Tensor,
     ok: Tensor,
@@ -398,7 +424,7 @@ def _fused(
     nesterov: bool,
     maximize: bool,
 ) -> None:
-    buckets = _buckets(params)
+    buckets = buckets or _buckets(params)
     for device, dtype in buckets:
         if not _fused_key_ok(device, dtype):
             raise RuntimeError(
@@ -457,6 +483,7 @@ def superlevel_update_(
     nesterov: bool = False,
     maximize: bool = False,
     impl: Impl = "foreach",
+    buckets: Buckets | None = None,
 ) -> None:
     r"""Apply one SuperLevelSGD update to one param group, in place.
 
@@ -482,6 +509,7 @@ def superlevel_update_(
         nesterov: Nesterov momentum.
         maximize: Ascend instead of descend (``g <- -grad``).
         impl: ``"single"``, ``"foreach"`` or ``"fused"``.
+        buckets: ``params``' indices by (device, dtype), if the caller has them already.
     """
     if impl not in _PATHS:
         raise ValueError(f"impl must be one of {sorted(_PATHS)}, got {impl!r}")
@@ -499,4 +527,5 @@ def superlevel_update_(
         dampening=dampening,
         nesterov=nesterov,
         maximize=maximize,
+        buckets=buckets,
     )

@@ -11,6 +11,8 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .functional import (
+    Buckets,
+    _buckets,
     _is_dtensor,
     decayed_lr,
     global_grad_norm,
@@ -158,11 +160,13 @@ class SuperLevelSGD(Optimizer):
             capturable=capturable,
         )
         self._last: dict[str, Tensor] | None = None
+        self._bucket_cache: dict[int, tuple[tuple[int, ...], Buckets]] = {}
         super().__init__(params, defaults)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.__dict__.setdefault("_last", None)
+        self.__dict__.setdefault("_bucket_cache", {})
         for group in self.param_groups:
             for key, value in (
                 ("decay", 0.0),
@@ -261,10 +265,16 @@ class SuperLevelSGD(Optimizer):
                     f"capturable=True needs params on an accelerator, got a param on "
                     f"{bad[0].device}"
                 )
+        # (device, dtype) grouping, cached per group while its params with grads stay the same.
+        group_buckets = [self._buckets(gi, loc(ps)) for gi, (_, ps, _, _) in enumerate(collected)]
+        all_buckets = _merge(group_buckets, [len(ps) for _, ps, _, _ in collected])
         impl = resolve_impl(
-            loc(all_grads), foreach=self.defaults["foreach"], fused=self.defaults["fused"]
+            loc(all_grads),
+            foreach=self.defaults["foreach"],
+            fused=self.defaults["fused"],
+            buckets=all_buckets,
         )
-        norm = global_grad_norm(all_grads, foreach=impl != "single")
+        norm = global_grad_norm(all_grads, foreach=impl != "single", buckets=all_buckets)
         eta, ok = modulation(norm, self.defaults["norm_scale"])
         if self.defaults["nonfinite"] == "raise" and not bool(ok):
             raise FloatingPointError(
@@ -273,7 +283,7 @@ class SuperLevelSGD(Optimizer):
             )
         self._ensure_counters(home)
         last_lr = None
-        for group, params, grads, bufs in collected:
+        for (group, params, grads, bufs), buckets in zip(collected, group_buckets, strict=True):
             a = decayed_lr(
                 group["step"], group["lr"], group["decay"], group["min_lr"], dtype=norm.dtype
             )
@@ -296,6 +306,7 @@ class SuperLevelSGD(Optimizer):
                 nesterov=group["nesterov"],
                 maximize=group["maximize"],
                 impl=impl,
+                buckets=buckets,
             )
             if momentum != 0.0:
                 for p, old, new in zip(params, bufs, local_bufs, strict=True):
@@ -307,6 +318,15 @@ class SuperLevelSGD(Optimizer):
             group["skipped"].add_(1.0 - done)
         self._last = {"grad_norm": norm, "scale": eta, "lr": last_lr, "effective_lr": last_lr * eta}
         return loss
+
+    def _buckets(self, gi: int, params: list[Tensor]) -> Buckets:
+        if torch.compiler.is_compiling():
+            return _buckets(params)
+        key = tuple(map(id, params))
+        hit = self._bucket_cache.get(gi)
+        if hit is None or hit[0] != key:
+            hit = self._bucket_cache[gi] = (key, _buckets(params))
+        return hit[1]
 
     def stats(self) -> dict[str, Tensor]:
         """Last step's numbers as 0-dim tensors (no host sync).
@@ -326,6 +346,20 @@ class SuperLevelSGD(Optimizer):
             "effective_lr": last.get("effective_lr", zero),
             "skipped": group.get("skipped", zero),
         }
+
+
+def _merge(buckets: list[Buckets], sizes: list[int]) -> Buckets:
+    """Buckets of the concatenation of lists whose own buckets are given."""
+    nonempty = [(b, n) for b, n in zip(buckets, sizes, strict=True) if n]
+    if len(nonempty) == 1 and nonempty[0][0] is buckets[0]:
+        return buckets[0]
+    out: Buckets = {}
+    offset = 0
+    for b, n in zip(buckets, sizes, strict=True):
+        for key, idx in b.items():
+            out.setdefault(key, []).extend(i + offset for i in idx)
+        offset += n
+    return out
 
 
 def _like_param(buf: Tensor, p: Tensor) -> Tensor:

@@ -10,9 +10,10 @@ Three lines in any training loop::
     monitor.to_csv("stability.csv"); monitor.plot("stability.png")
 
 Per step (``record``), with no host sync: the loss ``L_t``, the grad norm ``||g_t||``,
-the update norm ``||theta_t - theta_{t-1}||`` and the effective learning rate
-(``SuperLevelSGD.stats()["effective_lr"]``, else the first group's ``lr``). These are
-kept as device tensors and read back in one batch every ``flush_every`` steps (one
+the effective learning rate (``SuperLevelSGD.stats()["effective_lr"]``, else the first
+group's ``lr``) and, every ``update_norm_every`` steps (default 10, as it needs a copy
+of the params), the update norm ``||theta_t - theta_{t-1}||``. These are written to a
+preallocated device buffer and read back in one batch every ``flush_every`` steps (one
 ``tolist()``), where ``dV_t = L_t - L_{t-1}`` and the violations ``dV_t > tol`` are
 derived on the host.
 
@@ -66,8 +67,11 @@ class StabilityMonitor:
         flush_every: steps between host reads of the per-step values.
         guard: an optional :class:`~superlevel.stability.LyapunovGuard` whose last
             record is logged per step (accepted, applied, retries).
-        norms: record the grad and update norms per step (about five passes over the
-            parameters' memory per step); ``False`` leaves them ``None``.
+        grad_norm: record ``||g_t||`` every step (one read of the grads).
+        update_norm_every: record ``||theta_t - theta_{t-1}||`` every this many steps
+            (it needs a copy of the params from the step before: about four passes over
+            the parameters' memory per measurement); ``1``: every step, ``0``: never.
+            Steps not measured have ``None``.
         seed: seed of the sharpness start vector.
 
     Attributes:
@@ -92,14 +96,19 @@ class StabilityMonitor:
         tol: float = 0.0,
         flush_every: int = 100,
         guard: Any = None,
-        norms: bool = True,
+        grad_norm: bool = True,
+        update_norm_every: int = 10,
         seed: int = 0,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be an nn.Module, got {model!r}")
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise ValueError(f"optimizer must be a torch.optim.Optimizer, got {optimizer!r}")
-        for name, val in (("every", every), ("barrier_points", barrier_points)):
+        for name, val in (
+            ("every", every),
+            ("barrier_points", barrier_points),
+            ("update_norm_every", update_norm_every),
+        ):
             if isinstance(val, bool) or not isinstance(val, int) or val < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {val!r}")
         if barrier_points == 1 or barrier_points == 2:
@@ -132,7 +141,8 @@ class StabilityMonitor:
         self.flush_every = flush_every
         self.guard = guard
         self.seed = seed
-        self.norms = bool(norms)
+        self.grad_norm = bool(grad_norm)
+        self.update_norm_every = update_norm_every
         self.violations = 0
         self.fields = STEP_FIELDS + PROBE_FIELDS + (GUARD_FIELDS if guard is not None else ())
 
@@ -143,11 +153,15 @@ class StabilityMonitor:
         self._data = [p.detach() for p in self._params]  # aliases of the param storage
         self._prev = [d.clone() for d in self._data]
         self._nan = torch.tensor(math.nan, device=self._device)
+        # float64 records for float64 models, float32 otherwise
+        self._dtype = torch.float64 if self._params[0].dtype == torch.float64 else torch.float32
         self._step = 0
         self._last_loss = math.nan
         self._records: list[dict[str, Any]] = []
-        # per step: (device row [loss, lr, per-tensor norms], number of grads, host lr, extras)
-        self._pending: list[tuple[Tensor, int, float | None, dict[str, Any]]] = []
+        # per pending step: (host lr or None, extras); its numbers are a row of _buf:
+        # [loss, lr, ||g||, ||dtheta||] (NaN where not measured)
+        self._pending: list[tuple[float | None, dict[str, Any]]] = []
+        self._buf: Tensor | None = None
         self._anchor: Tensor | None = None
         if self.every and self.barrier_points:
             self._anchor = self._flat_params()
@@ -159,14 +173,19 @@ class StabilityMonitor:
             return stats()["effective_lr"]
         return self.optimizer.param_groups[0]["lr"]
 
+    @staticmethod
+    def _norm(tensors: list[Tensor]) -> Tensor:
+        """``sqrt(sum_i ||t_i||^2)`` on the device: one ``_foreach_norm``, no host sync."""
+        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
+
     def record(self, loss: Tensor | float) -> None:
         """Record one step; call it right after ``optimizer.step()`` with that step's loss.
 
-        No host sync unless this step is a flush or a probe step. Per step the monitor
-        launches a fixed handful of kernels (``_foreach_sub_``, ``_foreach_norm``, one
-        ``stack``, ``_foreach_copy_``) whatever the number of tensors; the per-tensor
-        norms are reduced to ``||g||`` and ``||dtheta||`` in batch at the flush. It keeps
-        aliases of the parameters' storage: create it after moving the model.
+        No host sync unless this step is a flush or a probe step. Cost per step: one
+        read of the grads for ``||g||`` (``_foreach_norm``); every ``update_norm_every``
+        steps a copy of the params at the step before and a difference + norm at the
+        step itself; a few small kernels. The monitor keeps aliases of the parameters'
+        storage: create it after moving the model to its device.
         """
         device = self._device
         if isinstance(loss, Tensor):
@@ -179,16 +198,22 @@ class StabilityMonitor:
             lr_t = lr.detach().reshape(()).to(device)
         else:
             host_lr, lr_t = float(lr), self._nan
-        grads: list[Tensor] = []
-        norms: list[Tensor] = []
-        if self.norms:
+        gnorm = unorm = self._nan
+        if self.grad_norm:
             grads = [p.grad for p in self._params if p.grad is not None]
+            if grads:
+                gnorm = self._norm(grads)
+        t = self._step + 1
+        k = self.update_norm_every
+        if k and t % k == 0:  # prev holds theta_{t-1}
             torch._foreach_sub_(self._prev, self._data)  # prev <- theta_{t-1} - theta_t
-            norms = list(torch._foreach_norm(grads + self._prev))
-        # row: [loss, lr, ||g_i|| for each grad, ||dtheta_i|| for each param]
-        row = torch.stack([loss_t, lr_t, *norms])
-        if self.norms:
+            unorm = self._norm(self._prev)
+        if k and (t + 1) % k == 0:  # the next step is measured: keep theta_t
             torch._foreach_copy_(self._prev, self._data)
+        if self._buf is None:
+            self._buf = torch.empty(self.flush_every, 4, device=device, dtype=self._dtype)
+        # into a preallocated buffer: no per-step allocation outlives the step
+        self._buf[len(self._pending)].copy_(torch.stack([loss_t, lr_t, gnorm, unorm]))
         extras: dict[str, Any] = {}
         if self.guard is not None and self.guard.last is not None:
             last = self.guard.last
@@ -197,47 +222,21 @@ class StabilityMonitor:
                 "guard_applied": last.applied,
                 "guard_retries": last.retries,
             }
-        self._pending.append((row, len(grads), host_lr, extras))
-        self._step += 1
-        probe = self.every and self._step % self.every == 0
+        self._pending.append((host_lr, extras))
+        self._step = t
+        probe = self.every and t % self.every == 0
         if probe or len(self._pending) >= self.flush_every:
             self.flush()
         if probe:
             self._records[-1].update(self.probe())
 
-    def _reduce(self) -> list[list[float]]:
-        """``[loss, lr, ||g||, ||dtheta||]`` per pending step, read back in one sync.
-
-        ``||g|| = sqrt(sum_i ||g_i||^2)`` over the per-tensor norms (same for
-        ``dtheta``). Rows are grouped by their number of grads (normally all equal).
-        """
-        groups: dict[int, list[int]] = {}
-        for i, (_, ng, _, _) in enumerate(self._pending):
-            groups.setdefault(ng, []).append(i)
-        order: list[int] = []
-        parts = []
-        for ng, idx in groups.items():
-            m = torch.stack([self._pending[i][0] for i in idx]).float()
-            sq = m[:, 2:].square()
-            parts.append(
-                torch.stack(
-                    [m[:, 0], m[:, 1], sq[:, :ng].sum(1).sqrt(), sq[:, ng:].sum(1).sqrt()], 1
-                )
-            )
-            order.extend(idx)
-        values = torch.cat(parts).tolist()  # the one host sync
-        out: list[list[float]] = [[]] * len(order)
-        for pos, i in enumerate(order):
-            out[i] = values[pos]
-        return out
-
     def flush(self) -> None:
         """Read the pending per-step values back to the host (one sync) and store them."""
         if not self._pending:
             return
-        values = self._reduce()
+        values = self._buf[: len(self._pending)].tolist()  # the one host sync
         first = self._step - len(self._pending) + 1
-        for i, ((_, _, host_lr, extras), (loss, dev_lr, gnorm, unorm)) in enumerate(
+        for i, ((host_lr, extras), (loss, dev_lr, gnorm, unorm)) in enumerate(
             zip(self._pending, values, strict=True)
         ):
             dv = loss - self._last_loss if math.isfinite(self._last_loss) else None
@@ -249,8 +248,8 @@ class StabilityMonitor:
                 loss=loss,
                 dV=dv,
                 violation=violation,
-                grad_norm=gnorm if self.norms else None,
-                update_norm=unorm if self.norms else None,
+                grad_norm=None if math.isnan(gnorm) else gnorm,
+                update_norm=None if math.isnan(unorm) else unorm,
                 lr=host_lr if host_lr is not None else dev_lr,
             )
             rec.update(extras)

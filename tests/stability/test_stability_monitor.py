@@ -42,7 +42,7 @@ def _train(model, opt, monitor, x, y, steps, batch=16, on_step=None):
 def test_per_step_records_match_a_hand_computation():
     model, x, y = _setup()
     opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.5)
-    mon = StabilityMonitor(model, opt, every=0, flush_every=7, update_norm_every=1)
+    mon = StabilityMonitor(model, opt, every=0, flush_every=7, norm_every=1)
     thetas = [flat_params(model)]
     grad_norms = []
 
@@ -223,7 +223,7 @@ def test_tensorboard_missing_gives_a_clear_import_error(tmp_path):
         ({"every": -1}, "every"),
         ({"barrier_points": 2}, "barrier_points"),
         ({"flush_every": 0}, "flush_every"),
-        ({"update_norm_every": -2}, "update_norm_every"),
+        ({"norm_every": -2}, "norm_every"),
         ({"tol": math.nan}, "tol"),
         ({"probe_batch": (1, 2)}, "loss_fn"),
         ({"probe_batch": (1, 2, 3), "loss_fn": F.mse_loss}, "probe_batch"),
@@ -240,25 +240,25 @@ def test_bad_arguments_raise_value_error(kwargs, name):
         StabilityMonitor(model, "sgd")
 
 
-def test_update_norm_every_k_steps_measures_the_step_before():
+def test_norms_every_k_steps_measure_the_step_before():
     model, x, y = _setup()
     opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
-    mon = StabilityMonitor(model, opt, every=0, update_norm_every=3)
+    mon = StabilityMonitor(model, opt, every=0, norm_every=3)
     thetas = [flat_params(model)]
     _train(model, opt, mon, x, y, 10, on_step=lambda t: thetas.append(flat_params(model)))
     recs = mon.records
     measured = [r["step"] for r in recs if r["update_norm"] is not None]
     assert measured == [3, 6, 9]
+    assert [r["step"] for r in recs if r["grad_norm"] is not None] == measured
     for t in measured:
         expected = float((thetas[t] - thetas[t - 1]).norm())
         assert recs[t - 1]["update_norm"] == pytest.approx(expected, rel=1e-5)
-    assert all(r["grad_norm"] is not None for r in recs)
 
 
 def test_norms_can_be_switched_off():
     model, x, y = _setup()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    mon = StabilityMonitor(model, opt, every=0, grad_norm=False, update_norm_every=0)
+    mon = StabilityMonitor(model, opt, every=0, norm_every=0)
     losses = _train(model, opt, mon, x, y, 4)
     recs = mon.records
     assert all(r["grad_norm"] is None and r["update_norm"] is None for r in recs)

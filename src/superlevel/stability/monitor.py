@@ -9,10 +9,10 @@ Three lines in any training loop::
     ...
     monitor.to_csv("stability.csv"); monitor.plot("stability.png")
 
-Per step (``record``), with no host sync: the loss ``L_t``, the grad norm ``||g_t||``,
-the effective learning rate (``SuperLevelSGD.stats()["effective_lr"]``, else the first
-group's ``lr``) and, every ``update_norm_every`` steps (default 10, as it needs a copy
-of the params), the update norm ``||theta_t - theta_{t-1}||``. These are written to a
+Per step (``record``), with no host sync: the loss ``L_t`` and the effective learning
+rate (``SuperLevelSGD.stats()["effective_lr"]``, else the first group's ``lr``); every
+``norm_every`` steps (default 10, as it needs a copy of the params) also the grad norm
+``||g_t||`` and the update norm ``||theta_t - theta_{t-1}||``. These are written to a
 preallocated device buffer and read back in one batch every ``flush_every`` steps (one
 ``tolist()``), where ``dV_t = L_t - L_{t-1}`` and the violations ``dV_t > tol`` are
 derived on the host.
@@ -67,11 +67,12 @@ class StabilityMonitor:
         flush_every: steps between host reads of the per-step values.
         guard: an optional :class:`~superlevel.stability.LyapunovGuard` whose last
             record is logged per step (accepted, applied, retries).
-        grad_norm: record ``||g_t||`` every step (one read of the grads).
-        update_norm_every: record ``||theta_t - theta_{t-1}||`` every this many steps
-            (it needs a copy of the params from the step before: about four passes over
-            the parameters' memory per measurement); ``1``: every step, ``0``: never.
-            Steps not measured have ``None``.
+        norm_every: record ``||g_t||`` and ``||theta_t - theta_{t-1}||`` every this many
+            steps (``1``: every step, ``0``: never; steps not measured have ``None``).
+            A measurement costs about five passes over the parameters' memory (a copy
+            of the params at the step before, a read of the grads, a difference and a
+            norm), which on a small CPU model is a few percent of a step: hence the
+            default of 10.
         seed: seed of the sharpness start vector.
 
     Attributes:
@@ -96,8 +97,7 @@ class StabilityMonitor:
         tol: float = 0.0,
         flush_every: int = 100,
         guard: Any = None,
-        grad_norm: bool = True,
-        update_norm_every: int = 10,
+        norm_every: int = 10,
         seed: int = 0,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -107,7 +107,7 @@ class StabilityMonitor:
         for name, val in (
             ("every", every),
             ("barrier_points", barrier_points),
-            ("update_norm_every", update_norm_every),
+            ("norm_every", norm_every),
         ):
             if isinstance(val, bool) or not isinstance(val, int) or val < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {val!r}")
@@ -141,8 +141,7 @@ class StabilityMonitor:
         self.flush_every = flush_every
         self.guard = guard
         self.seed = seed
-        self.grad_norm = bool(grad_norm)
-        self.update_norm_every = update_norm_every
+        self.norm_every = norm_every
         self.violations = 0
         self.fields = STEP_FIELDS + PROBE_FIELDS + (GUARD_FIELDS if guard is not None else ())
 
@@ -181,11 +180,12 @@ class StabilityMonitor:
     def record(self, loss: Tensor | float) -> None:
         """Record one step; call it right after ``optimizer.step()`` with that step's loss.
 
-        No host sync unless this step is a flush or a probe step. Cost per step: one
-        read of the grads for ``||g||`` (``_foreach_norm``); every ``update_norm_every``
-        steps a copy of the params at the step before and a difference + norm at the
-        step itself; a few small kernels. The monitor keeps aliases of the parameters'
-        storage: create it after moving the model to its device.
+        No host sync unless this step is a flush or a probe step. Cost per step: a few
+        small kernels (the loss and lr into a preallocated buffer); every ``norm_every``
+        steps also a copy of the params at the step before, then a read of the grads
+        and a difference + norm of the params (``_foreach_*`` ops, whatever the number
+        of tensors). The monitor keeps aliases of the parameters' storage: create it
+        after moving the model to its device.
         """
         device = self._device
         if isinstance(loss, Tensor):
@@ -199,13 +199,12 @@ class StabilityMonitor:
         else:
             host_lr, lr_t = float(lr), self._nan
         gnorm = unorm = self._nan
-        if self.grad_norm:
+        t = self._step + 1
+        k = self.norm_every
+        if k and t % k == 0:
             grads = [p.grad for p in self._params if p.grad is not None]
             if grads:
                 gnorm = self._norm(grads)
-        t = self._step + 1
-        k = self.update_norm_every
-        if k and t % k == 0:  # prev holds theta_{t-1}
             torch._foreach_sub_(self._prev, self._data)  # prev <- theta_{t-1} - theta_t
             unorm = self._norm(self._prev)
         if k and (t + 1) % k == 0:  # the next step is measured: keep theta_t

@@ -103,7 +103,10 @@ def _sum_of_squares(
             if hasattr(torch, "_foreach_powsum") and not torch.compiler.is_compiling():
                 # sum |g|^2 directly: no sqrt-then-square, and 2-3x cheaper per tensor on CPU.
                 # (dynamo cannot trace it in torch 2.13, hence the norm under compile.)
-                squares = torch._foreach_powsum(gs, 2, dtype=acc)
+                try:
+                    squares = torch._foreach_powsum(gs, 2, dtype=acc)
+                except (RuntimeError, NotImplementedError):  # a device/dtype without it
+                    squares = torch._foreach_pow(torch._foreach_norm(gs, 2, dtype=acc), 2)
             else:
                 squares = torch._foreach_pow(torch._foreach_norm(gs, 2, dtype=acc), 2)
         else:

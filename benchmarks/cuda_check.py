@@ -1,0 +1,321 @@
+"""One-shot CUDA check of SuperLevelSGD (about 5 minutes on one GPU).
+
+Usage::
+
+    python benchmarks/cuda_check.py                 # everything
+    python benchmarks/cuda_check.py --skip-speed    # correctness, syncs, graphs only
+    python benchmarks/cuda_check.py --big 1e9x400   # the large speed config (default)
+
+Sections, each reported on its own (a failing section does not stop the others):
+
+1. correctness: every path (single, foreach, fused, capturable) on CUDA, float32 and
+   float64, against the CPU float64 reference, with a non-finite step in the sequence;
+2. host syncs: three steps per path, a non-finite one included, under
+   ``torch.cuda.set_sync_debug_mode("error")`` (any device-to-host sync raises);
+3. CUDA graph: capture ``opt.step()`` (norm, lr tensor, fused update) and replay it on new
+   gradients; parameters must equal an eager twin; a tensor ``lr`` changed in place is seen;
+4. torch.compile(fullgraph=True) of the step on CUDA, equal to eager foreach;
+5. speed: ``step_cost.py``'s table on CUDA (eager), then eager vs CUDA-graph step times.
+
+Prints Markdown; exit status 1 if any section failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[0] / "src"))
+sys.path.insert(0, str(HERE))
+from superlevel.optim import ReferenceSuperLevelSGD, SuperLevelSGD  # noqa: E402
+
+PATHS = {
+    "single": dict(foreach=False),
+    "foreach": dict(foreach=True),
+    "fused": dict(fused=True),
+    "default": {},
+    "capturable": dict(capturable=True),
+}
+FLAGS = [
+    dict(lr=0.3),
+    dict(lr=0.5, decay=0.3, min_lr=0.05, norm_scale=0.5),
+    dict(lr=0.3, momentum=0.9, nesterov=True, weight_decay=0.1, maximize=True),
+    dict(lr=0.3, momentum=0.8, dampening=0.3, decay=0.1),
+]
+SHAPES = [(33, 17), (1000,), (4, 5, 6), (1,)]
+RESULTS: list[tuple[str, str, str]] = []  # (section, status, detail)
+DEVICE = "cuda"  # --dry-run-cpu switches it to check the script itself on a CPU machine
+
+
+def section(name: str) -> Callable[[Callable[[], str]], Callable[[], None]]:
+    """Run ``fn`` and record PASS with its detail, or FAIL with the exception."""
+
+    def wrap(fn: Callable[[], str]) -> Callable[[], None]:
+        def run() -> None:
+            print(f"\n## {name}\n", flush=True)
+            t0 = time.perf_counter()
+            try:
+                detail = fn()
+                RESULTS.append((name, "PASS", f"{detail} ({time.perf_counter() - t0:.1f} s)"))
+            except Exception as exc:  # report and go on with the next section
+                traceback.print_exc()
+                RESULTS.append((name, "FAIL", f"{type(exc).__name__}: {str(exc)[:300]}"))
+
+        return run
+
+    return wrap
+
+
+def grads_seq(steps: int, dtype: torch.dtype, inf_at: int = 2) -> list[list[torch.Tensor]]:
+    gen = torch.Generator().manual_seed(0)
+    seq = []
+    for s in range(steps):
+        gs = [torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype) for shape in SHAPES]
+        if s == inf_at:
+            gs[1][7] = float("inf")
+        seq.append(gs)
+    return seq
+
+
+def compare_to_reference(flags: dict, path: str, dtype: torch.dtype) -> float:
+    gen = torch.Generator().manual_seed(1)
+    init = [torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype) for shape in SHAPES]
+    fast = [p.clone().to(DEVICE) for p in init]
+    slow = [p.clone().double() for p in init]
+    opt = SuperLevelSGD(fast, **flags, **PATHS[path])
+    ref = ReferenceSuperLevelSGD(slow, **flags)
+    for gs in grads_seq(6, dtype):
+        for p, q, g in zip(fast, slow, gs, strict=True):
+            p.grad, q.grad = g.to(DEVICE), g.double()
+        opt.step()
+        ref.step()
+    assert opt.stats()["step"].item() == ref.t and opt.stats()["skipped"].item() == ref.skipped
+    err = 0.0
+    for p, q in zip(fast, slow, strict=True):
+        scale = q.abs().max().item() + 1e-12
+        err = max(err, (p.double().cpu() - q).abs().max().item() / scale)
+    return err
+
+
+@section("1. correctness vs the float64 reference")
+def check_correctness() -> str:
+    rows = ["| path | dtype | flags | max rel. error |", "|---|---|---|---:|"]
+    worst = {torch.float32: 0.0, torch.float64: 0.0}
+    for path in PATHS:
+        if path == "capturable" and DEVICE == "cpu":
+            continue
+        for dtype in (torch.float32, torch.float64):
+            for flags in FLAGS:
+                err = compare_to_reference(flags, path, dtype)
+                worst[dtype] = max(worst[dtype], err)
+                rows.append(f"| {path} | {dtype} | {flags} | {err:.2e} |")
+    print("\n".join(rows))
+    assert worst[torch.float64] < 1e-12, f"float64 error {worst[torch.float64]:.2e}"
+    assert worst[torch.float32] < 1e-5, f"float32 error {worst[torch.float32]:.2e}"
+    return (
+        f"worst rel. error float64 {worst[torch.float64]:.1e}, float32 {worst[torch.float32]:.1e}"
+    )
+
+
+@section("2. no host sync under set_sync_debug_mode('error')")
+def check_syncs() -> str:
+    done = []
+    for path in PATHS:
+        for flags in (FLAGS[0], FLAGS[2]):
+            params = [torch.randn(s, device="cuda") for s in SHAPES]
+            opt = SuperLevelSGD(params, **flags, **PATHS[path])
+            seq = [[g.cuda() for g in gs] for gs in grads_seq(3, torch.float32)]
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                for gs in seq:  # step 0 creates state, step 2 is non-finite
+                    for p, g in zip(params, gs, strict=True):
+                        p.grad = g
+                    opt.step()
+                    opt.stats()
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+            assert opt.stats()["skipped"].item() == 1
+            done.append(path)
+    return f"no sync in {len(done)} runs ({', '.join(sorted(set(done)))})"
+
+
+@section("3. CUDA graph capture of a step")
+def check_graph() -> str:
+    torch.manual_seed(0)
+    shapes = [(256, 128), (128,), (64, 256)]
+    flags = dict(decay=0.05, momentum=0.9, weight_decay=0.01)
+    graphed = [torch.randn(s, device="cuda") for s in shapes]
+    eager = [p.clone() for p in graphed]
+    lr = torch.tensor(0.2, device="cuda")
+    opt_g = SuperLevelSGD(graphed, lr=lr, capturable=True, **flags)
+    opt_e = SuperLevelSGD(eager, lr=0.2, **flags)
+    for p in graphed:
+        p.grad = torch.zeros_like(p)
+    seq = [[torch.randn(s, device="cuda") for s in shapes] for _ in range(8)]
+    seq[5][0][3, 3] = float("nan")
+
+    def feed(i: int) -> None:
+        for p, q, g in zip(graphed, eager, seq[i], strict=True):
+            p.grad.copy_(g)
+            q.grad = g.clone()
+
+    # Warm up on a side stream (creates buffers and counters), then capture.
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for i in range(2):
+            feed(i)
+            opt_g.step()
+            opt_e.step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        opt_g.step()
+    for i in range(2, 8):
+        if i == 6:  # an in-place lr change must be seen by the replay (a scheduler would)
+            lr.fill_(0.1)
+            opt_e.param_groups[0]["lr"] = 0.1
+        feed(i)
+        graph.replay()
+        opt_e.step()
+    torch.cuda.synchronize()
+    err = max((p - q).abs().max().item() for p, q in zip(graphed, eager, strict=True))
+    assert err < 1e-5, f"graph vs eager max abs diff {err:.2e}"
+    s = opt_g.stats()
+    assert s["step"].item() == 7 and s["skipped"].item() == 1, {k: v.item() for k, v in s.items()}
+    return f"6 replays equal eager (max abs diff {err:.1e}); t=7, skipped=1"
+
+
+@section("4. torch.compile(fullgraph=True) step on CUDA")
+def check_compile() -> str:
+    shapes = [(64, 32), (32,)]
+    comp = [torch.randn(s, device=DEVICE) for s in shapes]
+    eager = [p.clone() for p in comp]
+    kw = dict(lr=0.2, decay=0.05, momentum=0.9)
+    opt_c, opt_e = SuperLevelSGD(comp, **kw), SuperLevelSGD(eager, **kw, foreach=True)
+
+    @torch.compile(fullgraph=True)
+    def step() -> None:
+        opt_c.step()
+
+    for i in range(4):
+        gs = [torch.randn(s, device=DEVICE) for s in shapes]
+        if i == 2:
+            gs[0][0, 0] = float("inf")
+        for p, q, g in zip(comp, eager, gs, strict=True):
+            p.grad, q.grad = g.clone(), g.clone()
+        step()
+        opt_e.step()
+    err = max((p - q).abs().max().item() for p, q in zip(comp, eager, strict=True))
+    assert err < 1e-5, f"compiled vs eager {err:.2e}"
+    return f"compiled step equals eager foreach (max abs diff {err:.1e})"
+
+
+def graph_timings(configs: list[str], repeats: int) -> list[str]:
+    """Eager SGD(foreach), eager ours, ours captured in a CUDA graph (median ms)."""
+    from step_cost import make_tensors, parse_config
+
+    rows = [
+        "| params x tensors | SGD(foreach) eager | SuperLevelSGD eager "
+        "| SuperLevelSGD CUDA graph |",
+        "|---|---:|---:|---:|",
+    ]
+    for text in configs:
+        n, k = parse_config(text)
+        params = make_tensors(n, k, "cuda")
+        sgd = torch.optim.SGD(params, lr=1e-3, foreach=True)
+        ours = SuperLevelSGD(params, lr=1e-3, decay=1e-4, capturable=True)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                ours.step()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            ours.step()
+        steps = {"sgd": sgd.step, "ours": ours.step, "graph": graph.replay}
+        times: dict[str, list[float]] = {name: [] for name in steps}
+        with torch.no_grad():
+            for r in range(repeats + 3):
+                for name, fn in steps.items():
+                    start, end = torch.cuda.Event(True), torch.cuda.Event(True)
+                    start.record()
+                    fn()
+                    end.record()
+                    end.synchronize()
+                    if r >= 3:
+                        times[name].append(start.elapsed_time(end))
+        med = {name: statistics.median(ts) for name, ts in times.items()}
+        rows.append(f"| {text} | {med['sgd']:.3f} | {med['ours']:.3f} | {med['graph']:.3f} |")
+        del params, sgd, ours, graph
+        torch.cuda.empty_cache()
+    return rows
+
+
+def make_speed_section(big: str, repeats: int) -> Callable[[], None]:
+    @section("5. speed (CUDA)")
+    def check_speed() -> str:
+        import step_cost
+
+        configs = ["1e7x100", "1e8x200", "1.2e8x1200", big]
+        if DEVICE == "cpu":
+            configs = ["1e5x10", "1e5x100"]
+            return "dry run: " + step_cost.markdown(step_cost.run("cpu", configs, 3))[-60:]
+        rows = step_cost.run("cuda", configs, repeats)
+        print(step_cost.markdown(rows))
+        for line in step_cost.goal_lines(rows):
+            print(line)
+        print()
+        print("\n".join(graph_timings(configs[:3], repeats)))
+        ours = [r for r in rows if r["name"] == "SuperLevelSGD" and r["config"] == big]
+        return f"{big}: {ours[0]['vs_sgd']:.2f}x SGD(foreach)" if ours else f"{big} not run"
+
+    return check_speed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-compile", action="store_true")
+    parser.add_argument("--big", default="1e9x400", help="largest speed config (NxK)")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--dry-run-cpu", action="store_true", help="check the script on CPU")
+    args = parser.parse_args(argv)
+    if args.dry_run_cpu:
+        global DEVICE
+        DEVICE = "cpu"
+        for check in (check_correctness, check_compile, make_speed_section("1e5x10", 3)):
+            check()
+        print("\n".join(f"| {n} | {s} | {d} |" for n, s, d in RESULTS))
+        return 0 if all(s == "PASS" for _, s, _ in RESULTS) else 1
+    if not torch.cuda.is_available():
+        print("CUDA is not available; nothing to check.")
+        return 1
+    props = torch.cuda.get_device_properties(0)
+    print(f"# SuperLevelSGD CUDA check\n\ntorch {torch.__version__}, {props.name}, "
+          f"{props.total_memory / 2**30:.0f} GiB")  # fmt: skip
+    checks = [check_correctness, check_syncs, check_graph]
+    if not args.skip_compile:
+        checks.append(check_compile)
+    if not args.skip_speed:
+        checks.append(make_speed_section(args.big, args.repeats))
+    for check in checks:
+        check()
+    print("\n## Summary\n\n| section | status | detail |\n|---|---|---|")
+    for name, status, detail in RESULTS:
+        print(f"| {name} | {status} | {detail} |")
+    return 0 if all(status == "PASS" for _, status, _ in RESULTS) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -114,8 +114,8 @@ def measure(mode: str, args, x, y, probe) -> dict[str, float]:
         # (most blocks hold no probe) plus the median probe time spread over `every` steps
         plain = statistics.median(cpu["plain"]) / args.steps
         per_step = statistics.median(cpu[mode]) / args.steps - plain
-        probe_s = []
-        for _ in range(5):
+        probe_s = [0.0]
+        for _ in range(5 if tool.every else 0):
             c0 = time.process_time()
             tool.probe()
             probe_s.append(time.process_time() - c0)
@@ -123,7 +123,7 @@ def measure(mode: str, args, x, y, probe) -> dict[str, float]:
         out.update(
             step_part=per_step / plain,
             probe_ms=1e3 * probe_t,
-            probe_part=probe_t / (tool.every * plain),
+            probe_part=probe_t / (tool.every * plain) if tool.every else 0.0,
         )
     return out
 
@@ -148,9 +148,10 @@ def main() -> None:
         f"{args.blocks} blocks x {args.steps} steps per variant, interleaved; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
+    every = StabilityMonitor.DEFAULT_EVERY if args.every is None else args.every
     res = measure("monitor", args, x, y, probe)
     print(
-        f"monitor (every={args.every or StabilityMonitor.DEFAULT_EVERY}, probe batch "
+        f"monitor (every={every}, probe batch "
         f"{args.probe_size}): overhead {100 * res['cpu']:.1f}% of training CPU time, "
         f"{100 * res['wall']:.1f}% of wall time (median per block "
         f"{100 * res['wall_median_block']:.1f}%); plain step {res['plain_step_ms']:.2f} ms"
@@ -158,7 +159,7 @@ def main() -> None:
     print(
         f"  components (medians of CPU time): per-step recording "
         f"{100 * res['step_part']:.1f}% + probe {res['probe_ms']:.0f} ms every "
-        f"{args.every or StabilityMonitor.DEFAULT_EVERY} steps {100 * res['probe_part']:.1f}% "
+        f"{every} steps {100 * res['probe_part']:.1f}% "
         f"= {100 * (res['step_part'] + res['probe_part']):.1f}%"
     )
     if args.guard:

@@ -151,16 +151,15 @@ class StabilityMonitor:
         self._device = self._params[0].device
         self._data = [p.detach() for p in self._params]  # aliases of the param storage
         self._prev = [d.clone() for d in self._data]
-        self._nan = torch.tensor(math.nan, device=self._device)
+        self._zero = torch.zeros((), device=self._device, dtype=self._params[0].dtype)
         # float64 records for float64 models, float32 otherwise
         self._dtype = torch.float64 if self._params[0].dtype == torch.float64 else torch.float32
         self._step = 0
         self._last_loss = math.nan
         self._records: list[dict[str, Any]] = []
-        # per pending step: (host lr or None, extras); its numbers are a row of _buf:
-        # [loss, lr, ||g||, ||dtheta||] (NaN where not measured)
-        self._pending: list[tuple[float | None, dict[str, Any]]] = []
-        self._buf: Tensor | None = None
+        # per pending step: (loss, lr, [||g||, ||dtheta||] or None, guard extras or None);
+        # tensors stay on the device until the flush reads them all back at once
+        self._pending: list[tuple[Any, Any, Tensor | None, dict[str, Any] | None]] = []
         self._anchor: Tensor | None = None
         if self.every and self.barrier_points:
             self._anchor = self._flat_params()
@@ -180,40 +179,28 @@ class StabilityMonitor:
     def record(self, loss: Tensor | float) -> None:
         """Record one step; call it right after ``optimizer.step()`` with that step's loss.
 
-        No host sync unless this step is a flush or a probe step. Cost per step: a few
-        small kernels (the loss and lr into a preallocated buffer); every ``norm_every``
-        steps also a copy of the params at the step before, then a read of the grads
-        and a difference + norm of the params (``_foreach_*`` ops, whatever the number
-        of tensors). The monitor keeps aliases of the parameters' storage: create it
+        No host sync unless this step is a flush or a probe step. Per step the monitor
+        only keeps a detached reference to the loss (and a copy of a tensor lr); every
+        ``norm_every`` steps it also copies the params at the step before, then reads
+        the grads and the difference of the params (``_foreach_*`` ops, whatever the
+        number of tensors). It keeps aliases of the parameters' storage: create it
         after moving the model to its device.
         """
-        device = self._device
-        if isinstance(loss, Tensor):
-            loss_t = loss.detach().reshape(()).to(device)
-        else:
-            loss_t = torch.tensor(float(loss), device=device)
+        value: Tensor | float = loss.detach() if isinstance(loss, Tensor) else float(loss)
         lr = self._effective_lr()
-        host_lr: float | None = None
-        if isinstance(lr, Tensor):
-            lr_t = lr.detach().reshape(()).to(device)
-        else:
-            host_lr, lr_t = float(lr), self._nan
-        gnorm = unorm = self._nan
+        # a tensor lr may be updated in place later (schedulers, the guard): snapshot it
+        lr_value: Tensor | float = lr.detach().clone() if isinstance(lr, Tensor) else float(lr)
+        norms: Tensor | None = None
         t = self._step + 1
         k = self.norm_every
         if k and t % k == 0:
             grads = [p.grad for p in self._params if p.grad is not None]
-            if grads:
-                gnorm = self._norm(grads)
             torch._foreach_sub_(self._prev, self._data)  # prev <- theta_{t-1} - theta_t
-            unorm = self._norm(self._prev)
+            gnorm = self._norm(grads) if grads else self._zero  # no grads: ||g|| = 0
+            norms = torch.stack([gnorm, self._norm(self._prev)])
         if k and (t + 1) % k == 0:  # the next step is measured: keep theta_t
             torch._foreach_copy_(self._prev, self._data)
-        if self._buf is None:
-            self._buf = torch.empty(self.flush_every, 4, device=device, dtype=self._dtype)
-        # into a preallocated buffer: no per-step allocation outlives the step
-        self._buf[len(self._pending)].copy_(torch.stack([loss_t, lr_t, gnorm, unorm]))
-        extras: dict[str, Any] = {}
+        extras: dict[str, Any] | None = None
         if self.guard is not None and self.guard.last is not None:
             last = self.guard.last
             extras = {
@@ -221,7 +208,7 @@ class StabilityMonitor:
                 "guard_applied": last.applied,
                 "guard_retries": last.retries,
             }
-        self._pending.append((host_lr, extras))
+        self._pending.append((value, lr_value, norms, extras))
         self._step = t
         probe = self.every and t % self.every == 0
         if probe or len(self._pending) >= self.flush_every:
@@ -229,14 +216,34 @@ class StabilityMonitor:
         if probe:
             self._records[-1].update(self.probe())
 
+    def _read_back(self) -> list[tuple[float, float, float | None, float | None]]:
+        """``(loss, lr, ||g||, ||dtheta||)`` per pending step: every tensor in one sync."""
+        tensors: list[Tensor] = []
+        for value, lr, norms, _ in self._pending:
+            tensors.extend(x.reshape(1) for x in (value, lr) if isinstance(x, Tensor))
+            if norms is not None:
+                tensors.append(norms)
+        flat = iter(
+            torch.cat([x.to(self._device, self._dtype) for x in tensors]).tolist()
+            if tensors
+            else []
+        )
+        out = []
+        for value, lr, norms, _ in self._pending:
+            loss_f = next(flat) if isinstance(value, Tensor) else value
+            lr_f = next(flat) if isinstance(lr, Tensor) else lr
+            g, u = (next(flat), next(flat)) if norms is not None else (None, None)
+            out.append((loss_f, lr_f, g, u))
+        return out
+
     def flush(self) -> None:
         """Read the pending per-step values back to the host (one sync) and store them."""
         if not self._pending:
             return
-        values = self._buf[: len(self._pending)].tolist()  # the one host sync
         first = self._step - len(self._pending) + 1
-        for i, ((host_lr, extras), (loss, dev_lr, gnorm, unorm)) in enumerate(
-            zip(self._pending, values, strict=True)
+        rows = self._read_back()
+        for i, ((loss, lr, gnorm, unorm), pending) in enumerate(
+            zip(rows, self._pending, strict=True)
         ):
             dv = loss - self._last_loss if math.isfinite(self._last_loss) else None
             violation = dv is not None and dv > self.tol
@@ -247,11 +254,12 @@ class StabilityMonitor:
                 loss=loss,
                 dV=dv,
                 violation=violation,
-                grad_norm=None if math.isnan(gnorm) else gnorm,
-                update_norm=None if math.isnan(unorm) else unorm,
-                lr=host_lr if host_lr is not None else dev_lr,
+                grad_norm=gnorm,
+                update_norm=unorm,
+                lr=lr,
             )
-            rec.update(extras)
+            if pending[3]:
+                rec.update(pending[3])
             self._records.append(rec)
             self._last_loss = loss
         self._pending.clear()

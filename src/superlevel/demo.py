@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 DEFAULT_DB = "results/superlevel.db"
 DEFAULT_OUT = "results/report"
@@ -30,29 +31,21 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     """Run the quick suite into ``args.db`` and write the report into ``args.out``."""
-    from superlevel.bench import cli as bench_cli
+    from superlevel.cli import main
 
     start = time.perf_counter()
-    run_args = argparse.Namespace(
-        task=None,
-        suite="quick",
-        optimizers=None,
-        seeds=None,
-        epochs=None,
-        budget=args.budget,
-        hp=None,
-        option=None,
-        db=args.db,
-        db_timeout=5.0,
-        device=args.device,
-        data_dir=args.data_dir,
-        checkpoint_dir=None,
-        quiet=args.quiet,
-    )
-    status = bench_cli._guarded(bench_cli.cmd_run)(run_args)
+    argv = ["bench", "run", "--suite", "quick", "--db", args.db, "--device", args.device,
+            "--threads", str(args.threads)]  # fmt: skip
+    if args.budget:
+        argv += ["--budget", args.budget]
+    if args.data_dir:
+        argv += ["--data-dir", args.data_dir]
+    if args.quiet:
+        argv.append("--quiet")
+    status = main(argv)
     if status:
         return status
-    report_args = argparse.Namespace(db=args.db, db_timeout=5.0, out=args.out)
-    status = bench_cli._guarded(bench_cli.cmd_report)(report_args)
-    print(f"demo done in {time.perf_counter() - start:.0f}s: open {args.out}/report.html")
+    status = main(["bench", "report", "--db", args.db, "--out", args.out])
+    minutes = (time.perf_counter() - start) / 60
+    print(f"demo done in {minutes:.1f} min: open {Path(args.out) / 'report.html'}")
     return status

@@ -314,3 +314,19 @@ def test_optuna_tune_two_trials(tmp_path: Path, capsys) -> None:
     n_runs = store.count("runs")
     code, _, _ = _run(argv, capsys)
     assert code == 0 and store.count("runs") == n_runs
+
+
+def test_demo_runs_the_quick_suite_and_writes_the_report(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from superlevel.bench import suites
+
+    tiny = suites.Suite("quick", "tiny stand-in", ("quadratic",), ("sgd", "superlevel"), 1, "quick")
+    monkeypatch.setitem(suites.SUITES, "quick", tiny)
+    db, out = tmp_path / "d.db", tmp_path / "rep"
+    code, stdout, _ = _run(["demo", "--db", str(db), "--out", str(out), "--quiet"], capsys)
+    assert code == 0
+    assert "2 runs (2 finished)" in stdout and str(out / "report.html") in stdout
+    md = (out / "report.md").read_text()
+    assert "| sgd | default | 1 |" in md and "| superlevel | default | 1 |" in md
+    assert Store(db).get_run(Store(db).runs()[0]["run_id"])["env"]["torch_threads"] == 1

@@ -14,7 +14,7 @@ import pytest
 
 from superlevel.bench.store import Store
 
-EPOCHS = 30
+EPOCHS = 15
 
 
 def _snapshot(db: Path) -> dict[str, tuple[str, float | None]]:

@@ -80,7 +80,7 @@ class StabilityMonitor:
         violations: number of steps with ``dV > tol`` so far (after a flush).
     """
 
-    DEFAULT_EVERY = 1000
+    DEFAULT_EVERY = 2000
 
     def __init__(
         self,

@@ -108,6 +108,15 @@ def test_unknown_optimizer_and_hyperparameter_are_named() -> None:
         get_optimizer("adam").resolve({"betas": 1})
     with pytest.raises(ValueError, match="not finite"):
         get_optimizer("sgd").resolve({"lr": float("nan")})
+    with pytest.raises(ValueError, match="must be a number"):
+        get_optimizer("sgd").resolve({"lr": "fast"})
+    with pytest.raises(ValueError, match="must be an integer"):
+        get_optimizer("superlevel_guarded").resolve({"max_retries": 1.5})
+    with pytest.raises(ValueError, match="true or false"):
+        get_optimizer("nesterov").resolve({"nesterov": 1})
+    # One run, whatever the spelling of a number: lr=1 is lr=1.0.
+    assert get_optimizer("sgd").resolve({"lr": 1}) == {"lr": 1.0}
+    assert isinstance(get_optimizer("sgd").resolve({"lr": 1})["lr"], float)
 
 
 def test_decay_total_sets_the_final_learning_rate() -> None:

@@ -198,10 +198,9 @@ class OptimizerSpec:
                 f"optimizer {self.name!r} has no hyperparameter {unknown[0]!r}; "
                 f"valid: {', '.join(sorted(self.defaults))}"
             )
-        hp = {**self.defaults, **overrides}
-        for key, value in hp.items():
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(f"hyperparameter {key}={value!r} of {self.name!r} is not finite")
+        hp = dict(self.defaults)
+        for key, value in overrides.items():
+            hp[key] = _coerce(self.name, key, value, self.defaults[key])
         return hp
 
     def build(
@@ -219,6 +218,26 @@ class OptimizerSpec:
             )
         ctx = BuildContext(steps_per_epoch=steps_per_epoch, epochs=epochs)
         return self.builder(list(params), self.resolve(hparams), ctx)
+
+
+def _coerce(opt: str, key: str, value: Any, default: Any) -> Any:
+    """``value`` in the type of ``default`` so that ``lr=1`` and ``lr=1.0`` are one run."""
+    bad = f"hyperparameter {key}={value!r} of {opt!r}"
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"{bad} must be true or false")
+        return value
+    if isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{bad} must be a number")
+        if not math.isfinite(value):
+            raise ValueError(f"{bad} is not finite")
+        if isinstance(default, int):
+            if value != int(value):
+                raise ValueError(f"{bad} must be an integer")
+            return int(value)
+        return float(value)
+    return value
 
 
 def _per_step(decay_total: float, ctx: BuildContext) -> float:

@@ -238,6 +238,8 @@ def _fresh_state() -> dict[str, Any]:
         "epochs": [],
         "steps": [],
         "steps_to_target": None,
+        "window_sum": 0.0,
+        "window_n": 0,
         "done": None,
     }
 
@@ -384,8 +386,10 @@ def _train(
     start = time.perf_counter() - state["wall_s"]
     if state["epoch"] == 0 and not state["epochs"]:
         _record_eval(task, state, 0, 0.0)
-    window = torch.zeros((), device=dev)
-    window_n = 0
+    # The window mean of the training loss between log points; it spans epoch ends, so it
+    # is part of the checkpoint (a resumed run logs exactly what an uninterrupted one does).
+    window = torch.tensor(state.get("window_sum", 0.0), device=dev)
+    window_n = state.get("window_n", 0)
     bad = torch.zeros((), dtype=torch.bool, device=dev)
     diverged = False
     for epoch in range(state["epoch"], config.epochs):
@@ -435,6 +439,7 @@ def _train(
         if not math.isfinite(vals["train_loss"]):
             diverged = True
             break
+        state["window_sum"], state["window_n"] = float(window), window_n
         if state["epoch"] < config.epochs:
             _save_atomic(_checkpoint(state, model, stepper, dev), ckpt_path)
     if bar is not None:

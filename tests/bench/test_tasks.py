@@ -228,6 +228,24 @@ def test_synthetic_tasks_give_unbiased_noisy_gradients_and_exact_metric():
     torch.testing.assert_close(g_b - g_exact, xs[0].mean(0), atol=1e-5, rtol=1e-4)
 
 
+def test_multiwell_starts_in_a_seeded_basin_with_a_usable_gradient():
+    from superlevel.landscape.synthetic import MultiWell
+
+    fn = MultiWell.default(3, seed=0)
+    wells = set()
+    for seed in range(8):
+        ti = build_task("multiwell", seed=seed, budget=Budget(8, 1))
+        theta = ti.model.theta.detach().double()
+        k = ti.info["start_well"]
+        wells.add(k)
+        dist = float((theta - fn.centers[k]).norm())
+        assert dist == pytest.approx(1.5 * float(fn.widths[k]), rel=1e-5)
+        t = theta.clone().requires_grad_()
+        (grad,) = torch.autograd.grad(fn(t), t)
+        assert float(grad.norm()) > 0.5  # not on the flat plateau between wells
+    assert len(wells) >= 2
+
+
 def test_quadratic_is_ill_conditioned_as_documented():
     ti = build_task("quadratic", seed=0, dim=10, condition=100.0)
     theta = ti.model.theta

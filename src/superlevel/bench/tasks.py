@@ -350,11 +350,15 @@ def _build_multiwell(
     from superlevel.landscape.synthetic import MultiWell
 
     fn = MultiWell.default(n_wells=opts["n_wells"], seed=0)
-    lo = torch.tensor([b[0] for b in fn.bounds])
-    hi = torch.tensor([b[1] for b in fn.bounds])
-    u = torch.rand(fn.dim, generator=torch.Generator().manual_seed(seed + 54_321))
-    theta0 = lo + (hi - lo) * u  # uniform start in the plotting box
-    info = {"n_wells": opts["n_wells"], "minima": fn.minima.tolist()}
+    # Start inside the basin of a seeded well, 1.5 widths from its centre in a seeded
+    # direction: the gradient there is sizeable (far from all wells f is flat), and a
+    # large step can still jump to another well.
+    g = torch.Generator().manual_seed(seed + 54_321)
+    k = int(torch.randint(fn.centers.shape[0], (1,), generator=g))
+    angle = float(torch.rand(1, generator=g)) * 2 * math.pi
+    offset = 1.5 * float(fn.widths[k]) * torch.tensor([math.cos(angle), math.sin(angle)])
+    theta0 = fn.centers[k].float() + offset
+    info = {"n_wells": opts["n_wells"], "minima": fn.minima.tolist(), "start_well": k}
     return _synthetic_instance(
         spec, seed, device, budget, fn, fn.min_value, theta0, opts["noise"], info
     )

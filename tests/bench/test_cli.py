@@ -28,49 +28,13 @@ def _run(argv: list[str], capsys) -> tuple[int, str, str]:
 def filled_db(tmp_path_factory) -> Path:
     """Two tiny tasks x three optimizers x two seeds, plus a 2-point lr grid, in one DB."""
     db = tmp_path_factory.mktemp("cli") / "r.db"
-    for task, epochs in (("quadratic", "3"), ("digits_mlp", "2")):
-        code = main(
-            [
-                "bench",
-                "run",
-                "--task",
-                task,
-                "--optimizers",
-                "sgd,adam,superlevel",
-                "--seeds",
-                "2",
-                "--epochs",
-                epochs,
-                "--db",
-                str(db),
-                "--device",
-                "cpu",
-                "--quiet",
-            ]
-        )
-        assert code == 0
-    code = main(
-        [
-            "bench",
-            "tune",
-            "--task",
-            "quadratic",
-            "--optimizers",
-            "sgd,superlevel",
-            "--trials",
-            "2",
-            "--seeds",
-            "1",
-            "--mode",
-            "grid",
-            "--epochs",
-            "3",
-            "--db",
-            str(db),
-            "--quiet",
-        ]
-    )
-    assert code == 0
+    for task, epochs, quiet in (("quadratic", 3, " --quiet"), ("digits_mlp", 2, "")):
+        args = f"bench run --task {task} --optimizers sgd,adam,superlevel --seeds 2"
+        args += f" --epochs {epochs} --device cpu{quiet} --db"
+        assert main([*args.split(), str(db)]) == 0  # digits_mlp with progress bars
+    args = "bench tune --task quadratic --optimizers sgd,superlevel --trials 2 --seeds 1"
+    args += " --mode grid --epochs 3 --quiet --db"
+    assert main([*args.split(), str(db)]) == 0
     return db
 
 

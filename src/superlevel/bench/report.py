@@ -417,6 +417,14 @@ def build_blocks(store: Store, out_dir: Path) -> tuple[list[Block], list[Path]]:
     )
     head, rows = overview_table(settings)
     blocks.append(("h", 2, "Overview: test metric, mean ± std over seeds"))
+    budgets = sorted({f"`{k[1]}`" for k in settings})
+    blocks.append(
+        (
+            "p",
+            f"Seeds {_seeds_text(sorted({r['seed'] for r in compared}))}; "
+            f"budget {', '.join(budgets)}; best mean in bold; details per task below.",
+        )
+    )
     blocks.append(("table", head, rows))
 
     costs: dict[str, dict[str, float]] = {}

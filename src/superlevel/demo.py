@@ -1,7 +1,9 @@
 """``superlevel demo``: the project's main job — run the quick suite, write the report.
 
-Runs every task x optimizer x seed of the ``quick`` suite into ``results/superlevel.db``
-(finished runs are kept, so a second call only writes the report again) and writes
+Runs every task x optimizer x seed of the ``quick`` suite into ``results/superlevel.db``,
+then the suite's learning-rate grid (DeepOBS style, for the LR-sensitivity plot; the best
+lr is rerun over the seeds), keeping finished runs (a second call only writes the report
+again), and writes
 ``results/report/report.md``, ``report.html`` and ``figures/``. Tasks whose data is
 absent are skipped with a message.
 """
@@ -26,11 +28,13 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default=None, help="data folder (default: $SUPERLEVEL_DATA)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-run lines")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch default)")
+    p.add_argument("--no-grid", action="store_true", help="skip the learning-rate grid")
     p.set_defaults(func=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:
     """Run the quick suite into ``args.db`` and write the report into ``args.out``."""
+    from superlevel.bench.suites import get_suite
     from superlevel.cli import main
 
     start = time.perf_counter()
@@ -45,6 +49,18 @@ def run_demo(args: argparse.Namespace) -> int:
     status = main(argv)
     if status:
         return status
+    suite = get_suite("quick")
+    if suite.grid_task and not args.no_grid:
+        grid = ["bench", "tune", "--task", suite.grid_task, "--mode", "grid",
+                "--optimizers", ",".join(suite.optimizers), "--trials", str(suite.grid_points),
+                "--seeds", str(suite.seeds), "--budget", args.budget or suite.budget,
+                "--db", args.db, "--device", args.device,
+                "--threads", str(args.threads)]  # fmt: skip
+        if args.quiet:
+            grid.append("--quiet")
+        status = main(grid)
+        if status:
+            return status
     status = main(["bench", "report", "--db", args.db, "--out", args.out])
     minutes = (time.perf_counter() - start) / 60
     print(f"demo done in {minutes:.1f} min: open {Path(args.out) / 'report.html'}")

@@ -285,7 +285,10 @@ def test_demo_runs_the_quick_suite_and_writes_the_report(
 ) -> None:
     from superlevel.bench import suites
 
-    tiny = suites.Suite("quick", "tiny stand-in", ("quadratic",), ("sgd", "superlevel"), 1, "quick")
+    tiny = suites.Suite(
+        "quick", "stand-in", ("quadratic",), ("sgd", "superlevel"), 1, "quick",
+        grid_task="quadratic", grid_points=2,
+    )  # fmt: skip
     monkeypatch.setitem(suites.SUITES, "quick", tiny)
     db, out = tmp_path / "d.db", tmp_path / "rep"
     code, stdout, _ = _run(["demo", "--db", str(db), "--out", str(out), "--quiet"], capsys)
@@ -293,4 +296,7 @@ def test_demo_runs_the_quick_suite_and_writes_the_report(
     assert "2 runs (2 finished)" in stdout and str(out / "report.html") in stdout
     md = (out / "report.md").read_text()
     assert "| sgd | default | 1 |" in md and "| superlevel | default | 1 |" in md
+    assert "| sgd | tuned | 1 |" in md and "| superlevel | tuned | 1 |" in md
+    assert (out / "figures" / "bench_quadratic_quick_e20_lr.png").exists()
+    assert len(Store(db).runs(tag="grid")) == 4
     assert Store(db).get_run(Store(db).runs()[0]["run_id"])["env"]["torch_threads"] == 1

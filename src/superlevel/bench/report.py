@@ -52,12 +52,21 @@ def _setting_key(run: dict[str, Any]) -> SettingKey:
     return run["task"], run["budget"], int(run["epochs"]), opts
 
 
-def final_runs(runs: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Per optimizer, the runs to compare: ``tuned`` ones if any, else ``default`` ones.
+def final_runs(
+    runs: Sequence[dict[str, Any]], protocol: str | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """Per optimizer, the runs to compare, sorted by seed.
 
-    When an optimizer was tuned more than once, the most recently finished setting wins.
+    Args:
+        runs: runs of one setting.
+        protocol: ``"tuned"`` (the selected setting's reruns; when an optimizer was tuned
+            more than once, the most recently finished setting wins), ``"default"``, or
+            ``None``: tuned when there are tuned runs, else default.
+
     Runs not yet done (``running``) are left out.
     """
+    if protocol not in (None, "tuned", "default"):
+        raise ValueError(f"protocol must be None, 'tuned' or 'default', got {protocol!r}")
     by_opt: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in runs:
         if r["status"] in ("finished", "diverged"):
@@ -65,12 +74,13 @@ def final_runs(runs: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]
     out = {}
     for opt, rs in sorted(by_opt.items()):
         tuned = [r for r in rs if "tuned" in r["tags"]]
-        if tuned:
+        chosen: list[dict[str, Any]] = []
+        if tuned and protocol in (None, "tuned"):
             by_hp: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for r in tuned:
                 by_hp[json.dumps(r["hparams"], sort_keys=True)].append(r)
             chosen = max(by_hp.values(), key=lambda g: max(r["finished_at"] or 0 for r in g))
-        else:
+        elif protocol in (None, "default"):
             chosen = [r for r in rs if "default" in r["tags"]]
         if chosen:
             out[opt] = sorted(chosen, key=lambda r: r["seed"])
@@ -314,7 +324,10 @@ def _title(key: SettingKey) -> str:
     return f"{task} (budget {budget}, {epochs} epochs{suffix})"
 
 
-def _table(by_opt: dict[str, list[dict[str, Any]]]) -> tuple[list[str], list[list[str]]]:
+def _table(
+    by_opt: dict[str, list[dict[str, Any]]], default: dict[str, list[dict[str, Any]]]
+) -> tuple[list[str], list[list[str]]]:
+    """Rows of the compared runs, plus the default runs of optimizers that were tuned."""
     first = next(iter(by_opt.values()))[0]
     metric = first["metric_name"] or "metric"
     target = first["target"]
@@ -331,9 +344,14 @@ def _table(by_opt: dict[str, list[dict[str, Any]]]) -> tuple[list[str], list[lis
         "diverged",
     ]
     rows = []
+    pairs = []
     for opt, runs in by_opt.items():
+        tuned = "tuned" in runs[0]["tags"] and "default" not in runs[0]["tags"]
+        if tuned and opt in default:
+            pairs.append((opt, "default", default[opt]))
+        pairs.append((opt, "tuned" if "tuned" in runs[0]["tags"] else "default", runs))
+    for opt, protocol, runs in pairs:
         s = summarize(runs)
-        protocol = "tuned" if "tuned" in runs[0]["tags"] else "default"
         mean = "—" if s["mean"] is None else f"{_fmt(s['mean'])} ± {_fmt(s['std'], 2)}"
         ci = "—" if s["ci"][0] is None else f"[{_fmt(s['ci'][0])}, {_fmt(s['ci'][1])}]"
         stt = "—" if target is None else f"{_fmt(s['stt_median'])} ({s['reached']}/{s['n']})"
@@ -356,7 +374,10 @@ def _table(by_opt: dict[str, list[dict[str, Any]]]) -> tuple[list[str], list[lis
 def overview_table(
     settings: dict[SettingKey, dict[str, list[dict[str, Any]]]],
 ) -> tuple[list[str], list[list[str]]]:
-    """One row per setting, one column per optimizer: test metric mean ± std (best in bold)."""
+    """One row per setting, one column per optimizer: test metric mean ± std (best in bold).
+
+    A cell from an optimizer's tuned reruns says ``(tuned)``; the others use its defaults.
+    """
     opts = sorted({o for by_opt in settings.values() for o in by_opt})
     head = ["task (metric)", *opts]
     rows = []
@@ -377,7 +398,8 @@ def overview_table(
                 cells.append(f"diverged {s['diverged']}/{s['n']}")
             else:
                 text = f"{_fmt(s['mean'], 3)} ± {_fmt(s['std'], 2)}"
-                cells.append(f"**{text}**" if o == best else text)
+                text = f"**{text}**" if o == best else text
+                cells.append(text + (" (tuned)" if "tuned" in by_opt[o][0]["tags"] else ""))
         better = "↑" if first["higher_is_better"] else "↓"
         rows.append([f"{key[0]} ({first['metric_name']} {better})", *cells])
     return head, rows
@@ -441,7 +463,7 @@ def build_blocks(store: Store, out_dir: Path) -> tuple[list[Block], list[Path]]:
                 f"hardware: {_environment_text(compared)}.",
             )
         )
-        head, rows = _table(by_opt)
+        head, rows = _table(by_opt, final_runs(all_runs, "default"))
         blocks.append(("table", head, rows))
         for maker, name, caption in (
             (

@@ -14,7 +14,12 @@ from superlevel.bench.tasks import TASKS, UnknownNameError
 
 @dataclass(frozen=True)
 class Suite:
-    """A named set of runs: every task x optimizer x seed ``1..seeds`` at ``budget``."""
+    """A named set of runs: every task x optimizer x seed ``1..seeds`` at ``budget``.
+
+    ``grid_task``: when set, the demo also runs the DeepOBS learning-rate grid
+    (``grid_points`` log-spaced lrs per optimizer, then the best rerun over the seeds) on
+    that task, for the LR-sensitivity plot.
+    """
 
     name: str
     description: str
@@ -22,6 +27,8 @@ class Suite:
     optimizers: tuple[str, ...]
     seeds: int
     budget: str
+    grid_task: str | None = None
+    grid_points: int = 7
 
     def __post_init__(self) -> None:
         for t in self.tasks:
@@ -30,6 +37,8 @@ class Suite:
         for o in self.optimizers:
             if o not in OPTIMIZERS:
                 raise UnknownNameError("optimizer", o, list(OPTIMIZERS))
+        if self.grid_task is not None and self.grid_task not in TASKS:
+            raise UnknownNameError("task", self.grid_task, list(TASKS))
         if self.seeds < 1:
             raise ValueError(f"suite {self.name!r}: seeds must be >= 1, got {self.seeds}")
 
@@ -39,7 +48,7 @@ SUITES: dict[str, Suite] = {
     for s in [
         Suite(
             "quick",
-            "five small tasks, seven optimizers, 2 seeds, quick budgets (minutes on a CPU)",
+            "five small tasks, seven optimizers, 2 seeds, quick budgets, lr grid on digits_mlp",
             ("quadratic", "multiwell", "digits_mlp", "mnist1d_mlp", "mnist_mlp"),
             (
                 "sgd",
@@ -52,6 +61,8 @@ SUITES: dict[str, Suite] = {
             ),
             2,
             "quick",
+            grid_task="digits_mlp",
+            grid_points=7,
         ),
         Suite(
             "full",

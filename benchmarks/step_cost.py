@@ -76,6 +76,7 @@ def candidates(params: list[torch.nn.Parameter], device: str) -> dict[str, Calla
     return out
 
 
+FLUSH_BYTES = 128 << 20
 STATS = {
     "median": statistics.median,
     "min": min,
@@ -96,10 +97,15 @@ def time_steps(
     minimum is then the better estimate of the cost itself.
     """
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    # CPU: write a buffer larger than the last-level cache before each step, so no step
+    # finds the tensors left in cache by the step timed before it (as after a backward).
+    flush = torch.empty(FLUSH_BYTES // 4) if device == "cpu" and FLUSH_BYTES else None
     times: dict[str, list[float]] = {name: [] for name in steps}
     with torch.no_grad():
         for r in range(warmup + repeats):
             for name, step in steps.items():
+                if flush is not None:
+                    flush.fill_(float(r))
                 sync()
                 t0 = time.perf_counter()
                 step()
@@ -167,8 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", default=None, help="comma list of NxK (default per device)")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--stat", choices=sorted(STATS), default="median")
+    parser.add_argument(
+        "--flush-mb", type=int, default=128, help="CPU cache flush before each step (0: off)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    global FLUSH_BYTES
+    FLUSH_BYTES = args.flush_mb << 20
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     if "cuda" in devices and not torch.cuda.is_available():
         if args.device == "cuda":

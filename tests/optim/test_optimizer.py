@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from superlevel.optim import ReferenceSuperLevelSGD, SuperLevelSGD, damp_grad_norm_
-from superlevel.optim.functional import resolve_impl
+from superlevel.optim.functional import global_grad_norm, resolve_impl
 
 from .helpers import PATHS, grad_sequence, init_params
 
@@ -344,3 +344,17 @@ def test_damp_grad_norm_errors():
         damp_grad_norm_(params, error_if_nonfinite=True)
     with pytest.raises(ValueError, match="-1"):
         damp_grad_norm_(params, norm_scale=-1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_global_norm_mixes_blas_and_foreach_pieces_exactly(dtype):
+    # Large contiguous tensors go through BLAS dot, small or strided ones through powsum.
+    gen = torch.Generator().manual_seed(0)
+    big = torch.randn(70_000, generator=gen).to(dtype)
+    small = torch.randn(10, generator=gen).to(dtype)
+    strided = torch.randn(300, 400, generator=gen).to(dtype).t()
+    grads = [big, small, strided]
+    want = torch.linalg.vector_norm(torch.cat([g.reshape(-1).double() for g in grads]))
+    got = global_grad_norm(grads)
+    assert got.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    assert got.item() == pytest.approx(want.item(), rel=1e-6 if dtype == torch.float32 else 1e-13)

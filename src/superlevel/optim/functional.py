@@ -99,6 +99,9 @@ def _sum_of_squares(
     for (device, dtype), idx in (buckets or _buckets(grads)).items():
         gs = [grads[i] for i in idx]
         acc = _norm_dtype(dtype)
+        if device.type == "cpu" and dtype in _BLAS_DTYPES and not torch.compiler.is_compiling():
+            out.append(_cpu_sum_of_squares(gs, acc))
+            continue
         if foreach and device.type in ("cpu", "cuda", "xpu", "mps"):
             if hasattr(torch, "_foreach_powsum") and not torch.compiler.is_compiling():
                 # sum |g|^2 directly: no sqrt-then-square, and 2-3x cheaper per tensor on CPU.
@@ -113,6 +116,28 @@ def _sum_of_squares(
             squares = [torch.linalg.vector_norm(g, 2, dtype=acc).square() for g in gs]
         out.append(torch.stack(list(squares)).sum())
     return out
+
+
+_BLAS_DTYPES = (torch.float32, torch.float64)
+_BLAS_MIN_NUMEL = 1 << 16
+
+
+def _cpu_sum_of_squares(gs: list[Tensor], acc: torch.dtype | None) -> Tensor:
+    """``sum ||g||^2`` on CPU: BLAS ``dot`` for large tensors, ``powsum`` for the rest.
+
+    torch's CPU norm/powsum reductions run on one thread; BLAS ``dot`` uses them all, which
+    halves the norm pass with 2 threads. Small tensors go through one foreach call instead
+    of a Python loop.
+    """
+    big = [g for g in gs if g.numel() >= _BLAS_MIN_NUMEL and g.is_contiguous()]
+    small = [g for g in gs if g.numel() < _BLAS_MIN_NUMEL or not g.is_contiguous()]
+    parts = [torch.dot(g.view(-1), g.view(-1)) for g in big]
+    if small:
+        if hasattr(torch, "_foreach_powsum"):
+            parts.extend(torch._foreach_powsum(small, 2, dtype=acc))
+        else:
+            parts.extend(torch._foreach_pow(torch._foreach_norm(small, 2, dtype=acc), 2))
+    return torch.stack(parts).sum()
 
 
 def has_dtensor(tensors: Sequence[Tensor]) -> bool:

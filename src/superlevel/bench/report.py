@@ -140,7 +140,7 @@ def _environment_text(runs: Sequence[dict[str, Any]]) -> str:
         d = json.loads(e)
         parts.append(
             f"{d.get('device_name', '?')} ({d.get('device', '?')}, {d.get('cpu_count', '?')} CPUs, "
-            f"{d.get('torch_threads', '?')} torch threads), torch {d.get('torch', '?')}, "
+            f"torch threads {d.get('torch_threads', '?')}), torch {d.get('torch', '?')}, "
             f"git {d.get('git_revision', '?')}"
         )
     return "; ".join(parts) or "unknown"

@@ -358,3 +358,11 @@ def test_global_norm_mixes_blas_and_foreach_pieces_exactly(dtype):
     got = global_grad_norm(grads)
     assert got.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
     assert got.item() == pytest.approx(want.item(), rel=1e-6 if dtype == torch.float32 else 1e-13)
+
+
+def test_top_level_exports():
+    import superlevel
+    from superlevel.optim import SuperLevelSGD as Direct
+
+    assert superlevel.SuperLevelSGD is Direct
+    assert superlevel.damp_grad_norm_ is damp_grad_norm_

@@ -101,9 +101,10 @@ class SuperLevelSGD(Optimizer):
         fused: Torch's fused SGD kernel with a tensor lr ``a_t * eta_t`` (CPU, CUDA, ...;
             float dtypes). Default (both ``None``): fused where supported, else foreach.
             Under ``torch.compile`` the foreach path is used instead.
-        capturable: Check at each step that the preconditions of CUDA-graph capture
-            hold (params on an accelerator, ``nonfinite="skip"``). Every path is already
-            free of host syncs; a float ``lr`` is baked into a captured graph.
+        capturable: Allow CUDA-graph capture of ``step()`` (torch refuses it otherwise) and
+            check its preconditions (params on an accelerator, ``nonfinite="skip"``).
+            Every path is already free of host syncs; a float ``lr`` is baked into a
+            captured graph.
 
     Example:
         >>> opt = SuperLevelSGD(model.parameters(), lr=0.1, decay=1e-3)  # doctest: +SKIP
@@ -258,6 +259,11 @@ class SuperLevelSGD(Optimizer):
         # DTensor (FSDP2) params and grads are updated through their local shards.
         loc = (lambda ts: [local(t) for t in ts]) if sharded else (lambda ts: ts)
         home = local(all_grads[0]).device
+        # torch's check: capturing a step needs capturable=True (older torch: cuda name).
+        check = getattr(self, "_accelerator_graph_capture_health_check", None)
+        check = check or getattr(self, "_cuda_graph_capture_health_check", None)
+        if check is not None:
+            check()
         if self.defaults["capturable"]:
             bad = [p for _, ps, _, _ in collected for p in loc(ps) if p.device.type == "cpu"]
             if bad:

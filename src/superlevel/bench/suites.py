@@ -48,7 +48,7 @@ SUITES: dict[str, Suite] = {
     for s in [
         Suite(
             "quick",
-            "five small tasks, seven optimizers, 2 seeds, quick budgets, lr grid on digits_mlp",
+            "five small tasks, nine optimizers, 2 seeds, quick budgets, lr grid on digits_mlp",
             ("quadratic", "multiwell", "digits_mlp", "mnist1d_mlp", "mnist_mlp"),
             (
                 "sgd",
@@ -56,8 +56,10 @@ SUITES: dict[str, Suite] = {
                 "adam",
                 "sgdr",
                 "sgd_expdecay",
+                "sgd_clip",
                 "superlevel",
                 "superlevel_momentum",
+                "superlevel_guarded",
             ),
             2,
             "quick",

@@ -300,3 +300,24 @@ def test_demo_runs_the_quick_suite_and_writes_the_report(
     assert (out / "figures" / "bench_quadratic_quick_e20_lr.png").exists()
     assert len(Store(db).runs(tag="grid")) == 4
     assert Store(db).get_run(Store(db).runs()[0]["run_id"])["env"]["torch_threads"] == 1
+
+
+def test_suite_skips_a_task_without_data_and_a_single_task_fails(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from superlevel.bench import suites
+
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    tiny = suites.Suite("quick", "stand-in", ("mnist_mlp", "quadratic"), ("sgd",), 1, "quick")
+    monkeypatch.setitem(suites.SUITES, "quick", tiny)
+    db = str(tmp_path / "r.db")
+    code, out, err = _run(["bench", "run", "--suite", "quick", "--epochs", "1", "--db", db,
+                           "--data-dir", str(empty), "--quiet"], capsys)  # fmt: skip
+    assert code == 0
+    assert "mnist_mlp: SKIPPED, its data is missing" in err and "mnist" in err
+    assert "1 finished, 1 missing_data" in out
+    assert [r["task"] for r in Store(db).runs()] == ["quadratic"]
+    code, _, err = _run(["bench", "run", "--task", "mnist_mlp", "--optimizers", "sgd",
+                         "--db", db, "--data-dir", str(empty), "--quiet"], capsys)  # fmt: skip
+    assert code == 2 and err.startswith("error: ") and "mnist" in err

@@ -412,17 +412,7 @@ def _train(
                 if bool(bad):
                     diverged = True
                     break
-                s = stepper.stats()
-                state["steps"].append(
-                    {
-                        "step": state["step"],
-                        "loss": float(window) / window_n,
-                        "grad_norm": float(s["grad_norm"]),
-                        "lr": float(s["lr"]),
-                        "effective_lr": float(s["effective_lr"]),
-                    }
-                )
-                window.zero_()
+                _log_point(state, stepper, window, window_n)
                 window_n = 0
                 if bar is not None:
                     bar.update(state["step"] - bar.n)
@@ -444,11 +434,28 @@ def _train(
             _save_atomic(_checkpoint(state, model, stepper, dev), ckpt_path)
     if bar is not None:
         bar.close()
+    if not diverged and window_n:  # the task gave fewer batches than steps_per_epoch says
+        _log_point(state, stepper, window, window_n)
     state["wall_s"] = time.perf_counter() - start
     state["done"] = "diverged" if diverged else "finished"
     # Written before the store commit: if that commit fails, the rerun just commits.
     _save_atomic(_checkpoint(state, model, stepper, dev), ckpt_path)
     return state
+
+
+def _log_point(state: dict[str, Any], stepper: Any, window: torch.Tensor, n: int) -> None:
+    """Append one per-step record (window-mean loss over ``n`` steps) and reset the window."""
+    s = stepper.stats()
+    state["steps"].append(
+        {
+            "step": state["step"],
+            "loss": float(window) / n,
+            "grad_norm": float(s["grad_norm"]),
+            "lr": float(s["lr"]),
+            "effective_lr": float(s["effective_lr"]),
+        }
+    )
+    window.zero_()
 
 
 def _checkpoint(

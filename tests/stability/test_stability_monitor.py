@@ -134,11 +134,16 @@ def test_tensor_lr_and_guard_fields_are_recorded():
     seen = []
     for _ in range(6):
         mon.record(guard.step(closure))
-        seen.append((guard.last.accepted, guard.last.applied, guard.last.retries))
+        last = guard.last
+        dv = last.loss_after - last.loss_before if last.applied else 0.0
+        seen.append((last.accepted, last.applied, last.retries, dv))
     recs = mon.records
     assert all(r["lr"] == 20.0 for r in recs)
-    got = [(r["guard_accepted"], r["guard_applied"], r["guard_retries"]) for r in recs]
+    got = [
+        (r["guard_accepted"], r["guard_applied"], r["guard_retries"], r["guard_dV"]) for r in recs
+    ]
     assert got == seen
+    assert all(r["guard_dV"] <= 0.0 for r in recs)  # the guard's tol is 0
     assert sum(r["guard_retries"] for r in recs) == guard.counters["retries"] > 0
 
 

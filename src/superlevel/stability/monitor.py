@@ -46,7 +46,7 @@ __all__ = ["StabilityMonitor"]
 
 STEP_FIELDS = ("step", "loss", "dV", "violation", "grad_norm", "update_norm", "lr")
 PROBE_FIELDS = ("sharpness", "threshold", "stable_lr", "barrier_sub", "barrier_super")
-GUARD_FIELDS = ("guard_accepted", "guard_applied", "guard_retries")
+GUARD_FIELDS = ("guard_accepted", "guard_applied", "guard_retries", "guard_dV")
 
 
 class StabilityMonitor:
@@ -66,7 +66,10 @@ class StabilityMonitor:
         tol: a step is a violation when ``dV > tol``.
         flush_every: steps between host reads of the per-step values.
         guard: an optional :class:`~superlevel.stability.LyapunovGuard` whose last
-            record is logged per step (accepted, applied, retries).
+            record is logged per step (accepted, applied, retries and ``guard_dV``, the
+            same-batch change ``L1 - L0`` of the kept step, ``0`` when skipped). Unlike
+            ``dV``, which compares consecutive mini-batches, ``guard_dV`` is the
+            Lyapunov decrease the guard enforces.
         norm_every: record ``||g_t||`` and ``||theta_t - theta_{t-1}||`` every this many
             steps (``1``: every step, ``0``: never; steps not measured have ``None``).
             A measurement costs about five passes over the parameters' memory (a copy
@@ -207,6 +210,8 @@ class StabilityMonitor:
                 "guard_accepted": last.accepted,
                 "guard_applied": last.applied,
                 "guard_retries": last.retries,
+                # same-batch Lyapunov change of the kept step (0 when skipped)
+                "guard_dV": last.loss_after - last.loss_before if last.applied else 0.0,
             }
         self._pending.append((value, lr_value, norms, extras))
         self._step = t

@@ -73,6 +73,8 @@ class Snapshot:
     # -- take ---------------------------------------------------------------------------
     def take(self, *, grads: bool) -> None:
         """Capture the current params (and grads when ``grads``), state and groups."""
+        # groups may have been added since the last call
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         if len(self._param_buf) != len(self.params) or any(
             not _same_layout(b, p) for b, p in zip(self._param_buf, self.params, strict=True)
         ):
@@ -229,9 +231,8 @@ class LyapunovGuard:
     per call, not permanent.
 
     Cost:
-        * per call: one closure (forward + backward), one snapshot copy of the params and
-          the optimizer state (plus the grads when ``evaluate`` is ``None``), reusing
-          preallocated buffers;
+        * per call: one closure (forward + backward), one snapshot copy of the params,
+          their grads and the optimizer state, reusing preallocated buffers;
         * per trial: one ``optimizer.step()``, one re-evaluation — a forward pass with
           ``evaluate`` or a forward + backward with the closure — and **one host sync**
           (the accept/reject decision reads ``L0`` and ``L1`` together with one
@@ -330,7 +331,8 @@ class LyapunovGuard:
             raise ValueError(f"closure must return a loss tensor, got {type(loss0).__name__}")
         l0 = loss0.detach()
         snap = self._snapshot
-        snap.take(grads=self.evaluate is None)
+        # grads too, even with `evaluate`: an optimizer may modify them in its step
+        snap.take(grads=True)
         self.counters["steps"] += 1
 
         scale, before, after, accepted = 1.0, math.nan, math.nan, False

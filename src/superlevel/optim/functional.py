@@ -11,9 +11,12 @@ The rule (arXiv 2409.16769, with SGD momentum and decoupled weight decay added):
     p    <- p - a_t * eta_t * d
 
 Everything that depends on gradient values (``n_t``, ``eta_t``, the finite flag, the step
-count ``t``) stays a device tensor, so no path reads a tensor on the host. A non-finite
-norm skips the step by *selection* (``torch.where``) or, in the fused kernel, through its
-``found_inf`` argument; multiplying the step by 0 would not do, since ``0 * inf = nan``.
+count ``t``) stays a tensor on the gradients' device, and on accelerators no path reads it
+on the host. A non-finite norm skips the step by *selection* (``torch.where``) or, in the
+fused kernel, through its ``found_inf`` argument; multiplying the step by 0 would not do,
+since ``0 * inf = nan``. On CPU in eager mode the foreach and per-tensor paths read the
+finite flag instead (it is already in host memory) and update in place, which saves the
+selection's two extra passes over the parameters.
 
 Three interchangeable update paths, held equal to :mod:`superlevel.optim.reference`:
 
@@ -152,10 +155,11 @@ def global_grad_norm(
 
     .. math:: n = \sqrt{\sum_i \lVert g_i \rVert_2^2}
 
-    Norms are taken per (device, dtype) bucket with ``torch._foreach_norm`` (half precision
-    accumulated in float32) and combined on the device of the first gradient, in float64
-    when any gradient is float64, else float32. DTensor gradients (FSDP2 shards) are
-    reduced with DTensor ops and ``full_tensor()``, so the result is the norm of the
+    Sums of squares are taken per (device, dtype) bucket (``torch._foreach_powsum``, or
+    BLAS ``dot`` for large CPU tensors; half precision accumulated in float32) and combined
+    on the device of the first gradient, in float64 when any gradient is float64, else
+    float32. DTensor gradients (FSDP2 shards) are summed over their local shards and
+    all-reduced over the sharded mesh dimensions, so the result is the norm of the
     *unsharded* gradient, identical on every rank.
 
     Args:
@@ -168,25 +172,45 @@ def global_grad_norm(
     """
     if len(grads) == 0:
         return torch.zeros(())
-    dense = [g for g in grads if not _is_dtensor(g)]
-    sharded = [g for g in grads if _is_dtensor(g)]
     home = local(grads[0]).device
     wide = (torch.float64, torch.complex128)
     out_dtype = torch.float64 if any(g.dtype in wide for g in grads) else torch.float32
-    if sharded:
-        buckets = None  # indices refer to ``grads``, not to the dense subset
-    parts = [s.to(home, out_dtype) for s in _sum_of_squares(dense, foreach, buckets)]
-    if sharded:
-        # Per-tensor norms of DTensors are Partial; one full_tensor() is one all-reduce.
-        by_dtype: dict[torch.dtype, list[Tensor]] = defaultdict(list)
-        for g in sharded:
-            by_dtype[g.dtype].append(g)
-        for dtype, gs in by_dtype.items():
-            acc = _norm_dtype(dtype)
-            norms = [torch.linalg.vector_norm(g, 2, dtype=acc) for g in gs]
-            sq = torch.linalg.vector_norm(torch.stack(norms), 2).full_tensor().square()
-            parts.append(sq.to(home, out_dtype))
+    if not has_dtensor(grads):
+        parts = [s.to(home, out_dtype) for s in _sum_of_squares(grads, foreach, buckets)]
+        return torch.stack(parts).sum().sqrt()
+    dense = [g for g in grads if not _is_dtensor(g)]
+    parts = [s.to(home, out_dtype) for s in _sum_of_squares(dense, foreach)]
+    parts += [s.to(home, out_dtype) for s in _sharded_sum_of_squares(
+        [g for g in grads if _is_dtensor(g)], foreach
+    )]  # fmt: skip
     return torch.stack(parts).sum().sqrt()
+
+
+def _sharded_sum_of_squares(grads: Sequence[Tensor], foreach: bool) -> list[Tensor]:
+    """``sum ||g||^2`` of DTensors: local shards, then one all-reduce per sharded mesh dim.
+
+    Shards of a ``Shard`` mesh dimension hold disjoint pieces, so their local sums of
+    squares add up (FSDP2's padding is zeros); ``Replicate`` dimensions hold copies and
+    are not summed (HSDP). Other placements (``Partial``) go through DTensor ops.
+    """
+    import torch.distributed as dist
+
+    layouts: dict[tuple, list[Tensor]] = defaultdict(list)
+    for g in grads:
+        layouts[(g.device_mesh, tuple(g.placements))].append(g)
+    out = []
+    for (mesh, placements), gs in layouts.items():
+        if all(p.is_shard() or p.is_replicate() for p in placements):
+            shards = [g.to_local() for g in gs]
+            sq = torch.stack(_sum_of_squares(shards, foreach)).sum()
+            for dim, placement in enumerate(placements):
+                if placement.is_shard():
+                    dist.all_reduce(sq, group=mesh.get_group(dim))
+            out.append(sq)
+        else:
+            norms = [torch.linalg.vector_norm(g, 2, dtype=_norm_dtype(g.dtype)) for g in gs]
+            out.append(torch.linalg.vector_norm(torch.stack(norms), 2).full_tensor().square())
+    return out
 
 
 def modulation(grad_norm: Tensor, norm_scale: float) -> tuple[Tensor, Tensor]:

@@ -90,3 +90,15 @@ def test_paths_agree_bitwise_on_plain_sgd_float64():
     for other in results[1:]:
         for p, q in zip(results[0], other, strict=True):
             torch.testing.assert_close(p, q, rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float16, 4e-3), (torch.bfloat16, 3e-2)])
+def test_half_precision_paths_stay_within_rounding_of_reference(path, dtype, tol, flag_mode):
+    kwargs = dict(lr=0.3, decay=0.1, momentum=0.9, weight_decay=0.05)
+    seq = grad_sequence(dtype=dtype, **SEQ)
+    opt, fast, _, ref = run_pair(kwargs, path, seq, dtype=dtype)
+    for p, q in zip(fast, ref, strict=True):
+        assert p.dtype == dtype
+        torch.testing.assert_close(p.float(), q.float(), rtol=tol, atol=tol)
+    assert opt.stats()["skipped"].item() == 1

@@ -294,7 +294,10 @@ def resolve_impl(
     keys = (buckets or _buckets(tensors)).keys()
     if (
         fused is None
-        and all(_fused_key_ok(dev, dt) and dev.type != "cpu" for dev, dt in keys)
+        # float64 stays on foreach: the accelerator kernels take the lr as float32.
+        and all(
+            _fused_key_ok(dev, dt) and dev.type != "cpu" and dt != torch.float64 for dev, dt in keys
+        )
         and not any(t.is_sparse for t in tensors)
     ):
         return "fused"
@@ -493,7 +496,8 @@ def _fused(
         kw = dict(
             weight_decay=0.0,
             momentum=momentum,
-            lr=a * e,
+            # The CPU kernel reads the lr as a double; CUDA's reads a float pointer.
+            lr=a * e if device.type == "cpu" else (a * e).float(),
             dampening=dampening,
             nesterov=nesterov,
             maximize=maximize,

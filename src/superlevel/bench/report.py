@@ -195,16 +195,20 @@ def plot_curves(
     metric_name = "metric"
     for opt, runs in by_opt.items():
         metric_name = runs[0]["metric_name"] or metric_name
+        # The method under study solid, the baselines dashed: legible with many lines.
+        style = {"lw": 1.4, "ls": "-" if opt.startswith("superlevel") else "--"}
         b = _band(store, runs, "loss", "step")
         if b is not None:
             x, m, s = b
-            (line,) = ax_loss.plot(x, m, label=opt, lw=1.2)
+            (line,) = ax_loss.plot(x, m, label=opt, **style)
             ax_loss.fill_between(x, m - s, m + s, color=line.get_color(), alpha=0.2, lw=0)
             drawn = True
         b = _band(store, runs, "metric", "epoch")
         if b is not None:
             x, m, s = b
-            (line,) = ax_val.plot(x, m, marker="o", ms=3, label=opt, lw=1.2)
+            if len(x) > 2:  # the untrained epoch-0 point would squash the interesting range
+                x, m, s = x[1:], m[1:], s[1:]
+            (line,) = ax_val.plot(x, m, marker="o", ms=3, label=opt, **style)
             ax_val.fill_between(x, m - s, m + s, color=line.get_color(), alpha=0.2, lw=0)
     if not drawn:
         return None

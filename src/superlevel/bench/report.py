@@ -294,9 +294,10 @@ def plot_superlevel_traces(
 
 def plot_profile(profile: dict[str, np.ndarray], taus: np.ndarray, n: int, path: Path) -> Path:
     """Draw a performance profile ``rho_s(tau)``."""
-    fig, (ax,) = _figure(1, width=5.5)
+    fig, (ax,) = _figure(1, width=6.5)
     for opt, rho in sorted(profile.items()):
-        ax.step(taus, rho, where="post", label=opt)
+        ls = "-" if opt.startswith("superlevel") else "--"
+        ax.step(taus, rho, where="post", label=opt, ls=ls, lw=1.4)
     ax.set(
         xscale="log",
         xlabel="tau (steps-to-target / best)",
@@ -304,7 +305,7 @@ def plot_profile(profile: dict[str, np.ndarray], taus: np.ndarray, n: int, path:
         ylim=(-0.02, 1.02),
         title=f"performance profile over {n} task(s)",
     )
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)
 
 

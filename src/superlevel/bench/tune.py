@@ -125,10 +125,10 @@ def tune(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     specs = [get_optimizer(name) for name in optimizers]
-    # Validates the task, budget, epochs and options before any work.
-    make_config(
+    # Validates the task, budget, epochs and options before any work; resolves epochs.
+    epochs = make_config(
         task, specs[0].name, trial_seed, budget=budget, epochs=epochs, task_options=task_options
-    )
+    ).epochs
     probe = build_task(
         task, seed=trial_seed, budget=budget, data_dir=data_dir, **dict(task_options or {})
     )
@@ -240,7 +240,7 @@ def _optuna(
     spec: OptimizerSpec,
     task: str,
     budget: str,
-    epochs: int | None,
+    epochs: int,
     task_options: Mapping[str, Any] | None,
     trials: int,
     higher: bool,

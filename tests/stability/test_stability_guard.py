@@ -42,12 +42,16 @@ def run(make_opt, steps: int, guarded: bool, **guard_kw) -> list[float]:
     return losses
 
 
-def _superlevel(params):
+def _superlevel_cls():
     try:
         from superlevel.optim import SuperLevelSGD
     except ImportError:
         pytest.skip("superlevel.optim.SuperLevelSGD is not available yet")
-    return SuperLevelSGD(params, lr=3.0)
+    return SuperLevelSGD
+
+
+def _superlevel(params):
+    return _superlevel_cls()(params, lr=3.0)
 
 
 @pytest.mark.parametrize(
@@ -111,6 +115,9 @@ def _model_and_data():
             lambda p: torch.optim.Adam(p, lr=torch.tensor(0.01), foreach=False), id="adam-tensor-lr"
         ),
         pytest.param(lambda p: torch.optim.AdamW(p, lr=0.01, amsgrad=True), id="adamw"),
+        pytest.param(
+            lambda p: _superlevel_cls()(p, lr=0.1, decay=0.01, momentum=0.9), id="superlevel"
+        ),
     ],
 )
 @pytest.mark.parametrize("warm", [0, 3], ids=["fresh-state", "warm-state"])
@@ -264,3 +271,22 @@ def test_bad_optimizer_and_closure_raise_value_error():
     guard = LyapunovGuard(opt)
     with pytest.raises(ValueError, match="closure"):
         guard.step(lambda: 1.0)
+
+
+def test_param_group_added_after_construction_is_restored():
+    a = torch.ones(2, requires_grad=True)
+    b = torch.full((3,), 2.0, requires_grad=True)
+    opt = torch.optim.SGD([a], lr=0.1, momentum=0.9)
+    guard = LyapunovGuard(opt, tol=-1e9, max_retries=0)
+    opt.add_param_group({"params": [b], "lr": 0.2})
+
+    def closure():
+        opt.zero_grad()
+        loss = (a * a).sum() + (b * b).sum()
+        loss.backward()
+        return loss
+
+    guard.step(closure)
+    assert torch.equal(a.detach(), torch.ones(2))
+    assert torch.equal(b.detach(), torch.full((3,), 2.0))
+    assert len(opt.state) == 0  # momentum buffers created by the trial are gone

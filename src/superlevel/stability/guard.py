@@ -44,12 +44,12 @@ class Snapshot:
         * their ``.grad`` when ``grads=True`` (``None`` grads are remembered as ``None``);
         * ``optimizer.state``: which params have state, which keys, tensor values
           (copied into buffers) and non-tensor values (deep-copied);
-        * every group's hyperparameters except ``params`` (tensors cloned, e.g. a
-          tensor ``lr``).
+        * every group's entries except ``params`` (tensors cloned: a tensor ``lr``, or
+          step counters kept in the group as ``SuperLevelSGD`` does).
 
     Restoring writes tensors back *in place* when the live tensor is still the same
     shape, so references held elsewhere (e.g. a captured CUDA graph) stay valid; state
-    entries created during the trial are deleted.
+    and group entries created during the trial are deleted.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer) -> None:
@@ -156,6 +156,9 @@ class Snapshot:
     def restore_groups(self, keys: tuple[str, ...] | None = None) -> None:
         """Restore the groups' hyperparameters (only ``keys`` when given)."""
         for group, saved in zip(self.optimizer.param_groups, self._groups, strict=True):
+            if keys is None:  # entries created during the trial (e.g. lazy step counters)
+                for k in [k for k in group if k != "params" and k not in saved]:
+                    del group[k]
             for k, v in saved.items():
                 if keys is not None and k not in keys:
                     continue
@@ -248,7 +251,10 @@ class LyapunovGuard:
     the closure.
 
     Args:
-        optimizer: any ``torch.optim.Optimizer`` (``SGD``, ``Adam``, ``SuperLevelSGD``...).
+        optimizer: any ``torch.optim.Optimizer`` (``SGD``, ``Adam``, ``SuperLevelSGD``...)
+            whose ``step()`` works without a closure (not ``LBFGS``). State kept outside
+            ``optimizer.state`` and ``param_groups`` (e.g. ``SuperLevelSGD.stats()``'s
+            last values) is not restored.
         tol: accept when ``L1 <= L0 + tol``; a negative ``tol`` demands a strict decrease.
         shrink: lr factor per retry, in ``(0, 1)``.
         max_retries: trials after the first, ``>= 0``.

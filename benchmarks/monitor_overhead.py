@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Any
 
 import torch
 from torch import nn
@@ -80,7 +81,7 @@ def run_block(
     return time.perf_counter() - t0, time.process_time() - c0
 
 
-def measure(mode: str, args, x, y, probe) -> dict[str, float]:
+def measure(mode: str, args, x, y, probe) -> dict[str, Any]:
     models = {m: make_mlp(args.hidden, 0) for m in ("plain", mode)}
     opts = {m: torch.optim.SGD(models[m].parameters(), lr=0.05) for m in models}
     if mode == "monitor":
@@ -111,6 +112,8 @@ def measure(mode: str, args, x, y, probe) -> dict[str, float]:
         ),
         "plain_step_ms": 1e3 * sum(wall["plain"]) / (args.blocks * args.steps),
     }
+    if mode != "monitor":
+        out["counters"] = dict(tool.counters)
     if mode == "monitor":
         # component model, robust to a busy machine: per-step cost from the median block
         # (most blocks hold no probe) plus the median probe time spread over `every` steps
@@ -169,7 +172,7 @@ def main() -> None:
             res = measure(mode, args, x, y, probe)
             print(
                 f"guard ({what} re-evaluation): overhead {100 * res['cpu']:.1f}% CPU time, "
-                f"{100 * res['wall']:.1f}% wall time"
+                f"{100 * res['wall']:.1f}% wall time; counters {res['counters']}"
             )
 
 

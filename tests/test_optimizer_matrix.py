@@ -99,6 +99,8 @@ def test_state_dict_round_trip_continues_identically(name: str) -> None:
         assert torch.equal(la, lb)
     for pa, pb in zip(model_a.parameters(), model_b.parameters(), strict=True):
         assert torch.equal(pa, pb)
+    if a.guard is not None:  # the guard's counters travel with the state too
+        assert a.guard.counters["steps"] == 13 and b.guard.counters == a.guard.counters
 
 
 def test_unknown_optimizer_and_hyperparameter_are_named() -> None:

@@ -148,3 +148,13 @@ def test_resolve_device() -> None:
 
 def test_run_config_label() -> None:
     assert RunConfig("t", "o", 3, "quick", 1).label() == "t/o/s3"
+
+
+def test_guarded_run_records_its_guard_counters(tmp_path: Path) -> None:
+    store = Store(tmp_path / "r.db")
+    cfg = make_config("quadratic", "superlevel_guarded", 1, epochs=1, hparams={"lr": 50.0})
+    run_one(cfg, store)
+    run = store.get_run(cfg.run_id)
+    counters = run["info"]["guard"]
+    assert counters["steps"] == run["steps"]
+    assert counters["violations"] > 0  # lr=50 overshoots this quadratic: steps rejected

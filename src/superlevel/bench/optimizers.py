@@ -142,10 +142,12 @@ class Stepper:
         return {"grad_norm": _grad_norm(self.params).float().cpu(), "lr": lr, "effective_lr": lr}
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume: optimizer and scheduler state."""
+        """Everything needed to resume: optimizer and scheduler state, guard counters."""
+        counters = getattr(self.guard, "counters", None)
         return {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "guard": None if counters is None else dict(counters),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -153,6 +155,8 @@ class Stepper:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
+        if self.guard is not None and state.get("guard") is not None:
+            self.guard.counters.update(state["guard"])
 
 
 @dataclass(frozen=True)

@@ -318,6 +318,9 @@ def run_one(
         state = _train(config, task, stepper, state, ckpt_path, dev, log_points, progress)
     summary = _summary(task, state, resumed_from)
     info = {"task_info": task.info, "device": str(dev), "log_every": state.get("log_every")}
+    guard = getattr(stepper, "guard", None)
+    if guard is not None:  # how often the Lyapunov check rejected a step
+        info["guard"] = dict(guard.counters)
     store.finish_run(
         run_id,
         status=state["done"],

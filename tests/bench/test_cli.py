@@ -176,6 +176,7 @@ def test_unknown_names_and_bad_numbers_exit_nonzero(tmp_path: Path, capsys) -> N
         (["--task", "quadratic", "--hp", "lr"], ["KEY=VALUE", "'lr'"]),
         (["--task", "quadratic", "--optimizers", "sgd", "--hp", "betas=1"], ["'betas'"]),
         (["--task", "quadratic", "--device", "tpu"], ["'tpu'"]),
+        (["--task", "quadratic", "--optimizers", "sgd", "--hp", "adam:lr=1"], ["'adam'"]),
     ]
     for args, fragments in cases:
         code, _, err = _run(["bench", "run", *args, "--db", db, "--quiet"], capsys)
@@ -321,3 +322,12 @@ def test_suite_skips_a_task_without_data_and_a_single_task_fails(
     code, _, err = _run(["bench", "run", "--task", "mnist_mlp", "--optimizers", "sgd",
                          "--db", db, "--data-dir", str(empty), "--quiet"], capsys)  # fmt: skip
     assert code == 2 and err.startswith("error: ") and "mnist" in err
+
+
+def test_per_optimizer_hyperparameters(tmp_path: Path, capsys) -> None:
+    db = tmp_path / "r.db"
+    args = "bench run --task quadratic --optimizers sgd,superlevel --epochs 1 --quiet"
+    args += " --hp lr=0.05 --hp superlevel:decay_total=0.5 --db"
+    assert main([*args.split(), str(db)]) == 0
+    runs = {r["optimizer"]: r["hparams"] for r in Store(db).runs()}
+    assert runs == {"sgd": {"lr": 0.05}, "superlevel": {"lr": 0.05, "decay_total": 0.5}}

@@ -134,8 +134,9 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--hp",
         action="append",
-        metavar="KEY=VALUE",
-        help="hyperparameter override (repeatable; applies to every optimizer)",
+        metavar="[OPT:]KEY=VALUE",
+        help="hyperparameter override: lr=0.05 for every optimizer, superlevel:lr=1 for one "
+        "(repeatable)",
     )
     p.add_argument(
         "--option",
@@ -220,6 +221,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     _positive("--seeds", args.seeds)
     _positive("--epochs", args.epochs)
     hp = _pairs(args.hp, "--hp")
+    # "OPT:KEY=VALUE" applies to one optimizer, "KEY=VALUE" to all of them.
+    per_opt: dict[str, dict[str, Any]] = {}
+    for key in list(hp):
+        if ":" in key:
+            opt, _, name = key.partition(":")
+            per_opt.setdefault(opt, {})[name] = hp.pop(key)
     options = _pairs(args.option, "--option")
     if args.suite:
         suite = get_suite(args.suite)
@@ -237,9 +244,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         budget = args.budget or "quick"
     for name in optimizers:
         get_optimizer(name)
+    for name in per_opt:
+        if name not in optimizers:
+            raise UsageError(f"--hp names optimizer {name!r}, which is not in --optimizers")
     resolve_device(args.device)  # fail on a bad device before any work
     configs = [
-        make_config(t, o, s, budget=budget, epochs=args.epochs, hparams=hp, task_options=options)
+        make_config(
+            t,
+            o,
+            s,
+            budget=budget,
+            epochs=args.epochs,
+            hparams={**hp, **per_opt.get(o, {})},
+            task_options=options,
+        )
         for t in tasks
         for o in optimizers
         for s in range(1, seeds + 1)

@@ -78,3 +78,22 @@ def test_markdown_and_html_render_the_same_blocks(tmp_path) -> None:
     page = to_html(blocks)
     assert "<code>code</code>" in page and "<b>bold</b>" in page and "&lt;b&gt;" in page
     assert "data:image/png;base64,iVBORw0KGgpmYWtl" in page
+
+
+def test_guard_sentence_sums_counters_over_seeds() -> None:
+    from superlevel.bench.report import _guard_text
+
+    c1 = {"steps": 10, "violations": 3, "retries": 2, "skips": 1}
+    c2 = {"steps": 10, "violations": 1, "retries": 1, "skips": 0}
+    by_opt = {
+        "sgd": [_run("sgd", 1, ["default"], info={})],
+        "superlevel_guarded": [
+            _run("superlevel_guarded", 1, ["default"], info={"guard": c1}),
+            _run("superlevel_guarded", 2, ["default"], info={"guard": c2}),
+        ],
+    }
+    assert _guard_text(by_opt) == (
+        "`superlevel_guarded`: the Lyapunov check rejected 4 trial steps in 20 steps "
+        "(3 retries, 1 steps skipped), summed over 2 seeds."
+    )
+    assert _guard_text({"sgd": by_opt["sgd"]}) == ""

@@ -146,6 +146,27 @@ def _environment_text(runs: Sequence[dict[str, Any]]) -> str:
     return "; ".join(parts) or "unknown"
 
 
+def _guard_text(by_opt: dict[str, list[dict[str, Any]]]) -> str:
+    """One sentence per guarded optimizer: how often the Lyapunov check rejected a step."""
+    parts = []
+    for opt, runs in by_opt.items():
+        counters = [r["info"].get("guard") for r in runs if r.get("info")]
+        counters = [c for c in counters if c]
+        if not counters:
+            continue
+        total = {
+            k: sum(c.get(k, 0) for c in counters)
+            for k in ("steps", "violations", "retries", "skips")
+        }
+        if total["steps"]:
+            parts.append(
+                f"`{opt}`: the Lyapunov check rejected {total['violations']} trial steps in "
+                f"{total['steps']} steps ({total['retries']} retries, {total['skips']} steps "
+                f"skipped), summed over {len(counters)} seeds."
+            )
+    return " ".join(parts)
+
+
 # ------------------------------------------------------------------ figures
 
 
@@ -470,6 +491,9 @@ def build_blocks(store: Store, out_dir: Path) -> tuple[list[Block], list[Path]]:
         )
         head, rows = _table(by_opt, final_runs(all_runs, "default"))
         blocks.append(("table", head, rows))
+        guard = _guard_text(by_opt)
+        if guard:
+            blocks.append(("p", guard))
         for maker, name, caption in (
             (
                 lambda p, b=by_opt, t=title: plot_curves(store, b, t, p),

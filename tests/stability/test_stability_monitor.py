@@ -10,7 +10,13 @@ import torch
 from torch import nn
 
 from superlevel.landscape import flat_params, model_loss_fn, path_barrier, segment_barrier
-from superlevel.stability import LyapunovGuard, StabilityMonitor, sharpness
+from superlevel.stability import (
+    LyapunovGuard,
+    StabilityMonitor,
+    adam_preconditioner,
+    sharpness,
+    top_eigenvalue,
+)
 from superlevel.stability.monitor import PROBE_FIELDS, STEP_FIELDS
 
 F = nn.functional
@@ -107,16 +113,41 @@ def test_probes_run_every_k_steps_and_match_direct_calls():
     assert summary["max_sharpness"] == max(direct.values())
 
 
-def test_adam_gets_sharpness_without_a_threshold():
+def test_adam_gets_preconditioned_sharpness_and_its_threshold():
     model, x, y = _setup()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2, betas=(0.9, 0.999))
     mon = StabilityMonitor(
         model, opt, probe_batch=(x, y), loss_fn=F.cross_entropy, every=3, barrier_points=0
     )
     _train(model, opt, mon, x, y, 3)
     r = mon.records[-1]
-    assert r["sharpness"] > 0
-    assert r["threshold"] is None and r["stable_lr"] is None and r["barrier_sub"] is None
+    precond = adam_preconditioner(opt, list(model.parameters()))
+    direct = top_eigenvalue(
+        lambda: F.cross_entropy(model(x), y),
+        model,
+        20,
+        1e-3,
+        method="lanczos",
+        model=model,
+        precondition=precond,
+    )
+    assert r["preconditioned"] is True
+    assert r["sharpness"] == direct.value
+    assert r["threshold"] == pytest.approx(38.0 / 1e-2)  # (2 + 2*0.9) / (0.1 * lr)
+    assert r["stable_lr"] == pytest.approx(38.0 / r["sharpness"])
+    assert r["barrier_sub"] is None
+
+
+def test_unknown_optimizer_gets_raw_sharpness_without_a_threshold():
+    model, x, y = _setup()
+    opt = torch.optim.RMSprop(model.parameters(), lr=1e-3)
+    mon = StabilityMonitor(
+        model, opt, probe_batch=(x, y), loss_fn=F.cross_entropy, every=2, barrier_points=0
+    )
+    _train(model, opt, mon, x, y, 2)
+    r = mon.records[-1]
+    assert r["sharpness"] > 0 and r["preconditioned"] is False
+    assert r["threshold"] is None and r["stable_lr"] is None
 
 
 def test_tensor_lr_and_guard_fields_are_recorded():

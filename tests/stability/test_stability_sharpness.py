@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from superlevel.stability import (
+    adam_preconditioner,
     hessian_vector_product,
     momentum_factor,
     sharpness,
@@ -198,13 +199,57 @@ def test_threshold_separates_convergence_from_divergence_in_torch_sgd(kw):
     assert _sgd_final(1.03 * lam_star, lr, **kw) > 10.0  # just outside: diverges
 
 
-def test_rule_values_and_adaptive_optimizers_have_none():
+@pytest.mark.parametrize("method", ["power", "lanczos"])
+def test_preconditioned_sharpness_is_lambda_max_of_p_inverse_h(method):
+    loss, x, a = rotated_quadratic(torch.tensor([1.0, 5.0, 20.0, 100.0, 0.5]))
+    p = torch.tensor([0.5, 2.0, 10.0, 1.0, 4.0], dtype=torch.float64)
+    expected = torch.linalg.eigvals(torch.diag(1.0 / p) @ a).real.abs().max()
+    res = top_eigenvalue(loss, [x], iters=200, tol=1e-12, method=method, precondition=[p])
+    assert res.value == pytest.approx(float(expected), rel=1e-8)
+    assert res.value != pytest.approx(100.0, rel=1e-3)  # differs from the raw sharpness
+
+
+def test_bad_preconditioners_raise_value_error():
+    loss, x, _ = rotated_quadratic(torch.tensor([1.0, 2.0]))
+    with pytest.raises(ValueError, match="one tensor per"):
+        sharpness(loss, [x], precondition=[])
+    with pytest.raises(ValueError, match="shape"):
+        sharpness(loss, [x], precondition=[torch.ones(3)])
+    with pytest.raises(ValueError, match="positive"):
+        sharpness(loss, [x], precondition=[torch.tensor([1.0, 0.0])])
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_adam_preconditioner_matches_adams_denominator(amsgrad):
+    torch.manual_seed(0)
+    w = torch.randn(4, 3, requires_grad=True)
+    opt = torch.optim.Adam([w], lr=0.01, betas=(0.8, 0.99), eps=1e-6, amsgrad=amsgrad)
+    assert adam_preconditioner(opt, [w]) is None  # no state before the first step
+    sq = torch.zeros(4, 3)
+    max_sq = torch.zeros(4, 3)
+    for _ in range(3):
+        opt.zero_grad()
+        (w**3).sum().backward()
+        sq = 0.99 * sq + 0.01 * w.grad**2
+        max_sq = torch.maximum(max_sq, sq)
+        opt.step()
+    v = max_sq if amsgrad else sq
+    expected = (v / (1 - 0.99**3)).sqrt() + 1e-6
+    (got,) = adam_preconditioner(opt, [w])
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+    assert adam_preconditioner(torch.optim.SGD([w], lr=0.1), [w]) is None
+
+
+def test_rule_values_and_unknown_optimizers_have_none():
     p = [torch.zeros(1, requires_grad=True)]
     assert stability_rule(torch.optim.SGD(p, lr=0.1)).threshold(0.1) == pytest.approx(20.0)
     assert stability_rule(torch.optim.SGD(p, lr=0.1, momentum=0.9)).kind == "heavy_ball"
     assert momentum_factor(0.9) == pytest.approx(3.8)
     assert momentum_factor(0.9, nesterov=True) == pytest.approx(3.8 / 2.8)
-    assert stability_rule(torch.optim.Adam(p, lr=0.1)) is None
+    adam = stability_rule(torch.optim.Adam(p, lr=0.1, betas=(0.9, 0.999)))
+    assert adam.kind == "adam" and adam.preconditioned
+    assert adam.threshold(0.1) == pytest.approx(380.0)  # (2 + 2*0.9) / ((1 - 0.9) * 0.1)
+    assert stability_rule(torch.optim.RMSprop(p, lr=0.1)) is None
     with pytest.raises(ValueError, match="momentum"):
         momentum_factor(1.0)
     with pytest.raises(ValueError, match="dampening"):

@@ -18,7 +18,12 @@ from superlevel.stability.sharpness import (
     sharpness,
     top_eigenvalue,
 )
-from superlevel.stability.thresholds import StabilityRule, momentum_factor, stability_rule
+from superlevel.stability.thresholds import (
+    StabilityRule,
+    adam_preconditioner,
+    momentum_factor,
+    stability_rule,
+)
 
 __all__ = [
     "GuardRecord",
@@ -27,6 +32,7 @@ __all__ = [
     "Snapshot",
     "StabilityMonitor",
     "StabilityRule",
+    "adam_preconditioner",
     "hessian_vector_product",
     "momentum_factor",
     "sharpness",

@@ -40,12 +40,19 @@ import torch
 from torch import Tensor, nn
 
 from superlevel.stability.sharpness import top_eigenvalue
-from superlevel.stability.thresholds import stability_rule
+from superlevel.stability.thresholds import adam_preconditioner, stability_rule
 
 __all__ = ["StabilityMonitor"]
 
 STEP_FIELDS = ("step", "loss", "dV", "violation", "grad_norm", "update_norm", "lr")
-PROBE_FIELDS = ("sharpness", "threshold", "stable_lr", "barrier_sub", "barrier_super")
+PROBE_FIELDS = (
+    "sharpness",
+    "preconditioned",
+    "threshold",
+    "stable_lr",
+    "barrier_sub",
+    "barrier_super",
+)
 GUARD_FIELDS = ("guard_accepted", "guard_applied", "guard_retries", "guard_dV")
 
 
@@ -275,7 +282,7 @@ class StabilityMonitor:
 
         return flat_params(self.model)
 
-    def probe(self) -> dict[str, float | None]:
+    def probe(self) -> dict[str, Any]:
         """Sharpness, threshold, stable lr and the sub/super barriers at the current params.
 
         Called automatically every ``every`` steps; callable by hand. The barrier compares
@@ -285,6 +292,12 @@ class StabilityMonitor:
             raise ValueError("probe() needs probe_batch and loss_fn")
         x, y = self.probe_batch
         loss_fn = self.loss_fn
+        rule = stability_rule(self.optimizer)
+        precond = None
+        if rule is not None and rule.preconditioned:
+            # Adam: the threshold is for the sharpness of P^-1 H; no state yet: no rule
+            precond = adam_preconditioner(self.optimizer, self._params)
+            rule = rule if precond is not None else None
         res = top_eigenvalue(
             lambda: loss_fn(self.model(x), y),
             self._params,
@@ -293,10 +306,11 @@ class StabilityMonitor:
             seed=self.seed,
             method=self.sharpness_method,
             model=self.model,
+            precondition=precond,
         )
-        out: dict[str, float | None] = dict.fromkeys(PROBE_FIELDS)
+        out: dict[str, Any] = dict.fromkeys(PROBE_FIELDS)
         out["sharpness"] = res.value
-        rule = stability_rule(self.optimizer)
+        out["preconditioned"] = precond is not None
         if rule is not None:
             lr = self._effective_lr()
             lr = float(lr.item()) if isinstance(lr, Tensor) else float(lr)

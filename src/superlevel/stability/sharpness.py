@@ -22,7 +22,7 @@ iteration) or after ``iters`` products.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -144,6 +144,27 @@ def _lanczos(hvp: Callable[[Tensor], Tensor], v: Tensor, iters: int, tol: float)
     return SharpnessResult(abs(top), top, iters, False)
 
 
+def _preconditioned(
+    hvp: Callable[[Tensor], Tensor], params: list[Tensor], precondition: Sequence[Tensor]
+) -> Callable[[Tensor], Tensor]:
+    """``v -> P^{-1/2} H P^{-1/2} v`` for a positive diagonal ``P`` given per param."""
+    if len(precondition) != len(params):
+        raise ValueError(
+            f"precondition needs one tensor per trainable param: got {len(precondition)} "
+            f"for {len(params)}"
+        )
+    for i, (d, p) in enumerate(zip(precondition, params, strict=True)):
+        if d.shape != p.shape:
+            raise ValueError(
+                f"precondition[{i}] has shape {tuple(d.shape)}, param {tuple(p.shape)}"
+            )
+    flat = torch.cat([d.detach().reshape(-1) for d in precondition]).to(params[0])
+    if not bool((flat > 0).all()):
+        raise ValueError("precondition must be positive everywhere")
+    scale = flat.rsqrt()
+    return lambda v: scale * hvp(scale * v)
+
+
 def _check(iters: int, tol: float, method: str) -> None:
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
         raise ValueError(f"iters must be an int >= 1, got {iters!r}")
@@ -162,6 +183,7 @@ def top_eigenvalue(
     seed: int = 0,
     method: str = "power",
     model: nn.Module | None = None,
+    precondition: Sequence[Tensor] | None = None,
 ) -> SharpnessResult:
     """Dominant Hessian eigenvalue of ``loss_fn()`` w.r.t. ``params``, with diagnostics.
 
@@ -179,6 +201,11 @@ def top_eigenvalue(
             uses its running statistics, dropout is off, so ``loss_fn`` is a fixed
             function) and every submodule's ``training`` flag is restored afterwards.
             Without ``model``, ``loss_fn`` runs in whatever mode the caller left.
+        precondition: optional positive diagonal ``P`` (one tensor per trainable param,
+            same shapes): then the dominant eigenvalue of ``P^{-1} H`` is returned
+            (computed as ``P^{-1/2} H P^{-1/2}``, which is symmetric with the same
+            spectrum). This is the sharpness that governs a preconditioned method such
+            as Adam (``P = sqrt(v_hat) + eps``).
 
     Returns:
         A :class:`SharpnessResult`.
@@ -194,6 +221,8 @@ def top_eigenvalue(
         model.eval()
     try:
         hvp, n = hessian_vector_product(loss_fn, plist)
+        if precondition is not None:
+            hvp = _preconditioned(hvp, plist, precondition)
         gen = torch.Generator().manual_seed(seed)
         v = torch.randn(n, generator=gen, dtype=torch.float64)
         v = v.to(device=plist[0].device, dtype=plist[0].dtype)
@@ -213,6 +242,7 @@ def sharpness(
     seed: int = 0,
     method: str = "power",
     model: nn.Module | None = None,
+    precondition: Sequence[Tensor] | None = None,
 ) -> float:
     """Sharpness ``|lambda|_max`` of the Hessian of ``loss_fn()`` w.r.t. ``params``.
 
@@ -224,4 +254,13 @@ def sharpness(
     Example:
         >>> s = sharpness(lambda: loss_fn(model(x), y), model, model=model)
     """
-    return top_eigenvalue(loss_fn, params, iters, tol, seed=seed, method=method, model=model).value
+    return top_eigenvalue(
+        loss_fn,
+        params,
+        iters,
+        tol,
+        seed=seed,
+        method=method,
+        model=model,
+        precondition=precondition,
+    ).value

@@ -14,10 +14,13 @@ On ``L = 0.5 * lambda * x^2`` the update ``x <- x - eta * g`` of
 ``stats()["effective_lr"]``), so its threshold is the plain one with ``eta = eta_eff``
 (times the momentum factor when it uses momentum).
 
-Adam, AdamW and other adaptive methods: their stability is governed by the
-*preconditioned* sharpness ``lambda_max(P^{-1} H)`` against ``(2 + 2*beta1) / ((1 - beta1) * lr)``
-(Cohen et al., 2022), not by the raw sharpness measured here; :func:`stability_rule`
-returns ``None`` for them and the monitor records the raw sharpness with no threshold.
+Adam and AdamW: their stability is governed by the *preconditioned* sharpness
+``lambda_max(P^{-1} H)`` with ``P = diag(sqrt(v_hat) + eps)`` (Adam's current
+denominator), against ``(2 + 2*beta1) / ((1 - beta1) * lr)`` (Cohen et al., 2022,
+"Adaptive gradient methods at the edge of stability"): Adam's first moment is heavy-ball
+momentum ``beta1`` with dampening ``beta1``. :func:`stability_rule` returns that rule
+with ``preconditioned=True`` and :func:`adam_preconditioner` gives ``P`` from the
+optimizer's state; weight decay is ignored for Adam. Other optimizers: ``None``.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["StabilityRule", "momentum_factor", "stability_rule"]
+__all__ = ["StabilityRule", "adam_preconditioner", "momentum_factor", "stability_rule"]
 
 
 def momentum_factor(momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False) -> float:
@@ -55,12 +58,15 @@ class StabilityRule:
     Attributes:
         factor: ``c`` from :func:`momentum_factor`.
         weight_decay: L2 coefficient added to the curvature (coupled decay only).
-        kind: ``"sgd"``, ``"heavy_ball"``, ``"nesterov"`` or ``"superlevel"``.
+        kind: ``"sgd"``, ``"heavy_ball"``, ``"nesterov"``, ``"superlevel"`` or ``"adam"``.
+        preconditioned: the sharpness to compare is that of ``P^{-1} H``
+            (:func:`adam_preconditioner`), not of ``H``.
     """
 
     factor: float
     weight_decay: float = 0.0
     kind: str = "sgd"
+    preconditioned: bool = False
 
     def threshold(self, eta: float) -> float:
         """Largest stable sharpness at step size ``eta``: ``factor / eta - weight_decay``."""
@@ -82,16 +88,19 @@ def stability_rule(optimizer: torch.optim.Optimizer, group: int = 0) -> Stabilit
     """The :class:`StabilityRule` of ``optimizer.param_groups[group]``, or ``None``.
 
     Recognised: ``torch.optim.SGD`` and ``SuperLevelSGD`` (by their ``momentum``,
-    ``dampening``, ``nesterov`` and ``weight_decay`` group entries). ``None`` for
-    adaptive and unknown optimizers (see the module docstring).
+    ``dampening``, ``nesterov`` and ``weight_decay`` group entries), ``Adam`` and
+    ``AdamW`` (a preconditioned rule). ``None`` for other optimizers.
     """
     try:
         from superlevel.optim import SuperLevelSGD
     except ImportError:  # the optimizer package is optional for this module
         SuperLevelSGD = ()  # noqa: N806
+    g = optimizer.param_groups[group]
+    if isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+        beta1 = _value(g["betas"][0])
+        return StabilityRule(factor=momentum_factor(beta1, beta1), kind="adam", preconditioned=True)
     if not isinstance(optimizer, (torch.optim.SGD, SuperLevelSGD)):
         return None
-    g = optimizer.param_groups[group]
     mu = _value(g.get("momentum", 0.0))
     nesterov = bool(g.get("nesterov", False))
     factor = momentum_factor(mu, _value(g.get("dampening", 0.0)), nesterov)
@@ -100,3 +109,27 @@ def stability_rule(optimizer: torch.optim.Optimizer, group: int = 0) -> Stabilit
     else:
         kind = "superlevel"
     return StabilityRule(factor=factor, weight_decay=_value(g.get("weight_decay", 0.0)), kind=kind)
+
+
+def adam_preconditioner(
+    optimizer: torch.optim.Optimizer, params: list[torch.Tensor]
+) -> list[torch.Tensor] | None:
+    """Adam's diagonal ``P = sqrt(v_hat) + eps`` for each of ``params``, or ``None``.
+
+    ``v_hat = v / (1 - beta2**t)`` (with ``amsgrad`` the running max of ``v``), from the
+    optimizer state; ``None`` while a param has no state yet (before its first step).
+    """
+    if not isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+        return None
+    group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    out = []
+    for p in params:
+        state = optimizer.state.get(p)
+        g = group_of.get(id(p))
+        if not state or g is None or "exp_avg_sq" not in state:
+            return None
+        v = state["max_exp_avg_sq"] if g.get("amsgrad") else state["exp_avg_sq"]
+        step = _value(state["step"])
+        bias = 1.0 - _value(g["betas"][1]) ** step
+        out.append((v.detach() / bias).sqrt() + _value(g["eps"]))
+    return out

@@ -7,8 +7,9 @@ Usage::
     python benchmarks/step_cost.py --device cuda --configs 1e7x100,1e8x200,1e9x400
 
 Each config ``NxK`` is N float32 parameters split into K equal tensors, with random
-gradients. Every candidate steps the same tensors in turn (round robin, so drifting load on
-a shared machine hits all alike); the table gives the median time per step and ratios to
+gradients. Every candidate steps the same tensors in turn (round robin in a shuffled order,
+on CPU after a cache flush, so drifting load and cache state hit all alike); the table
+gives the time per step (median by default) and ratios to
 ``SGD(foreach)`` and to ``clip_grad_norm_ + SGD(foreach)``. Memory traffic per step:
 SGD 3N floats, ours 4N (one extra read of the gradients for the global norm),
 clip + SGD 6N.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import sys
 import time
@@ -72,8 +74,10 @@ def candidates(params: list[torch.nn.Parameter], device: str) -> dict[str, Calla
     out[CLIP] = clip_sgd
     out["Adam(fused)"] = torch.optim.Adam(params, lr=1e-6, fused=True).step
     out["SuperLevelSGD"] = SuperLevelSGD(params, lr=1e-3, decay=1e-4).step
-    # The default is the fused kernel; time the foreach path too.
-    out["SuperLevelSGD(foreach)"] = SuperLevelSGD(params, lr=1e-3, decay=1e-4, foreach=True).step
+    # The default is foreach on CPU and fused on CUDA; time the other one too.
+    other = {"fused": True} if device == "cpu" else {"foreach": True}
+    name = f"SuperLevelSGD({next(iter(other))})"
+    out[name] = SuperLevelSGD(params, lr=1e-3, decay=1e-4, **other).step
     return out
 
 
@@ -102,9 +106,12 @@ def time_steps(
     # finds the tensors left in cache by the step timed before it (as after a backward).
     flush = torch.empty(FLUSH_BYTES // 4) if device == "cpu" and FLUSH_BYTES else None
     times: dict[str, list[float]] = {name: [] for name in steps}
+    rng = random.Random(0)
     with torch.no_grad():
         for r in range(warmup + repeats):
-            for name, step in steps.items():
+            order = list(steps.items())
+            rng.shuffle(order)  # no candidate always follows the same one
+            for name, step in order:
                 if flush is not None:
                     flush.fill_(float(r))
                 sync()

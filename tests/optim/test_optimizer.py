@@ -279,14 +279,10 @@ def test_stats_are_zero_dim_tensors_with_the_rule_values():
     assert s["effective_lr"].item() == pytest.approx(s["lr"].item() * s["scale"].item())
 
 
-def test_default_path_is_fused_where_torch_has_the_kernel():
+def test_default_path_is_foreach_on_cpu():
     f32 = [torch.zeros(2)]
-    assert resolve_impl(f32, foreach=None, fused=None) == "fused"
-    assert resolve_impl([torch.zeros(2, dtype=torch.float64)], foreach=None, fused=None) == "fused"
-    complex_default = resolve_impl(
-        [torch.zeros(2, dtype=torch.complex64)], foreach=None, fused=None
-    )
-    assert complex_default == "foreach"
+    assert resolve_impl(f32, foreach=None, fused=None) == "foreach"
+    assert resolve_impl(f32, foreach=None, fused=True) == "fused"
     assert resolve_impl(f32, foreach=False, fused=None) == "single"
     assert resolve_impl(f32, foreach=True, fused=None) == "foreach"
     assert resolve_impl(f32, foreach=None, fused=False) == "foreach"

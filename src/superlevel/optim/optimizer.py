@@ -99,8 +99,8 @@ class SuperLevelSGD(Optimizer):
         foreach: Multi-tensor path. ``foreach=False`` (and ``fused`` not set) selects the
             per-tensor path.
         fused: Torch's fused SGD kernel with a tensor lr ``a_t * eta_t`` (CPU, CUDA, ...;
-            float dtypes). Default (both ``None``): fused where supported (not float64 on
-            accelerators), else foreach. Under ``torch.compile`` the foreach path is used.
+            float dtypes). Default (both ``None``): fused on accelerators (float16/bfloat16/
+            float32), foreach otherwise. Under ``torch.compile`` the foreach path is used.
         capturable: Allow CUDA-graph capture of ``step()`` (torch refuses it otherwise) and
             check its preconditions (params on an accelerator, ``nonfinite="skip"``).
             Every path is already free of host syncs; a float ``lr`` is baked into a

@@ -290,3 +290,20 @@ def test_param_group_added_after_construction_is_restored():
     assert torch.equal(a.detach(), torch.ones(2))
     assert torch.equal(b.detach(), torch.full((3,), 2.0))
     assert len(opt.state) == 0  # momentum buffers created by the trial are gone
+
+
+def test_float64_losses_are_compared_in_float64():
+    # L rises by 1e-9 from 1.0: invisible in float32, a violation in float64
+    x = torch.ones(1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.SGD([x], lr=1e-9, maximize=True)
+
+    def closure():
+        opt.zero_grad()
+        loss = x.sum()
+        loss.backward()
+        return loss
+
+    guard = LyapunovGuard(opt, max_retries=0)
+    guard.step(closure)
+    assert not guard.last.accepted
+    assert torch.equal(x.detach(), torch.ones(1, dtype=torch.float64))

@@ -335,7 +335,10 @@ class LyapunovGuard:
             loss0 = closure()
         if not isinstance(loss0, Tensor):
             raise ValueError(f"closure must return a loss tensor, got {type(loss0).__name__}")
-        l0 = loss0.detach()
+        l0 = loss0.detach().reshape(())
+        # compare in at least float32, in the loss's own precision when higher (float64)
+        dtype = torch.promote_types(l0.dtype, torch.float32)
+        l0 = l0.to(dtype)
         snap = self._snapshot
         # grads too, even with `evaluate`: an optimizer may modify them in its step
         snap.take(grads=True)
@@ -349,7 +352,8 @@ class LyapunovGuard:
             self.optimizer.step()
             l1 = self._reevaluate(closure)
             # the one host sync of this trial: both losses at once
-            before, after = torch.stack([l0.float().reshape(()), l1.float().reshape(())]).tolist()
+            l1 = l1.reshape(()).to(device=l0.device, dtype=dtype)
+            before, after = torch.stack([l0, l1]).tolist()
             if after <= before + self.tol:  # False for NaN / inf-inf
                 accepted = True
                 break
@@ -361,7 +365,7 @@ class LyapunovGuard:
                 snap.restore()
 
         applied = accepted or self.on_failure == "accept"
-        if accepted or self.on_failure == "accept":
+        if applied:
             snap.restore_groups(("lr",))  # the shrink is per call
         if not applied:
             self.counters["skips"] += 1

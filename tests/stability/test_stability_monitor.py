@@ -264,6 +264,8 @@ def test_tensorboard_missing_gives_a_clear_import_error(tmp_path):
         ({"probe_batch": (1, 2)}, "loss_fn"),
         ({"probe_batch": (1, 2, 3), "loss_fn": F.mse_loss}, "probe_batch"),
         ({"sharpness_method": "qr"}, "sharpness_method"),
+        ({"sharpness_iters": 0}, "sharpness_iters"),
+        ({"sharpness_tol": -1.0}, "sharpness_tol"),
         ({"guard": object()}, "guard"),
     ],
 )

@@ -62,7 +62,7 @@ def plot_records(records: list[dict[str, Any]], path: Path, title: str | None = 
         ax.text(
             0.01,
             0.02,
-            "no threshold for this optimizer (adaptive)",
+            "no stability rule for this optimizer: sharpness only",
             transform=ax.transAxes,
             fontsize=8,
         )

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from superlevel.stability.sharpness import top_eigenvalue
+from superlevel.stability.sharpness import check_solver_args, top_eigenvalue
 from superlevel.stability.thresholds import adam_preconditioner, stability_rule
 
 __all__ = ["StabilityMonitor"]
@@ -58,6 +58,11 @@ GUARD_FIELDS = ("guard_accepted", "guard_applied", "guard_retries", "guard_dV")
 
 class StabilityMonitor:
     """Record stability diagnostics of a training run; works with any optimizer.
+
+    ``record(loss)`` takes the loss the step was computed from (batch ``t`` at the
+    params before the update), so ``dV_t = L_t - L_{t-1}`` compares consecutive
+    mini-batches and mixes the Lyapunov change with batch-to-batch noise; with a guard,
+    ``guard_dV`` is the same-batch change.
 
     Args:
         model: the model being trained.
@@ -132,10 +137,10 @@ class StabilityMonitor:
                 raise ValueError(f"probe_batch must be an (x, y) pair, got {type(probe_batch)}")
             if loss_fn is None or not callable(loss_fn):
                 raise ValueError(f"loss_fn must be callable when probe_batch is given: {loss_fn!r}")
-        if sharpness_method not in ("power", "lanczos"):
-            raise ValueError(
-                f"sharpness_method must be 'power' or 'lanczos', got {sharpness_method!r}"
-            )
+        try:
+            check_solver_args(sharpness_iters, sharpness_tol, sharpness_method)
+        except ValueError as exc:
+            raise ValueError(f"sharpness_{exc}") from None
         if guard is not None and not hasattr(guard, "last"):
             raise ValueError(f"guard must be a LyapunovGuard, got {guard!r}")
         self.model = model

@@ -165,7 +165,8 @@ def _preconditioned(
     return lambda v: scale * hvp(scale * v)
 
 
-def _check(iters: int, tol: float, method: str) -> None:
+def check_solver_args(iters: int, tol: float, method: str) -> None:
+    """Raise ``ValueError`` naming the bad value among ``iters``, ``tol``, ``method``."""
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
         raise ValueError(f"iters must be an int >= 1, got {iters!r}")
     if not isinstance(tol, (int, float)) or not (math.isfinite(tol) and tol >= 0):
@@ -210,7 +211,7 @@ def top_eigenvalue(
     Returns:
         A :class:`SharpnessResult`.
     """
-    _check(iters, tol, method)
+    check_solver_args(iters, tol, method)
     if isinstance(params, nn.Module):
         params = params.parameters()
     plist = [p for p in params if p.requires_grad]

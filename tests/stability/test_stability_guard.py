@@ -307,3 +307,34 @@ def test_float64_losses_are_compared_in_float64():
     guard.step(closure)
     assert not guard.last.accepted
     assert torch.equal(x.detach(), torch.ones(1, dtype=torch.float64))
+
+
+def test_snapshot_buffers_are_reused_across_calls():
+    model, x, y = _model_and_data()
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    guard = LyapunovGuard(opt)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        return loss
+
+    guard.step(closure)
+    guard.step(closure)  # state exists from here on
+    snap = guard._snapshot
+    ids = (
+        [id(b) for b in snap._param_buf],
+        {i: id(b) for i, b in snap._grad_buf.items()},
+        {i: {k: id(b) for k, b in d.items()} for i, d in snap._state_buf.items()},
+    )
+    for _ in range(3):
+        guard.step(closure)
+    assert ids == (
+        [id(b) for b in snap._param_buf],
+        {i: id(b) for i, b in snap._grad_buf.items()},
+        {i: {k: id(b) for k, b in d.items()} for i, d in snap._state_buf.items()},
+    )
+    # and no buffer is shared with the optimizer's live state
+    live = {id(v) for s in opt.state.values() for v in s.values() if torch.is_tensor(v)}
+    assert not live & {i for d in ids[2].values() for i in d.values()}

@@ -76,7 +76,8 @@ class SuperLevelSGD(Optimizer):
 
     With ``momentum = weight_decay = 0`` this is the paper's
     ``theta - a0 * exp(-beta t) * grad / (1 + ||grad||)``: exponential decay times a
-    smooth global-norm clip (the step length ``a_t * eta_t * ||g||`` stays below ``a_t``).
+    smooth global-norm clip (the step length ``a_t * eta_t * ||g||`` stays below
+    ``a_t * norm_scale``, i.e. below ``a_t`` with the default ``norm_scale = 1``).
 
     Args:
         params: Parameters or param-group dicts. Groups may override ``lr``, ``decay``,

@@ -106,7 +106,11 @@ def _sum_of_squares(
             out.append(_cpu_sum_of_squares(gs, acc))
             continue
         if foreach and device.type in ("cpu", "cuda", "xpu", "mps"):
-            if hasattr(torch, "_foreach_powsum") and not torch.compiler.is_compiling():
+            if (
+                device.type == "cpu"
+                and hasattr(torch, "_foreach_powsum")
+                and not torch.compiler.is_compiling()
+            ):
                 # sum |g|^2 directly: no sqrt-then-square, and 2-3x cheaper per tensor on CPU.
                 # (dynamo cannot trace it in torch 2.13, hence the norm under compile.)
                 try:
@@ -116,11 +120,22 @@ def _sum_of_squares(
                         raise  # e.g. a sync flagged by set_sync_debug_mode: do not hide it
                     squares = torch._foreach_pow(torch._foreach_norm(gs, 2, dtype=acc), 2)
             else:
-                squares = torch._foreach_pow(torch._foreach_norm(gs, 2, dtype=acc), 2)
+                # Square after stacking: a foreach pow would allocate one output tensor per
+                # gradient, host work that delays the update's launch on CUDA.
+                out.append(torch.stack(_foreach_norm(gs, acc)).square().sum())
+                continue
         else:
             squares = [torch.linalg.vector_norm(g, 2, dtype=acc).square() for g in gs]
         out.append(torch.stack(list(squares)).sum())
     return out
+
+
+def _foreach_norm(gs: list[Tensor], acc: torch.dtype | None) -> list[Tensor]:
+    # Pass dtype only when it widens: with an explicit dtype, torch's CUDA multi-tensor
+    # norm may take its per-tensor slow route (one launch per gradient).
+    if acc is None or all(g.dtype == acc for g in gs):
+        return list(torch._foreach_norm(gs, 2))
+    return list(torch._foreach_norm(gs, 2, dtype=acc))
 
 
 _BLAS_DTYPES = (torch.float32, torch.float64)

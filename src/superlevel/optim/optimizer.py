@@ -161,13 +161,14 @@ class SuperLevelSGD(Optimizer):
             fused=fused,
             capturable=capturable,
         )
-        self._last: dict[str, Tensor] | None = None
+        # Mutated in place by step(): torch.compile cannot trace a new attribute binding.
+        self._last: dict[str, Tensor] = {}
         self._bucket_cache: dict[int, tuple[tuple[int, ...], Buckets]] = {}
         super().__init__(params, defaults)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        self.__dict__.setdefault("_last", None)
+        self.__dict__.setdefault("_last", {})
         self.__dict__.setdefault("_bucket_cache", {})
         for group in self.param_groups:
             for key, value in (
@@ -261,10 +262,12 @@ class SuperLevelSGD(Optimizer):
         loc = (lambda ts: [local(t) for t in ts]) if sharded else (lambda ts: ts)
         home = local(all_grads[0]).device
         # torch's check: capturing a step needs capturable=True (older torch: cuda name).
-        check = getattr(self, "_accelerator_graph_capture_health_check", None)
-        check = check or getattr(self, "_cuda_graph_capture_health_check", None)
-        if check is not None:
-            check()
+        # Skipped under torch.compile: dynamo cannot trace the check (a graph break).
+        if not torch.compiler.is_compiling():
+            check = getattr(self, "_accelerator_graph_capture_health_check", None)
+            check = check or getattr(self, "_cuda_graph_capture_health_check", None)
+            if check is not None:
+                check()
         if self.defaults["capturable"]:
             bad = [p for _, ps, _, _ in collected for p in loc(ps) if p.device.type == "cpu"]
             if bad:
@@ -323,7 +326,7 @@ class SuperLevelSGD(Optimizer):
         for group in self.param_groups:
             group["step"].add_(done)
             group["skipped"].add_(1.0 - done)
-        self._last = {"grad_norm": norm, "scale": eta, "lr": last_lr, "effective_lr": last_lr * eta}
+        self._last.update(grad_norm=norm, scale=eta, lr=last_lr, effective_lr=last_lr * eta)
         return loss
 
     def _buckets(self, gi: int, params: list[Tensor]) -> Buckets:

@@ -50,12 +50,18 @@ def run_demo(args: argparse.Namespace) -> int:
     if status:
         return status
     suite = get_suite("quick")
-    if suite.grid_task and not args.no_grid:
-        grid = ["bench", "tune", "--task", suite.grid_task, "--mode", "grid",
+    for task in () if args.no_grid else suite.grid_tasks:
+        missing = _missing_data(task, args.data_dir)
+        if missing:
+            print(f"lr grid on {task}: SKIPPED, its data is missing ({missing})")
+            continue
+        grid = ["bench", "tune", "--task", task, "--mode", "grid",
                 "--optimizers", ",".join(suite.optimizers), "--trials", str(suite.grid_points),
                 "--seeds", str(suite.seeds), "--budget", args.budget or suite.budget,
                 "--db", args.db, "--device", args.device,
                 "--threads", str(args.threads)]  # fmt: skip
+        if args.data_dir:
+            grid += ["--data-dir", args.data_dir]
         if args.quiet:
             grid.append("--quiet")
         status = main(grid)
@@ -65,3 +71,15 @@ def run_demo(args: argparse.Namespace) -> int:
     minutes = (time.perf_counter() - start) / 60
     print(f"demo done in {minutes:.1f} min: open {Path(args.out) / 'report.html'}")
     return status
+
+
+def _missing_data(task: str, data_dir: str | None) -> str | None:
+    """Where the task's data folder was looked for, when it is absent; else ``None``."""
+    from superlevel.bench.tasks import get_task
+    from superlevel.data.base import resolve_data_dir
+
+    needs = get_task(task).needs_data
+    if needs is None:
+        return None
+    folder = resolve_data_dir(data_dir) / needs
+    return None if folder.is_dir() else f"no folder {folder}"

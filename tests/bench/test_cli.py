@@ -288,7 +288,7 @@ def test_demo_runs_the_quick_suite_and_writes_the_report(
 
     tiny = suites.Suite(
         "quick", "stand-in", ("quadratic",), ("sgd", "superlevel"), 1, "quick",
-        grid_task="quadratic", grid_points=2,
+        grid_tasks=("quadratic",), grid_points=2,
     )  # fmt: skip
     monkeypatch.setitem(suites.SUITES, "quick", tiny)
     db, out = tmp_path / "d.db", tmp_path / "rep"
@@ -331,3 +331,26 @@ def test_per_optimizer_hyperparameters(tmp_path: Path, capsys) -> None:
     assert main([*args.split(), str(db)]) == 0
     runs = {r["optimizer"]: r["hparams"] for r in Store(db).runs()}
     assert runs == {"sgd": {"lr": 0.05}, "superlevel": {"lr": 0.05, "decay_total": 0.5}}
+
+
+def test_demo_skips_the_lr_grid_of_a_task_whose_data_is_missing(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from superlevel.bench import suites
+
+    tiny = suites.Suite(
+        "quick", "stand-in", ("quadratic",), ("sgd",), 1, "quick",
+        grid_tasks=("mnist_logreg", "quadratic"), grid_points=2,
+    )  # fmt: skip
+    monkeypatch.setitem(suites.SUITES, "quick", tiny)
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    db, out = tmp_path / "d.db", tmp_path / "rep"
+    argv = ["demo", "--db", str(db), "--out", str(out), "--quiet", "--data-dir", str(empty)]
+    code, stdout, _ = _run(argv, capsys)
+    assert code == 0
+    assert (
+        f"lr grid on mnist_logreg: SKIPPED, its data is missing (no folder {empty / 'mnist'})"
+        in stdout
+    )
+    assert "| sgd | tuned | 1 |" in (out / "report.md").read_text()  # the quadratic's grid ran

@@ -16,9 +16,10 @@ from superlevel.bench.tasks import TASKS, UnknownNameError
 class Suite:
     """A named set of runs: every task x optimizer x seed ``1..seeds`` at ``budget``.
 
-    ``grid_task``: when set, the demo also runs the DeepOBS learning-rate grid
-    (``grid_points`` log-spaced lrs per optimizer, then the best rerun over the seeds) on
-    that task, for the LR-sensitivity plot.
+    ``grid_tasks``: on these tasks the demo also runs the DeepOBS learning-rate grid
+    (``grid_points`` log-spaced lrs per optimizer, the same number for everyone, selected on
+    the validation metric, then the best rerun over the seeds): the fair comparison, and
+    the LR-sensitivity plot.
     """
 
     name: str
@@ -27,7 +28,7 @@ class Suite:
     optimizers: tuple[str, ...]
     seeds: int
     budget: str
-    grid_task: str | None = None
+    grid_tasks: tuple[str, ...] = ()
     grid_points: int = 7
 
     def __post_init__(self) -> None:
@@ -37,8 +38,9 @@ class Suite:
         for o in self.optimizers:
             if o not in OPTIMIZERS:
                 raise UnknownNameError("optimizer", o, list(OPTIMIZERS))
-        if self.grid_task is not None and self.grid_task not in TASKS:
-            raise UnknownNameError("task", self.grid_task, list(TASKS))
+        for t in self.grid_tasks:
+            if t not in TASKS:
+                raise UnknownNameError("task", t, list(TASKS))
         if self.seeds < 1:
             raise ValueError(f"suite {self.name!r}: seeds must be >= 1, got {self.seeds}")
 
@@ -48,7 +50,8 @@ SUITES: dict[str, Suite] = {
     for s in [
         Suite(
             "quick",
-            "five small tasks, nine optimizers, 2 seeds, quick budgets, lr grid on digits_mlp",
+            "five small tasks, nine optimizers, 2 seeds, quick budgets: defaults, then a"
+            " 7-point lr grid per optimizer and task",
             ("quadratic", "multiwell", "digits_mlp", "mnist1d_mlp", "mnist_mlp"),
             (
                 "sgd",
@@ -63,7 +66,7 @@ SUITES: dict[str, Suite] = {
             ),
             2,
             "quick",
-            grid_task="digits_mlp",
+            grid_tasks=("quadratic", "multiwell", "digits_mlp", "mnist1d_mlp", "mnist_mlp"),
             grid_points=7,
         ),
         Suite(

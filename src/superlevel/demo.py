@@ -38,15 +38,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from superlevel.cli import main
 
     start = time.perf_counter()
-    argv = ["bench", "run", "--suite", "quick", "--db", args.db, "--device", args.device,
-            "--threads", str(args.threads)]  # fmt: skip
-    if args.budget:
-        argv += ["--budget", args.budget]
-    if args.data_dir:
-        argv += ["--data-dir", args.data_dir]
-    if args.quiet:
-        argv.append("--quiet")
-    status = main(argv)
+    budget = ["--budget", args.budget] if args.budget else []
+    status = main(["bench", "run", "--suite", "quick", *budget, *_passed_on(args)])
     if status:
         return status
     suite = get_suite("quick")
@@ -58,12 +51,7 @@ def run_demo(args: argparse.Namespace) -> int:
         grid = ["bench", "tune", "--task", task, "--mode", "grid",
                 "--optimizers", ",".join(suite.optimizers), "--trials", str(suite.grid_points),
                 "--seeds", str(suite.seeds), "--budget", args.budget or suite.budget,
-                "--db", args.db, "--device", args.device,
-                "--threads", str(args.threads)]  # fmt: skip
-        if args.data_dir:
-            grid += ["--data-dir", args.data_dir]
-        if args.quiet:
-            grid.append("--quiet")
+                *_passed_on(args)]  # fmt: skip
         status = main(grid)
         if status:
             return status
@@ -71,6 +59,16 @@ def run_demo(args: argparse.Namespace) -> int:
     minutes = (time.perf_counter() - start) / 60
     print(f"demo done in {minutes:.1f} min: open {Path(args.out) / 'report.html'}")
     return status
+
+
+def _passed_on(args: argparse.Namespace) -> list[str]:
+    """The options that ``demo`` hands on unchanged to ``bench run`` and ``bench tune``."""
+    argv = ["--db", args.db, "--device", args.device, "--threads", str(args.threads)]
+    if args.data_dir:
+        argv += ["--data-dir", args.data_dir]
+    if args.quiet:
+        argv.append("--quiet")
+    return argv
 
 
 def _missing_data(task: str, data_dir: str | None) -> str | None:

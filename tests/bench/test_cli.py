@@ -16,6 +16,7 @@ from superlevel.bench.tasks import TASKS
 from superlevel.cli import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+RUN_SGD_ON_QUADRATIC = ["bench", "run", "--task", "quadratic", "--optimizers", "sgd"]
 
 
 def _run(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -88,21 +89,7 @@ def test_run_end_to_end_and_results_csv(filled_db: Path, capsys) -> None:
 def test_rerun_does_not_redo_finished_runs(filled_db: Path, capsys) -> None:
     before = Store(filled_db).count("runs")
     code, out, _ = _run(
-        [
-            "bench",
-            "run",
-            "--task",
-            "quadratic",
-            "--optimizers",
-            "sgd",
-            "--seeds",
-            "2",
-            "--epochs",
-            "3",
-            "--db",
-            str(filled_db),
-        ],
-        capsys,
+        [*RUN_SGD_ON_QUADRATIC, "--seeds", "2", "--epochs", "3", "--db", str(filled_db)], capsys
     )
     assert code == 0
     assert out.count("already done, skipped") == 2
@@ -211,17 +198,7 @@ def test_corrupted_and_locked_db_via_cli(filled_db: Path, tmp_path: Path, capsys
     bad = tmp_path / "bad.db"
     payload = b"\x00garbage" * 500
     bad.write_bytes(payload)
-    args = [
-        "bench",
-        "run",
-        "--task",
-        "quadratic",
-        "--optimizers",
-        "sgd",
-        "--epochs",
-        "1",
-        "--quiet",
-    ]
+    args = [*RUN_SGD_ON_QUADRATIC, "--epochs", "1", "--quiet"]
     code, _, err = _run([*args, "--db", str(bad)], capsys)
     assert code == 2 and "corrupted" in err and str(bad) in err
     assert bad.read_bytes() == payload

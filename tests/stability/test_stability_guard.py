@@ -105,6 +105,16 @@ def _model_and_data():
     return model, x, y
 
 
+def _mse_closure(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, opt):
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        return loss
+
+    return closure
+
+
 @pytest.mark.parametrize(
     "make_opt",
     [
@@ -124,13 +134,7 @@ def _model_and_data():
 def test_rejected_step_restores_params_state_grads_and_lr_bitwise(make_opt, warm):
     model, x, y = _model_and_data()
     opt = make_opt(model.parameters())
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.mse_loss(model(x), y)
-        loss.backward()
-        return loss
-
+    closure = _mse_closure(model, x, y, opt)
     for _ in range(warm):
         opt.step(closure)
     # the reference: params, state, lr and the grads at the starting point
@@ -162,13 +166,7 @@ def test_rejected_step_restores_params_state_grads_and_lr_bitwise(make_opt, warm
     opt.step()
     model2, _, _ = _model_and_data()
     opt2 = make_opt(model2.parameters())
-
-    def closure2():
-        opt2.zero_grad()
-        loss = torch.nn.functional.mse_loss(model2(x), y)
-        loss.backward()
-        return loss
-
+    closure2 = _mse_closure(model2, x, y, opt2)
     for _ in range(warm):
         opt2.step(closure2)
     opt2.step(closure2)
@@ -313,13 +311,7 @@ def test_snapshot_buffers_are_reused_across_calls():
     model, x, y = _model_and_data()
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     guard = LyapunovGuard(opt)
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.mse_loss(model(x), y)
-        loss.backward()
-        return loss
-
+    closure = _mse_closure(model, x, y, opt)
     guard.step(closure)
     guard.step(closure)  # state exists from here on
     snap = guard._snapshot

@@ -75,6 +75,14 @@ def _better(a: float, b: float, higher: bool) -> bool:
     return a > b if higher else a < b
 
 
+def _finished_value(trial: Mapping[str, Any]) -> float | None:
+    """A trial record's validation metric, or ``None`` unless it finished with a finite one."""
+    v = trial["val_metric"]
+    if trial["status"] != "finished" or v is None or not math.isfinite(v):
+        return None
+    return float(v)
+
+
 def tune(
     task: str,
     optimizers: Sequence[str],
@@ -138,17 +146,17 @@ def tune(
     env_id = store.environment_id(environment(dev))
     say = log or (lambda _msg: None)
 
-    def run_trial(spec: OptimizerSpec, hp: Mapping[str, Any], tag: str) -> dict[str, Any]:
+    def run(spec: OptimizerSpec, seed: int, hp: Mapping[str, Any], tag: str) -> RunOutcome:
         cfg = make_config(
             task,
             spec.name,
-            trial_seed,
+            seed,
             budget=budget,
             epochs=epochs,
             hparams=hp,
             task_options=task_options,
         )
-        run_one(
+        return run_one(
             cfg,
             store,
             device=dev,
@@ -158,6 +166,9 @@ def tune(
             progress=progress,
             env_id=env_id,
         )
+
+    def run_trial(spec: OptimizerSpec, hp: Mapping[str, Any], tag: str) -> dict[str, Any]:
+        cfg = run(spec, trial_seed, hp, tag).config
         row = store.get_run(cfg.run_id) or {}
         val = row.get("val_metric")
         rec = {"hparams": cfg.hparams, "status": row.get("status"), "val_metric": val}
@@ -191,27 +202,9 @@ def tune(
         else:
             say(f"  selected {res.best_hparams} (val {res.best_val:.4g})")
         for seed in range(1, seeds + 1):
-            cfg = make_config(
-                task,
-                spec.name,
-                seed,
-                budget=budget,
-                epochs=epochs,
-                hparams=res.best_hparams,
-                task_options=task_options,
-            )
-            out = run_one(
-                cfg,
-                store,
-                device=dev,
-                data_dir=data_dir,
-                checkpoint_dir=checkpoint_dir,
-                tags=("tuned",),
-                progress=progress,
-                env_id=env_id,
-            )
+            out = run(spec, seed, res.best_hparams, "tuned")
             res.final.append(out)
-            say(f"  rerun {cfg.label()}: {out.status}")
+            say(f"  rerun {out.config.label()}: {out.status}")
         results[spec.name] = res
     return results
 
@@ -221,11 +214,9 @@ def _select(
 ) -> tuple[dict[str, Any], float | None]:
     best_hp, best_val = spec.resolve(), None
     for t in trials:
-        v = t["val_metric"]
-        if t["status"] != "finished" or v is None or not math.isfinite(v):
-            continue
-        if best_val is None or _better(v, best_val, higher):
-            best_hp, best_val = dict(t["hparams"]), float(v)
+        v = _finished_value(t)
+        if v is not None and (best_val is None or _better(v, best_val, higher)):
+            best_hp, best_val = dict(t["hparams"]), v
     return best_hp, best_val
 
 
@@ -281,11 +272,11 @@ def _optuna(
                 hp[key] = trial.suggest_float(key, p.low, p.high, log=p.log)
         rec = run_trial(spec, hp, "trial")
         res.trials.append(rec)
-        v = rec["val_metric"]
-        if rec["status"] != "finished" or v is None or not math.isfinite(v):
+        v = _finished_value(rec)
+        if v is None:
             # A diverged setting is a failed trial: it counts, and is never selected.
             raise optuna.TrialPruned(f"run {rec['status']}")
-        return float(v)
+        return v
 
     # Trials from an earlier, interrupted search count towards the budget.
     previous = [t for t in study.trials if t.state in done_states]

@@ -5,18 +5,15 @@ from __future__ import annotations
 import argparse
 import math
 
-from superlevel.landscape.demo import DEMO_FUNCTIONS, OPTIMIZERS
+from superlevel.landscape.demo import DEMO_FUNCTIONS, OPTIMIZERS, _known_names
 
 
 def _optimizer_list(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    bad = [n for n in names if n not in OPTIMIZERS]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown optimizer(s) {', '.join(map(repr, bad)) or '(none given)'}; "
-            f"valid: {', '.join(OPTIMIZERS)}"
-        )
-    return names
+    # Repeats pass here: run_demo rejects them with its own message.
+    try:
+        return _known_names(text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:

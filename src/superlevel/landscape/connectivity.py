@@ -186,6 +186,51 @@ def _flat_state(model: nn.Module, state: torch.Tensor | Mapping[str, torch.Tenso
     return torch.cat([state[n].detach().reshape(-1) for n, _ in model.named_parameters()])
 
 
+def _train_and_measure(
+    loss_at: Callable[[torch.Tensor, Batch | None], torch.Tensor],
+    make_eval_fn: Callable[[], Callable[[torch.Tensor], torch.Tensor]],
+    a: torch.Tensor,
+    b: torch.Tensor,
+    batches: Iterable[Batch] | None,
+    *,
+    curve: str,
+    bends: int,
+    steps: int,
+    lr: float,
+    optimizer: str,
+    points: int,
+    kind: str,
+    seed: int,
+) -> ConnectResult:
+    """Train the bends with ``loss_at``, then measure both barriers with ``make_eval_fn()``.
+
+    The shared tail of :func:`connect` and :func:`connect_fn`: the bends descend for
+    ``kind="sub"`` and ascend for ``kind="super"``. The evaluation function is built only
+    once training is done (building it may check arguments and read data).
+    """
+    control, train_losses = train_curve(
+        loss_at,
+        a,
+        b,
+        batches,
+        curve=curve,
+        bends=bends,
+        steps=steps,
+        lr=lr,
+        optimizer=optimizer,
+        seed=seed,
+        maximize=kind == "super",
+    )
+    eval_fn = make_eval_fn()
+    return ConnectResult(
+        control=control,
+        curve=curve,
+        curve_barrier=_curve_barrier(eval_fn, control, curve, points, kind),
+        line_barrier=segment_barrier(eval_fn, a, b, points, kind),
+        train_losses=train_losses,
+    )
+
+
 def connect(
     model: nn.Module,
     state_a: torch.Tensor | Mapping[str, torch.Tensor],
@@ -244,8 +289,9 @@ def connect(
     def loss_at(theta: torch.Tensor, batch: Batch | None) -> torch.Tensor:
         return model_loss_fn(model, batch, loss, bn="train")(theta)
 
-    control, train_losses = train_curve(
+    return _train_and_measure(
         loss_at,
+        lambda: model_loss_fn(model, data if eval_data is None else eval_data, loss, bn=bn),
         a,
         b,
         batches,
@@ -254,16 +300,9 @@ def connect(
         steps=steps,
         lr=lr,
         optimizer=optimizer,
+        points=points,
+        kind=kind,
         seed=seed,
-        maximize=kind == "super",
-    )
-    eval_fn = model_loss_fn(model, data if eval_data is None else eval_data, loss, bn=bn)
-    return ConnectResult(
-        control=control,
-        curve=curve,
-        curve_barrier=_curve_barrier(eval_fn, control, curve, points, kind),
-        line_barrier=segment_barrier(eval_fn, a, b, points, kind),
-        train_losses=train_losses,
     )
 
 
@@ -292,8 +331,9 @@ def connect_fn(
     if not a.is_floating_point():
         a = a.to(torch.get_default_dtype())
     b = torch.as_tensor(theta_b).detach().reshape(-1).to(a)
-    control, train_losses = train_curve(
+    return _train_and_measure(
         lambda theta, _batch: loss_fn(theta),
+        lambda: loss_fn,
         a,
         b,
         None,
@@ -302,13 +342,7 @@ def connect_fn(
         steps=steps,
         lr=lr,
         optimizer=optimizer,
+        points=points,
+        kind=kind,
         seed=seed,
-        maximize=kind == "super",
-    )
-    return ConnectResult(
-        control=control,
-        curve=curve,
-        curve_barrier=_curve_barrier(loss_fn, control, curve, points, kind),
-        line_barrier=segment_barrier(loss_fn, a, b, points, kind),
-        train_losses=train_losses,
     )

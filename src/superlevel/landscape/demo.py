@@ -83,7 +83,8 @@ def gd_unstable_lr(fn: Landscape, factor: float = 1.05) -> float:
     return factor * max(2.0 / v for v in lam)
 
 
-def _check_names(names: Sequence[str]) -> list[str]:
+def _known_names(names: Sequence[str]) -> list[str]:
+    """The stripped, non-empty ``names``; ``ValueError`` if one is unknown or none is left."""
     names = [n.strip() for n in names if n.strip()]
     bad = [n for n in names if n not in OPTIMIZERS]
     if bad or not names:
@@ -91,6 +92,11 @@ def _check_names(names: Sequence[str]) -> list[str]:
             f"unknown optimizer(s) {', '.join(map(repr, bad)) or '(none given)'}; "
             f"valid: {', '.join(OPTIMIZERS)}"
         )
+    return names
+
+
+def _check_names(names: Sequence[str]) -> list[str]:
+    names = _known_names(names)
     if len(set(names)) != len(names):
         raise ValueError(f"optimizers repeated: {names}")
     return names

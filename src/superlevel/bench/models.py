@@ -79,15 +79,22 @@ def mnist1d_cnn(activation: str = "relu", channels: int = 25) -> nn.Sequential:
     )
 
 
+def _conv5_pool2(channels: Sequence[int], activation: str) -> list[nn.Module]:
+    """``conv 5x5 (same) - activation - max-pool 2`` for each step of ``channels``."""
+    layers: list[nn.Module] = []
+    for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
+        layers += [
+            nn.Conv2d(c_in, c_out, 5, padding=2),
+            make_activation(activation),
+            nn.MaxPool2d(2),
+        ]
+    return layers
+
+
 def mnist_cnn(activation: str = "relu") -> nn.Sequential:
     """A small LeNet-style CNN for 28x28 images: conv5x16 - pool - conv5x32 - pool - fc 10."""
     return nn.Sequential(
-        nn.Conv2d(1, 16, 5, padding=2),
-        make_activation(activation),
-        nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 5, padding=2),
-        make_activation(activation),
-        nn.MaxPool2d(2),
+        *_conv5_pool2([1, 16, 32], activation),
         nn.Flatten(),
         nn.Linear(32 * 7 * 7, 10),
     )
@@ -96,12 +103,7 @@ def mnist_cnn(activation: str = "relu") -> nn.Sequential:
 def fmnist_2c2d(activation: str = "relu") -> nn.Sequential:
     """DeepOBS 2c2d for ``(B, 1, 28, 28)`` images (3.27 M parameters)."""
     return nn.Sequential(
-        nn.Conv2d(1, 32, 5, padding=2),
-        make_activation(activation),
-        nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 5, padding=2),
-        make_activation(activation),
-        nn.MaxPool2d(2),
+        *_conv5_pool2([1, 32, 64], activation),
         nn.Flatten(),
         nn.Linear(64 * 7 * 7, 1024),
         make_activation(activation),

@@ -26,7 +26,7 @@ import difflib
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -244,109 +244,188 @@ def _init_model(seed: int, device: torch.device, make: Callable[[], nn.Module]) 
     return model.to(device)
 
 
-# --------------------------------------------------------------- synthetic tasks
+# ----------------------------------------------------------- shared assembly
+
+_Builder = Callable[..., TaskInstance]
+_TensorFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _synthetic_instance(
+def _assemble(
     spec: TaskSpec,
     seed: int,
     device: torch.device,
     budget: Budget,
-    fn: Callable[[torch.Tensor], torch.Tensor],
-    fstar: float,
-    theta0: torch.Tensor,
-    noise: float,
+    *,
+    model: nn.Module,
+    train: Batch,
+    eval_batches: Callable[[str], Iterator[Batch]],
+    loss_fn: _TensorFn,
+    metric_fn: _TensorFn,
+    metric_name: str,
+    higher_is_better: bool,
     info: dict[str, Any],
 ) -> TaskInstance:
-    dim = theta0.numel()
-    n_train = budget.max_train_examples or 1024
-    g = torch.Generator().manual_seed(_SPLIT_SEED + 17)
-    xi = torch.randn(n_train, dim, generator=g)
-    xi = noise * (xi - xi.mean(0))  # centred: the full training set gives the exact gradient
-    xi = xi.to(device)
-    ystar = torch.full((n_train,), float(fstar), device=device)
-    exact = (torch.zeros(1, dim, device=device), torch.full((1,), float(fstar), device=device))
-    model = _init_model(seed, device, lambda: models.LandscapeModel(fn, theta0))
+    """The :class:`TaskInstance` every builder returns; an epoch is one pass over ``train``.
 
-    def loss_fn(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return (out - target).mean()
-
-    def metric_fn(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return (out - target).detach().sum()
+    ``train`` is the training ``(x, y)`` on ``device``, batched in an order chosen by
+    ``seed``; the keyword arguments are the :class:`TaskInstance` fields of that name.
+    """
+    train_x, train_y = train
 
     def train_batches(epoch: int) -> Iterator[Batch]:
-        return batch_iterator(xi, ystar, budget.batch_size, seed=seed, epoch=epoch)
+        return batch_iterator(train_x, train_y, budget.batch_size, seed=seed, epoch=epoch)
 
-    def eval_batches(split: str) -> Iterator[Batch]:
-        if split not in ("train", "val", "test"):
-            raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
-        return iter([exact])
-
-    info = {**info, "n_train": n_train, "noise": noise, "f_star": float(fstar), "dim": dim}
     return TaskInstance(
         name=spec.name,
         model=model,
         loss_fn=loss_fn,
         metric_fn=metric_fn,
-        metric_name="suboptimality",
-        higher_is_better=False,
+        metric_name=metric_name,
+        higher_is_better=higher_is_better,
         train_batches=train_batches,
         eval_batches=eval_batches,
         budget=budget,
-        steps_per_epoch=max(1, n_train // budget.batch_size),
+        steps_per_epoch=max(1, len(train_y) // budget.batch_size),
         device=device,
         info=info,
     )
+
+
+def _accuracy_instance(
+    spec: TaskSpec,
+    seed: int,
+    device: torch.device,
+    budget: Budget,
+    data: Splits,
+    model: nn.Module,
+    info: dict[str, Any],
+    *,
+    loss_fn: _TensorFn,
+    metric_fn: _TensorFn,
+    eval_batch_size: int,
+) -> TaskInstance:
+    """A task on in-memory :class:`Splits` (on ``device``) measured by accuracy."""
+
+    def eval_batches(split: str) -> Iterator[Batch]:
+        x, y = data.get(split)
+        return eval_iterator(x, y, eval_batch_size)
+
+    return _assemble(
+        spec,
+        seed,
+        device,
+        budget,
+        model=model,
+        train=(data.train_x, data.train_y),
+        eval_batches=eval_batches,
+        loss_fn=loss_fn,
+        metric_fn=metric_fn,
+        metric_name="accuracy",
+        higher_is_better=True,
+        info=info,
+    )
+
+
+def _train_cap(opts: dict[str, Any], budget: Budget, n: int) -> int:
+    """Training examples kept: the smallest of the ``subset`` option, the budget cap and ``n``."""
+    return min(c for c in (opts["subset"], budget.max_train_examples, n) if c is not None)
+
+
+def _parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# --------------------------------------------------------------- synthetic tasks
+
+
+class _Landscape(NamedTuple):
+    """What a synthetic task differs in: the function, its minimum, the start, extra info."""
+
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    f_star: float
+    theta0: torch.Tensor
+    info: dict[str, Any]
+
+
+def _gap_mean(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (out - target).mean()
+
+
+def _gap_sum(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (out - target).detach().sum()
+
+
+def _synthetic(landscape: Callable[[int, dict[str, Any]], _Landscape]) -> _Builder:
+    """A builder for a noisy synthetic task on ``landscape(seed, opts)`` (module docstring)."""
+
+    def build(
+        spec: TaskSpec,
+        seed: int,
+        device: torch.device,
+        budget: Budget,
+        data_dir: str | None,
+        opts: dict[str, Any],
+    ) -> TaskInstance:
+        fn, fstar, theta0, info = landscape(seed, opts)
+        noise = opts["noise"]
+        dim = theta0.numel()
+        n_train = budget.max_train_examples or 1024
+        g = torch.Generator().manual_seed(_SPLIT_SEED + 17)
+        xi = torch.randn(n_train, dim, generator=g)
+        xi = noise * (xi - xi.mean(0))  # centred: the full training set gives the exact gradient
+        xi = xi.to(device)
+        ystar = torch.full((n_train,), float(fstar), device=device)
+        exact = (torch.zeros(1, dim, device=device), torch.full((1,), float(fstar), device=device))
+        model = _init_model(seed, device, lambda: models.LandscapeModel(fn, theta0))
+
+        def eval_batches(split: str) -> Iterator[Batch]:
+            if split not in ("train", "val", "test"):
+                raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+            return iter([exact])
+
+        info = {**info, "n_train": n_train, "noise": noise, "f_star": float(fstar), "dim": dim}
+        return _assemble(
+            spec,
+            seed,
+            device,
+            budget,
+            model=model,
+            train=(xi, ystar),
+            eval_batches=eval_batches,
+            loss_fn=_gap_mean,
+            metric_fn=_gap_sum,
+            metric_name="suboptimality",
+            higher_is_better=False,
+            info=info,
+        )
+
+    return build
 
 
 def _seeded_normal(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed + 12_345))
 
 
-def _build_quadratic(
-    spec: TaskSpec,
-    seed: int,
-    device: torch.device,
-    budget: Budget,
-    data_dir: str | None,
-    opts: dict[str, Any],
-) -> TaskInstance:
+def _quadratic(seed: int, opts: dict[str, Any]) -> _Landscape:
     from superlevel.landscape.synthetic import Quadratic
 
     dim, cond = opts["dim"], float(opts["condition"])
     # Eigenvalues log-spaced from 1 down to 1/condition: lambda_max / lambda_min = condition.
     eig = torch.logspace(0.0, -math.log10(cond), dim, dtype=torch.float64)
-    fn = Quadratic(eig)
     theta0 = _seeded_normal(seed, (dim,))
     info = {"condition": cond, "eigenvalues": "logspace(1, 1/condition)"}
-    return _synthetic_instance(spec, seed, device, budget, fn, 0.0, theta0, opts["noise"], info)
+    return _Landscape(Quadratic(eig), 0.0, theta0, info)
 
 
-def _build_rosenbrock(
-    spec: TaskSpec,
-    seed: int,
-    device: torch.device,
-    budget: Budget,
-    data_dir: str | None,
-    opts: dict[str, Any],
-) -> TaskInstance:
+def _rosenbrock(seed: int, opts: dict[str, Any]) -> _Landscape:
     from superlevel.landscape.synthetic import Rosenbrock
 
-    fn = Rosenbrock()
     # The classical start (-1.2, 1) jittered by the seed.
     theta0 = torch.tensor([-1.2, 1.0]) + 0.1 * _seeded_normal(seed, (2,))
-    info = {"a": 1.0, "b": 100.0}
-    return _synthetic_instance(spec, seed, device, budget, fn, 0.0, theta0, opts["noise"], info)
+    return _Landscape(Rosenbrock(), 0.0, theta0, {"a": 1.0, "b": 100.0})
 
 
-def _build_multiwell(
-    spec: TaskSpec,
-    seed: int,
-    device: torch.device,
-    budget: Budget,
-    data_dir: str | None,
-    opts: dict[str, Any],
-) -> TaskInstance:
+def _multiwell(seed: int, opts: dict[str, Any]) -> _Landscape:
     from superlevel.landscape.synthetic import MultiWell
 
     fn = MultiWell.default(n_wells=opts["n_wells"], seed=0)
@@ -359,69 +438,73 @@ def _build_multiwell(
     offset = 1.5 * float(fn.widths[k]) * torch.tensor([math.cos(angle), math.sin(angle)])
     theta0 = fn.centers[k].float() + offset
     info = {"n_wells": opts["n_wells"], "minima": fn.minima.tolist(), "start_well": k}
-    return _synthetic_instance(
-        spec, seed, device, budget, fn, fn.min_value, theta0, opts["noise"], info
-    )
+    return _Landscape(fn, fn.min_value, theta0, info)
 
 
 # ---------------------------------------------------------- classification tasks
 
 
-def _classification_instance(
-    spec: TaskSpec,
-    seed: int,
-    device: torch.device,
-    budget: Budget,
-    opts: dict[str, Any],
-    splits: Splits,
-    num_classes: int,
-    make_model: Callable[[], nn.Module],
-    info: dict[str, Any],
+def _cross_entropy(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(out, target)
+
+
+def _correct(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (out.argmax(-1) == target).sum()
+
+
+def _classifier(
+    load_splits: Callable[[str | None], Splits],
+    data_desc: str,
+    model_desc: str,
+    make: Callable[[str], nn.Module],
     eval_batch_size: int = 1000,
-) -> TaskInstance:
-    """Apply the data variants to the training split, move data to ``device``, wrap up."""
-    tx, ty = splits.train_x, splits.train_y
-    tx, ty = apply_imbalance(tx, ty, float(opts["imbalance"]), num_classes, _SPLIT_SEED)
-    cap = min(c for c in (opts["subset"], budget.max_train_examples, len(ty)) if c is not None)
-    tx, ty = take_subset(tx, ty, cap)
-    ty = apply_label_noise(ty, float(opts["label_noise"]), num_classes, _SPLIT_SEED)
-    data = Splits(tx, ty, splits.val_x, splits.val_y, splits.test_x, splits.test_y).to(device)
-    model = _init_model(seed, device, make_model)
+) -> _Builder:
+    """A builder for a 10-class task: ``load_splits(data_dir)``, a model ``make(activation)``.
 
-    def loss_fn(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(out, target)
+    The data variants (imbalance, cap, label noise) change the training split only; the
+    model description names the activation when the task has that option.
+    """
 
-    def metric_fn(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return (out.argmax(-1) == target).sum()
+    def build(
+        spec: TaskSpec,
+        seed: int,
+        device: torch.device,
+        budget: Budget,
+        data_dir: str | None,
+        opts: dict[str, Any],
+    ) -> TaskInstance:
+        splits = load_splits(data_dir)
+        act = opts.get("activation", "relu")
+        num_classes = 10  # every classification task of the ladder has ten classes
+        tx, ty = splits.train_x, splits.train_y
+        tx, ty = apply_imbalance(tx, ty, float(opts["imbalance"]), num_classes, _SPLIT_SEED)
+        tx, ty = take_subset(tx, ty, _train_cap(opts, budget, len(ty)))
+        ty = apply_label_noise(ty, float(opts["label_noise"]), num_classes, _SPLIT_SEED)
+        data = Splits(tx, ty, splits.val_x, splits.val_y, splits.test_x, splits.test_y)
+        data = data.to(device)
+        model = _init_model(seed, device, lambda: make(act))
+        info = {
+            "data": data_desc,
+            "model": f"{model_desc} ({act})" if "activation" in opts else model_desc,
+            "sizes": data.sizes(),
+            "num_classes": num_classes,
+            "parameters": _parameter_count(model),
+            **opts,
+        }
+        return _accuracy_instance(
+            spec,
+            seed,
+            device,
+            budget,
+            data,
+            model,
+            info,
+            loss_fn=_cross_entropy,
+            metric_fn=_correct,
+            eval_batch_size=eval_batch_size,
+        )
 
-    def train_batches(epoch: int) -> Iterator[Batch]:
-        return batch_iterator(data.train_x, data.train_y, budget.batch_size, seed=seed, epoch=epoch)
-
-    def eval_batches(split: str) -> Iterator[Batch]:
-        x, y = data.get(split)
-        return eval_iterator(x, y, eval_batch_size)
-
-    info = {
-        **info,
-        "sizes": data.sizes(),
-        "num_classes": num_classes,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        **{k: opts[k] for k in opts},
-    }
-    return TaskInstance(
-        name=spec.name,
-        model=model,
-        loss_fn=loss_fn,
-        metric_fn=metric_fn,
-        metric_name="accuracy",
-        higher_is_better=True,
-        train_batches=train_batches,
-        eval_batches=eval_batches,
-        budget=budget,
-        steps_per_epoch=max(1, len(data.train_y) // budget.batch_size),
-        device=device,
-        info=info,
-    )
+    return build
 
 
 def _splits_from_train_test(
@@ -431,83 +514,26 @@ def _splits_from_train_test(
     return Splits(tx, ty, vx, vy, x_test, y_test)
 
 
-def _build_digits_mlp(
-    spec: TaskSpec,
-    seed: int,
-    device: torch.device,
-    budget: Budget,
-    data_dir: str | None,
-    opts: dict[str, Any],
-) -> TaskInstance:
+def _digits_splits(data_dir: str | None) -> Splits:
+    """sklearn's digits (bundled, ``data_dir`` unused): a fixed 20% test, then 10% validation."""
     from superlevel.data.generated import load_digits
 
     x_np, y_np = load_digits()
     x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
-    # sklearn's digits have no test split: a fixed 20% test, then 10% validation.
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(_SPLIT_SEED))
     n_test = len(y) // 5
     test, rest = perm[:n_test], perm[n_test:]
-    splits = _splits_from_train_test(x[rest], y[rest], x[test], y[test], n_val=len(y) // 10)
-    act = opts["activation"]
-    info = {"data": "sklearn 8x8 digits", "model": f"MLP 64-64-10 ({act})"}
-    return _classification_instance(
-        spec, seed, device, budget, opts, splits, 10, lambda: models.mlp([64, 64, 10], act), info
-    )
+    return _splits_from_train_test(x[rest], y[rest], x[test], y[test], n_val=len(y) // 10)
 
 
-def _mnist1d_splits() -> Splits:
+def _mnist1d_splits(data_dir: str | None) -> Splits:
+    """MNIST-1D (generated, ``data_dir`` unused) with 500 validation examples."""
     from superlevel.data.generated import load_mnist1d
 
     d = load_mnist1d()
     x, y = torch.from_numpy(d["x"]), torch.from_numpy(d["y"])
     xt, yt = torch.from_numpy(d["x_test"]), torch.from_numpy(d["y_test"])
     return _splits_from_train_test(x, y, xt, yt, n_val=500)
-
-
-def _build_mnist1d_mlp(
-    spec: TaskSpec,
-    seed: int,
-    device: torch.device,
-    budget: Budget,
-    data_dir: str | None,
-    opts: dict[str, Any],
-) -> TaskInstance:
-    act = opts["activation"]
-    info = {"data": "MNIST-1D (generated, 4000/1000)", "model": f"MLP 40-100-100-10 ({act})"}
-    return _classification_instance(
-        spec,
-        seed,
-        device,
-        budget,
-        opts,
-        _mnist1d_splits(),
-        10,
-        lambda: models.mlp([40, 100, 100, 10], act),
-        info,
-    )
-
-
-def _build_mnist1d_cnn(
-    spec: TaskSpec,
-    seed: int,
-    device: torch.device,
-    budget: Budget,
-    data_dir: str | None,
-    opts: dict[str, Any],
-) -> TaskInstance:
-    act = opts["activation"]
-    info = {"data": "MNIST-1D (generated, 4000/1000)", "model": f"CNN 3x conv1d 25ch ({act})"}
-    return _classification_instance(
-        spec,
-        seed,
-        device,
-        budget,
-        opts,
-        _mnist1d_splits(),
-        10,
-        lambda: models.mnist1d_cnn(act),
-        info,
-    )
 
 
 def _standardize(x: torch.Tensor, train: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
@@ -517,31 +543,73 @@ def _standardize(x: torch.Tensor, train: torch.Tensor, dims: tuple[int, ...]) ->
     return (x - mean) / std
 
 
-def _image_splits(kind: str, data_dir: str | None) -> Splits:
-    """MNIST / Fashion-MNIST as ``(N, 1, 28, 28)`` float32 standardised by training stats."""
-    from superlevel.data.idx import load_mnist
+def _image_splits(d: Mapping[str, np.ndarray], dims: tuple[int, ...], add_channel: bool) -> Splits:
+    """uint8 images to float32 in ``[0, 1]``, 5000 validation, standardised by training stats.
 
-    d = load_mnist(data_dir, kind=kind)
-    x = torch.from_numpy(d["train_images"].copy()).float().div_(255.0).unsqueeze(1)
-    xt = torch.from_numpy(d["test_images"].copy()).float().div_(255.0).unsqueeze(1)
-    y = torch.from_numpy(d["train_labels"].copy()).long()
-    yt = torch.from_numpy(d["test_labels"].copy()).long()
-    splits = _splits_from_train_test(x, y, xt, yt, n_val=5000)
-    norm = splits.train_x
-    dims = (0, 1, 2, 3)
+    Args:
+        d: a loader's ``train_images``, ``train_labels``, ``test_images``, ``test_labels``.
+        dims: dimensions the mean and std are taken over.
+        add_channel: insert a channel axis (images stored as ``(N, H, W)``).
+    """
+
+    def images(key: str) -> torch.Tensor:
+        x = torch.from_numpy(d[key].copy()).float().div_(255.0)
+        return x.unsqueeze(1) if add_channel else x
+
+    def labels(key: str) -> torch.Tensor:
+        return torch.from_numpy(d[key].copy()).long()
+
+    s = _splits_from_train_test(
+        images("train_images"),
+        labels("train_labels"),
+        images("test_images"),
+        labels("test_labels"),
+        n_val=5000,
+    )
     return Splits(
-        _standardize(splits.train_x, norm, dims),
-        splits.train_y,
-        _standardize(splits.val_x, norm, dims),
-        splits.val_y,
-        _standardize(splits.test_x, norm, dims),
-        splits.test_y,
+        _standardize(s.train_x, s.train_x, dims),
+        s.train_y,
+        _standardize(s.val_x, s.train_x, dims),
+        s.val_y,
+        _standardize(s.test_x, s.train_x, dims),
+        s.test_y,
     )
 
 
-def _image_builder(
-    kind: str, model_name: str, make: Callable[[str], nn.Module]
-) -> Callable[..., TaskInstance]:
+def _mnist_splits(kind: str, data_dir: str | None) -> Splits:
+    """MNIST / Fashion-MNIST as ``(N, 1, 28, 28)``, standardised over all pixels."""
+    from superlevel.data.idx import load_mnist
+
+    return _image_splits(load_mnist(data_dir, kind=kind), (0, 1, 2, 3), add_channel=True)
+
+
+def _mnist_classifier(kind: str, model_desc: str, make: Callable[[str], nn.Module]) -> _Builder:
+    """A :func:`_classifier` on MNIST-format data ``kind`` (55k/5k/10k)."""
+    return _classifier(lambda d: _mnist_splits(kind, d), f"{kind} (55k/5k/10k)", model_desc, make)
+
+
+def _cifar10_splits(data_dir: str | None) -> Splits:
+    """CIFAR-10 as ``(N, 3, 32, 32)``, standardised per channel."""
+    from superlevel.data.cifar import load_cifar10
+
+    return _image_splits(load_cifar10(data_dir), (0, 2, 3), add_channel=False)
+
+
+# ----------------------------------------------------------------- text tasks
+
+
+def _sequence_cross_entropy(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(out.reshape(-1, out.shape[-1]), target.reshape(-1))
+
+
+def _sequence_accuracy(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # Per-sequence mean accuracy, summed over sequences (see the module docstring).
+    return (out.argmax(-1) == target).float().mean(-1).sum()
+
+
+def _char_model(make: Callable[[int, int], nn.Module], model_desc: str) -> _Builder:
+    """A builder for a character language model ``make(vocab_size, seq_len)``."""
+
     def build(
         spec: TaskSpec,
         seed: int,
@@ -550,152 +618,54 @@ def _image_builder(
         data_dir: str | None,
         opts: dict[str, Any],
     ) -> TaskInstance:
-        act = opts.get("activation", "relu")
-        desc = f"{model_name} ({act})" if "activation" in opts else model_name
-        info = {"data": f"{kind} (55k/5k/10k)", "model": desc}
-        return _classification_instance(
+        from superlevel.data.text import load_char_corpus
+
+        corpus = load_char_corpus(opts["corpus"], data_dir=data_dir)
+        seq_len = opts["seq_len"]
+        windows = {s: corpus.windows(s, seq_len) for s in ("train", "val", "test")}
+        tx, ty = windows["train"]
+        cap = _train_cap(opts, budget, len(ty))
+        # Training windows are taken in a fixed shuffled order so a cap samples the whole text.
+        perm = torch.randperm(len(ty), generator=torch.Generator().manual_seed(_SPLIT_SEED))[:cap]
+        data = Splits(tx[perm], ty[perm], *windows["val"], *windows["test"]).to(device)
+        vocab = corpus.vocab_size
+        model = _init_model(seed, device, lambda: make(vocab, seq_len))
+        info = {
+            "data": f"{corpus.source} ({corpus.sizes()} chars)",
+            "model": model_desc,
+            "vocab_size": vocab,
+            "sizes": data.sizes(),
+            "parameters": _parameter_count(model),
+            **opts,
+        }
+        return _accuracy_instance(
             spec,
             seed,
             device,
             budget,
-            opts,
-            _image_splits(kind, data_dir),
-            10,
-            lambda: make(act),
+            data,
+            model,
             info,
+            loss_fn=_sequence_cross_entropy,
+            metric_fn=_sequence_accuracy,
+            eval_batch_size=256,
         )
 
     return build
-
-
-def _build_cifar10_3c3d(
-    spec: TaskSpec,
-    seed: int,
-    device: torch.device,
-    budget: Budget,
-    data_dir: str | None,
-    opts: dict[str, Any],
-) -> TaskInstance:
-    from superlevel.data.cifar import load_cifar10
-
-    d = load_cifar10(data_dir)
-    x = torch.from_numpy(d["train_images"].copy()).float().div_(255.0)
-    xt = torch.from_numpy(d["test_images"].copy()).float().div_(255.0)
-    y = torch.from_numpy(d["train_labels"].copy()).long()
-    yt = torch.from_numpy(d["test_labels"].copy()).long()
-    s = _splits_from_train_test(x, y, xt, yt, n_val=5000)
-    dims = (0, 2, 3)  # per-channel statistics
-    splits = Splits(
-        _standardize(s.train_x, s.train_x, dims),
-        s.train_y,
-        _standardize(s.val_x, s.train_x, dims),
-        s.val_y,
-        _standardize(s.test_x, s.train_x, dims),
-        s.test_y,
-    )
-    act = opts["activation"]
-    info = {"data": "CIFAR-10 (45k/5k/10k), no augmentation", "model": f"3c3d ({act})"}
-    return _classification_instance(
-        spec, seed, device, budget, opts, splits, 10, lambda: models.cifar_3c3d(act), info, 500
-    )
-
-
-# ----------------------------------------------------------------- text tasks
-
-
-def _text_instance(
-    spec: TaskSpec,
-    seed: int,
-    device: torch.device,
-    budget: Budget,
-    data_dir: str | None,
-    opts: dict[str, Any],
-    make_model: Callable[[int], nn.Module],
-    model_desc: str,
-) -> TaskInstance:
-    from superlevel.data.text import load_char_corpus
-
-    corpus = load_char_corpus(opts["corpus"], data_dir=data_dir)
-    seq_len = opts["seq_len"]
-    windows = {s: corpus.windows(s, seq_len) for s in ("train", "val", "test")}
-    tx, ty = windows["train"]
-    cap = min(c for c in (opts["subset"], budget.max_train_examples, len(ty)) if c is not None)
-    # The training windows are taken in a fixed shuffled order so a cap samples the whole text.
-    perm = torch.randperm(len(ty), generator=torch.Generator().manual_seed(_SPLIT_SEED))[:cap]
-    data = Splits(tx[perm], ty[perm], *windows["val"], *windows["test"]).to(device)
-    vocab = corpus.vocab_size
-    model = _init_model(seed, device, lambda: make_model(vocab))
-
-    def loss_fn(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(out.reshape(-1, out.shape[-1]), target.reshape(-1))
-
-    def metric_fn(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        # Per-sequence mean accuracy, summed over sequences (see the module docstring).
-        return (out.argmax(-1) == target).float().mean(-1).sum()
-
-    def train_batches(epoch: int) -> Iterator[Batch]:
-        return batch_iterator(data.train_x, data.train_y, budget.batch_size, seed=seed, epoch=epoch)
-
-    def eval_batches(split: str) -> Iterator[Batch]:
-        x, y = data.get(split)
-        return eval_iterator(x, y, 256)
-
-    info = {
-        "data": f"{corpus.source} ({corpus.sizes()} chars)",
-        "model": model_desc,
-        "vocab_size": vocab,
-        "sizes": data.sizes(),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        **opts,
-    }
-    return TaskInstance(
-        name=spec.name,
-        model=model,
-        loss_fn=loss_fn,
-        metric_fn=metric_fn,
-        metric_name="accuracy",
-        higher_is_better=True,
-        train_batches=train_batches,
-        eval_batches=eval_batches,
-        budget=budget,
-        steps_per_epoch=max(1, len(data.train_y) // budget.batch_size),
-        device=device,
-        info=info,
-    )
-
-
-def _build_char_lstm(
-    spec: TaskSpec,
-    seed: int,
-    device: torch.device,
-    budget: Budget,
-    data_dir: str | None,
-    opts: dict[str, Any],
-) -> TaskInstance:
-    return _text_instance(
-        spec, seed, device, budget, data_dir, opts, models.CharLSTM, "LSTM 2x128, embedding 128"
-    )
-
-
-def _build_char_transformer(
-    spec: TaskSpec,
-    seed: int,
-    device: torch.device,
-    budget: Budget,
-    data_dir: str | None,
-    opts: dict[str, Any],
-) -> TaskInstance:
-    def make(vocab: int) -> nn.Module:
-        return models.CharTransformer(vocab, context=opts["seq_len"])
-
-    desc = "decoder-only Transformer, 2 layers, d=128, 4 heads"
-    return _text_instance(spec, seed, device, budget, data_dir, opts, make, desc)
 
 
 # ---------------------------------------------------------------- registration
 
 _ACT = {"activation": "relu"}
 _TEXT_OPTIONS = {"subset": None, "corpus": None}
+_MNIST1D = "MNIST-1D (generated, 4000/1000)"
+_CIFAR10 = "CIFAR-10 (45k/5k/10k), no augmentation"
+
+
+def _mlp(*sizes: int) -> Callable[[str], nn.Module]:
+    """``make(activation)`` for an MLP with layer ``sizes``."""
+    return lambda activation: models.mlp(list(sizes), activation)
+
 
 for _spec in [
     TaskSpec(
@@ -704,7 +674,7 @@ for _spec in [
         {"quick": Budget(32, 20, target=5e-2), "full": Budget(32, 200, target=1e-3)},
         {"dim": 50, "condition": 1000.0, "noise": 1.0},
         None,
-        _build_quadratic,
+        _synthetic(_quadratic),
     ),
     TaskSpec(
         "rosenbrock",
@@ -712,7 +682,7 @@ for _spec in [
         {"quick": Budget(16, 30, target=1e-2), "full": Budget(16, 300, target=1e-4)},
         {"noise": 1.0},
         None,
-        _build_rosenbrock,
+        _synthetic(_rosenbrock),
     ),
     TaskSpec(
         "multiwell",
@@ -720,7 +690,7 @@ for _spec in [
         {"quick": Budget(16, 20, target=1e-2), "full": Budget(16, 200, target=1e-4)},
         {"n_wells": 3, "noise": 0.1},
         None,
-        _build_multiwell,
+        _synthetic(_multiwell),
     ),
     TaskSpec(
         "digits_mlp",
@@ -728,7 +698,7 @@ for _spec in [
         {"quick": Budget(64, 10, target=0.9), "full": Budget(64, 100, target=0.95)},
         {**_CLASSIFICATION_OPTIONS, **_ACT},
         None,
-        _build_digits_mlp,
+        _classifier(_digits_splits, "sklearn 8x8 digits", "MLP 64-64-10", _mlp(64, 64, 10)),
     ),
     TaskSpec(
         "mnist1d_mlp",
@@ -736,7 +706,7 @@ for _spec in [
         {"quick": Budget(100, 20, target=0.5), "full": Budget(100, 150, target=0.6)},
         {**_CLASSIFICATION_OPTIONS, **_ACT},
         None,
-        _build_mnist1d_mlp,
+        _classifier(_mnist1d_splits, _MNIST1D, "MLP 40-100-100-10", _mlp(40, 100, 100, 10)),
     ),
     TaskSpec(
         "mnist1d_cnn",
@@ -744,7 +714,7 @@ for _spec in [
         {"quick": Budget(100, 20, target=0.7), "full": Budget(100, 150, target=0.9)},
         {**_CLASSIFICATION_OPTIONS, **_ACT},
         None,
-        _build_mnist1d_cnn,
+        _classifier(_mnist1d_splits, _MNIST1D, "CNN 3x conv1d 25ch", models.mnist1d_cnn),
     ),
     TaskSpec(
         "mnist_logreg",
@@ -755,7 +725,7 @@ for _spec in [
         },
         dict(_CLASSIFICATION_OPTIONS),
         "mnist",
-        _image_builder("mnist", "logistic regression", lambda act: models.mlp([784, 10])),
+        _mnist_classifier("mnist", "logistic regression", lambda act: models.mlp([784, 10])),
     ),
     TaskSpec(
         "mnist_mlp",
@@ -766,7 +736,7 @@ for _spec in [
         },
         {**_CLASSIFICATION_OPTIONS, **_ACT},
         "mnist",
-        _image_builder("mnist", "MLP 784-256-256-10", lambda a: models.mlp([784, 256, 256, 10], a)),
+        _mnist_classifier("mnist", "MLP 784-256-256-10", _mlp(784, 256, 256, 10)),
     ),
     TaskSpec(
         "mnist_cnn",
@@ -777,7 +747,7 @@ for _spec in [
         },
         {**_CLASSIFICATION_OPTIONS, **_ACT},
         "mnist",
-        _image_builder("mnist", "CNN conv16-conv32-fc", models.mnist_cnn),
+        _mnist_classifier("mnist", "CNN conv16-conv32-fc", models.mnist_cnn),
     ),
     TaskSpec(
         "fmnist_2c2d",
@@ -788,7 +758,7 @@ for _spec in [
         },
         {**_CLASSIFICATION_OPTIONS, **_ACT},
         "fashion-mnist",
-        _image_builder("fashion-mnist", "DeepOBS 2c2d", models.fmnist_2c2d),
+        _mnist_classifier("fashion-mnist", "DeepOBS 2c2d", models.fmnist_2c2d),
     ),
     TaskSpec(
         "cifar10_3c3d",
@@ -799,7 +769,7 @@ for _spec in [
         },
         {**_CLASSIFICATION_OPTIONS, **_ACT},
         "cifar10",
-        _build_cifar10_3c3d,
+        _classifier(_cifar10_splits, _CIFAR10, "3c3d", models.cifar_3c3d, eval_batch_size=500),
     ),
     TaskSpec(
         "char_lstm",
@@ -810,7 +780,7 @@ for _spec in [
         },
         {**_TEXT_OPTIONS, "seq_len": 50},
         "kjv",
-        _build_char_lstm,
+        _char_model(lambda vocab, _seq_len: models.CharLSTM(vocab), "LSTM 2x128, embedding 128"),
     ),
     TaskSpec(
         "char_transformer",
@@ -821,7 +791,10 @@ for _spec in [
         },
         {**_TEXT_OPTIONS, "seq_len": 64},
         "kjv",
-        _build_char_transformer,
+        _char_model(
+            lambda vocab, seq_len: models.CharTransformer(vocab, context=seq_len),
+            "decoder-only Transformer, 2 layers, d=128, 4 heads",
+        ),
     ),
 ]:
     _register(_spec)

@@ -56,31 +56,43 @@ class RemoteDataset:
     unpack: tuple[str, dict[str, str]] | None = None
 
 
-_IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
-_IDX_T = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+# MNIST-format data sets share these four files (gzipped), in this order.
+_IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+def _idx_dataset(
+    name: str, base_url: str, md5s: tuple[str, ...], description: str
+) -> RemoteDataset:
+    """An MNIST-format data set in folder ``name``: the ``.gz`` of each of :data:`_IDX_FILES`."""
+    files = tuple(RemoteFile(f"{f}.gz", md5) for f, md5 in zip(_IDX_FILES, md5s, strict=True))
+    return RemoteDataset(name, name, base_url, files, description)
+
 
 DATASETS: dict[str, RemoteDataset] = {
-    "mnist": RemoteDataset(
-        "mnist",
+    "mnist": _idx_dataset(
         "mnist",
         "https://ossci-datasets.s3.amazonaws.com/mnist/",
         (
-            RemoteFile(f"{_IDX[0]}.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-            RemoteFile(f"{_IDX[1]}.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
-            RemoteFile(f"{_IDX_T[0]}.gz", "9fb629c4189551a2d022fa330f9573f3"),
-            RemoteFile(f"{_IDX_T[1]}.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+            "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "d53e105ee54ea40749a09fcbcd1e9432",
+            "9fb629c4189551a2d022fa330f9573f3",
+            "ec29112dd5afa0611ce80d1b7f02629c",
         ),
         "MNIST handwritten digits, IDX gz (11 MB)",
     ),
-    "fashion-mnist": RemoteDataset(
-        "fashion-mnist",
+    "fashion-mnist": _idx_dataset(
         "fashion-mnist",
         "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
         (
-            RemoteFile(f"{_IDX[0]}.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
-            RemoteFile(f"{_IDX[1]}.gz", "25c81989df183df01b3e8a0aad5dffbe"),
-            RemoteFile(f"{_IDX_T[0]}.gz", "bef4ecab320f06d8554ea6380940ec79"),
-            RemoteFile(f"{_IDX_T[1]}.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
+            "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "25c81989df183df01b3e8a0aad5dffbe",
+            "bef4ecab320f06d8554ea6380940ec79",
+            "bb300cfdad3c16e7a12a480ee83cd310",
         ),
         "Fashion-MNIST, IDX gz (30 MB)",
     ),

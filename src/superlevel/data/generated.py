@@ -10,13 +10,23 @@ download it. Generation takes about a second; the arrays are cached in memory an
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import random
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
 __all__ = ["load_digits", "load_mnist1d"]
+
+
+def _require(module: str, need: str) -> ModuleType:
+    """Import an optional dependency; if it is absent, say so and name the extra with it."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
+        raise ModuleNotFoundError(f"{need}: pip install 'superlevel[data]'") from exc
 
 
 @functools.lru_cache(maxsize=2)
@@ -25,31 +35,21 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
 
     Pixel values 0..16 are divided by 16.
     """
-    try:
-        from sklearn.datasets import load_digits as _sk_load_digits
-    except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
-        raise ModuleNotFoundError(
-            "the digits data set needs scikit-learn: pip install 'superlevel[data]'"
-        ) from exc
-    bunch = _sk_load_digits()
+    datasets = _require("sklearn.datasets", "the digits data set needs scikit-learn")
+    bunch = datasets.load_digits()
     x = (bunch.data / 16.0).astype(np.float32)
     return x, bunch.target.astype(np.int64)
 
 
 def _generate_mnist1d(num_samples: int, seed: int) -> dict[str, np.ndarray]:
-    try:
-        from mnist1d.data import get_dataset_args, make_dataset
-    except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
-        raise ModuleNotFoundError(
-            "MNIST-1D needs the mnist1d package: pip install 'superlevel[data]'"
-        ) from exc
-    args = get_dataset_args()
+    mnist1d = _require("mnist1d.data", "MNIST-1D needs the mnist1d package")
+    args = mnist1d.get_dataset_args()
     args.num_samples = num_samples
     args.seed = seed
     # make_dataset reseeds the global numpy / random generators; restore them afterwards.
     np_state, py_state = np.random.get_state(), random.getstate()  # noqa: NPY002
     try:
-        ds = make_dataset(args)
+        ds = mnist1d.make_dataset(args)
     finally:
         np.random.set_state(np_state)  # noqa: NPY002
         random.setstate(py_state)

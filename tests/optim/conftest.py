@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from superlevel.optim import functional
+from superlevel.optim import functional, optimizer
 
 
 @pytest.fixture(params=["host-flag", "select"])
 def flag_mode(request, monkeypatch):
-    """On CPU the single/foreach paths read the finite flag on the host; "select" forces the
+    """On CPU the single/foreach paths read the norm and flag on the host; "select" forces the
     sync-free torch.where selection they use on accelerators and under torch.compile."""
     if request.param == "select":
         monkeypatch.setattr(functional, "_host_flag", lambda ok, device: None)
+        monkeypatch.setattr(optimizer, "host_scalars", lambda device: False)
     return request.param

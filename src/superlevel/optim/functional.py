@@ -29,6 +29,7 @@ Three interchangeable update paths, held equal to :mod:`superlevel.optim.referen
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Literal
@@ -247,6 +248,27 @@ def modulation(grad_norm: Tensor, norm_scale: float) -> tuple[Tensor, Tensor]:
     return torch.where(ok, eta, 0.0), ok
 
 
+def modulation_host(grad_norm: float, norm_scale: float) -> tuple[float, bool]:
+    r""":func:`modulation` on Python floats (for norms already in host memory).
+
+    .. math:: \eta = \frac{1}{1 + n / s}, \qquad \text{ok} = \text{isfinite}(n)
+
+    Returns:
+        ``(eta, ok)``; ``eta`` is 0 where not ok.
+    """
+    ok = math.isfinite(grad_norm)
+    return (1.0 / (1.0 + grad_norm / norm_scale) if ok else 0.0), ok
+
+
+def decayed_lr_host(step: float, lr: float | Tensor, decay: float, min_lr: float) -> float:
+    r""":func:`decayed_lr` on Python floats (``lr`` may be a CPU tensor).
+
+    .. math:: a_t = \max(\text{lr} \cdot e^{-\beta t}, \text{min\_lr})
+    """
+    a = float(lr) * math.exp(-decay * step) if decay != 0.0 else float(lr)
+    return max(a, min_lr) if min_lr > 0.0 else a
+
+
 def decayed_lr(
     step: Tensor, lr: float | Tensor, decay: float, min_lr: float, dtype: torch.dtype | None = None
 ) -> Tensor:
@@ -330,13 +352,22 @@ def _scalars_on(device: torch.device, dtype: torch.dtype, *tensors: Tensor) -> t
     return tuple(t.to(device=device, dtype=cast) for t in tensors)
 
 
+def host_scalars(device: torch.device) -> bool:
+    """Whether a step on ``device`` may read its scalars (norm, flag, ``t``) on the host.
+
+    True for CPU in eager mode: the values are in host memory already, so reading them is
+    no device sync, and plain Python arithmetic replaces some twenty tiny tensor ops.
+    """
+    return device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 def _host_flag(ok: Tensor, device: torch.device) -> bool | None:
     """The finite flag as a Python bool where reading it costs no device sync, else None.
 
     CPU tensors in eager mode: the flag is already in host memory. There an ``if`` beats the
     selection, which costs two extra passes over the params and a temporary per step.
     """
-    if device.type == "cpu" and ok.device.type == "cpu" and not torch.compiler.is_compiling():
+    if ok.device.type == "cpu" and host_scalars(device):
         return bool(ok)
     return None
 
@@ -397,9 +428,9 @@ def _single_tensor(
     bufs: list[Tensor | None],
     *,
     buckets: Buckets | None,
-    lr: Tensor,
-    eta: Tensor,
-    ok: Tensor,
+    lr: Tensor | float,
+    eta: Tensor | float,
+    ok: Tensor | bool,
     weight_decay: float,
     momentum: float,
     dampening: float,
@@ -408,6 +439,10 @@ def _single_tensor(
 ) -> None:
     hyper = dict(weight_decay=weight_decay, momentum=momentum, dampening=dampening,
                  nesterov=nesterov, maximize=maximize)  # fmt: skip
+    if isinstance(ok, bool):  # scalars already on the host (see host_scalars)
+        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+            _inplace([p], [g], bufs, [i], ok=ok, a=lr, s=lr * eta, foreach=False, **hyper)
+        return
     for i, (p, g) in enumerate(zip(params, grads, strict=True)):
         a, e, k = _scalars_on(p.device, p.dtype, lr, eta, ok)
         k = k.bool()
@@ -437,9 +472,9 @@ def _multi_tensor(
     bufs: list[Tensor | None],
     *,
     buckets: Buckets | None,
-    lr: Tensor,
-    eta: Tensor,
-    ok: Tensor,
+    lr: Tensor | float,
+    eta: Tensor | float,
+    ok: Tensor | bool,
     weight_decay: float,
     momentum: float,
     dampening: float,
@@ -449,6 +484,10 @@ def _multi_tensor(
     hyper = dict(weight_decay=weight_decay, momentum=momentum, dampening=dampening,
                  nesterov=nesterov, maximize=maximize)  # fmt: skip
     for (device, dtype), idx in (buckets or _buckets(params)).items():
+        if isinstance(ok, bool):  # scalars already on the host (see host_scalars)
+            ps, gs = [params[i] for i in idx], [grads[i] for i in idx]
+            _inplace(ps, gs, bufs, idx, ok=ok, a=lr, s=lr * eta, foreach=True, **hyper)
+            continue
         a, e, k = _scalars_on(device, dtype, lr, eta, ok)
         k = k.bool()
         ps = [params[i] for i in idx]
@@ -550,9 +589,9 @@ def superlevel_update_(
     grads: list[Tensor],
     momentum_buffers: list[Tensor | None],
     *,
-    lr: Tensor,
-    eta: Tensor,
-    ok: Tensor,
+    lr: Tensor | float,
+    eta: Tensor | float,
+    ok: Tensor | bool,
     weight_decay: float = 0.0,
     momentum: float = 0.0,
     dampening: float = 0.0,
@@ -576,9 +615,9 @@ def superlevel_update_(
         params: Dense tensors (DTensor local shards) updated in place.
         grads: Their gradients (same shapes and dtypes).
         momentum_buffers: One entry per param, ``None`` where not created yet.
-        lr: 0-dim tensor ``a_t``.
-        eta: 0-dim tensor ``eta_t`` from :func:`modulation`.
-        ok: 0-dim bool tensor; false skips the update.
+        lr: ``a_t``: a 0-dim tensor, or a Python float with host scalars.
+        eta: ``eta_t`` from :func:`modulation`: a 0-dim tensor, or a float (0 when not ok).
+        ok: 0-dim bool tensor, or a Python bool (host scalars); false skips the update.
         weight_decay: ``lambda``, decoupled and scaled by ``a_t`` only.
         momentum: ``mu``.
         dampening: ``tau``.
@@ -591,6 +630,10 @@ def superlevel_update_(
         raise ValueError(f"impl must be one of {sorted(_PATHS)}, got {impl!r}")
     if not params:
         return
+    if isinstance(ok, bool) and impl == "fused":
+        # The fused kernel takes device tensors.
+        home = params[0].device
+        lr, eta, ok = (torch.tensor(v, device=home) for v in (float(lr), float(eta), ok))
     _PATHS[impl](
         params,
         grads,

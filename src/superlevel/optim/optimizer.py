@@ -15,10 +15,13 @@ from .functional import (
     _buckets,
     _is_dtensor,
     decayed_lr,
+    decayed_lr_host,
     global_grad_norm,
     has_dtensor,
+    host_scalars,
     local,
     modulation,
+    modulation_host,
     resolve_impl,
     superlevel_update_,
 )
@@ -285,7 +288,18 @@ class SuperLevelSGD(Optimizer):
             buckets=all_buckets,
         )
         norm = global_grad_norm(all_grads, foreach=impl != "single", buckets=all_buckets)
-        eta, ok = modulation(norm, self.defaults["norm_scale"])
+        # CPU, eager: norm, flag and t are in host memory; Python floats replace ~20 tiny
+        # tensor ops per step (no device sync exists to avoid there).
+        host = (
+            impl != "fused"
+            and all(dev.type == "cpu" for dev, _ in all_buckets)
+            and all(_on_cpu(g["lr"]) for g in self.param_groups)
+            and host_scalars(home)
+        )
+        if host:
+            eta, ok = modulation_host(float(norm), self.defaults["norm_scale"])
+        else:
+            eta, ok = modulation(norm, self.defaults["norm_scale"])
         if self.defaults["nonfinite"] == "raise" and not bool(ok):
             raise FloatingPointError(
                 f"SuperLevelSGD: non-finite gradient norm {float(norm)} (nonfinite='raise'); "
@@ -294,9 +308,14 @@ class SuperLevelSGD(Optimizer):
         self._ensure_counters(home)
         last_lr = None
         for (group, params, grads, bufs), buckets in zip(collected, group_buckets, strict=True):
-            a = decayed_lr(
-                group["step"], group["lr"], group["decay"], group["min_lr"], dtype=norm.dtype
-            )
+            if host:
+                a = decayed_lr_host(
+                    float(group["step"]), group["lr"], group["decay"], group["min_lr"]
+                )
+            else:
+                a = decayed_lr(
+                    group["step"], group["lr"], group["decay"], group["min_lr"], dtype=norm.dtype
+                )
             if last_lr is None:
                 last_lr = a
             if not params:
@@ -322,10 +341,16 @@ class SuperLevelSGD(Optimizer):
                 for p, old, new in zip(params, bufs, local_bufs, strict=True):
                     if old is None:
                         self.state[p]["momentum_buffer"] = _like_param(new, p)
-        done = ok.to(torch.float32)
-        for group in self.param_groups:
-            group["step"].add_(done)
-            group["skipped"].add_(1.0 - done)
+        if host:
+            counter = "step" if ok else "skipped"
+            for group in self.param_groups:
+                group[counter].add_(1.0)
+        else:
+            done = ok.to(torch.float32)
+            for group in self.param_groups:
+                group["step"].add_(done)
+                group["skipped"].add_(1.0 - done)
+        # Floats on the host path; stats() turns them into tensors when asked.
         self._last.update(grad_norm=norm, scale=eta, lr=last_lr, effective_lr=last_lr * eta)
         return loss
 
@@ -348,14 +373,26 @@ class SuperLevelSGD(Optimizer):
         group = self.param_groups[0]
         zero = torch.zeros(())
         last = self._last or {}
+        norm = last.get("grad_norm", zero)
+
+        def tensor(key: str) -> Tensor:
+            value = last.get(key, zero)
+            # Host-path steps keep Python floats; same dtype/device as the norm then.
+            return value if isinstance(value, Tensor) else norm.new_tensor(value)
+
         return {
             "step": group.get("step", zero),
-            "grad_norm": last.get("grad_norm", zero),
-            "scale": last.get("scale", zero),
-            "lr": last.get("lr", zero),
-            "effective_lr": last.get("effective_lr", zero),
+            "grad_norm": norm,
+            "scale": tensor("scale"),
+            "lr": tensor("lr"),
+            "effective_lr": tensor("effective_lr"),
             "skipped": group.get("skipped", zero),
         }
+
+
+def _on_cpu(value: Any) -> bool:
+    """A float, or a tensor in host memory (readable without a device sync)."""
+    return not isinstance(value, Tensor) or value.device.type == "cpu"
 
 
 def _merge(buckets: list[Buckets], sizes: list[int]) -> Buckets:

@@ -123,7 +123,8 @@ def _sum_of_squares(
             else:
                 # Square after stacking: a foreach pow would allocate one output tensor per
                 # gradient, host work that delays the update's launch on CUDA.
-                out.append(torch.stack(_foreach_norm(gs, acc)).square().sum())
+                norms = torch.stack(_foreach_norm(gs, acc))
+                out.append(torch.dot(norms, norms))
                 continue
         else:
             squares = [torch.linalg.vector_norm(g, 2, dtype=acc).square() for g in gs]
@@ -195,13 +196,15 @@ def global_grad_norm(
     out_dtype = torch.float64 if any(g.dtype in wide for g in grads) else torch.float32
     if not has_dtensor(grads):
         parts = [s.to(home, out_dtype) for s in _sum_of_squares(grads, foreach, buckets)]
-        return torch.stack(parts).sum().sqrt()
-    dense = [g for g in grads if not _is_dtensor(g)]
-    parts = [s.to(home, out_dtype) for s in _sum_of_squares(dense, foreach)]
-    parts += [s.to(home, out_dtype) for s in _sharded_sum_of_squares(
-        [g for g in grads if _is_dtensor(g)], foreach
-    )]  # fmt: skip
-    return torch.stack(parts).sum().sqrt()
+    else:
+        dense = [g for g in grads if not _is_dtensor(g)]
+        parts = [s.to(home, out_dtype) for s in _sum_of_squares(dense, foreach)]
+        parts += [s.to(home, out_dtype) for s in _sharded_sum_of_squares(
+            [g for g in grads if _is_dtensor(g)], foreach
+        )]  # fmt: skip
+    # One bucket (the usual case): no stack/sum kernels, each a launch on an accelerator.
+    total = parts[0] if len(parts) == 1 else torch.stack(parts).sum()
+    return total.sqrt()
 
 
 def _sharded_sum_of_squares(grads: Sequence[Tensor], foreach: bool) -> list[Tensor]:
@@ -547,7 +550,7 @@ def _fused(
             )
     for (device, dtype), idx in buckets.items():
         a, e, k = _scalars_on(device, dtype, lr, eta, ok)
-        found_inf = torch.logical_not(k.bool()).to(torch.float32)
+        found_inf = torch.where(k.bool(), 0.0, 1.0).to(torch.float32)  # one kernel
         ps = [params[i] for i in idx]
         if weight_decay != 0.0:
             # Decoupled decay outside the kernel; factor 1 on a skipped step is exact.

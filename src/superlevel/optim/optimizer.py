@@ -346,12 +346,12 @@ class SuperLevelSGD(Optimizer):
             for group in self.param_groups:
                 group[counter].add_(1.0)
         else:
-            done = ok.to(torch.float32)
+            bad = torch.logical_not(ok)
             for group in self.param_groups:
-                group["step"].add_(done)
-                group["skipped"].add_(1.0 - done)
-        # Floats on the host path; stats() turns them into tensors when asked.
-        self._last.update(grad_norm=norm, scale=eta, lr=last_lr, effective_lr=last_lr * eta)
+                group["step"].add_(ok)
+                group["skipped"].add_(bad)
+        # Floats on the host path; stats() makes tensors (and the product) when asked.
+        self._last.update(grad_norm=norm, scale=eta, lr=last_lr)
         return loss
 
     def _buckets(self, gi: int, params: list[Tensor]) -> Buckets:
@@ -380,12 +380,13 @@ class SuperLevelSGD(Optimizer):
             # Host-path steps keep Python floats; same dtype/device as the norm then.
             return value if isinstance(value, Tensor) else norm.new_tensor(value)
 
+        lr, scale = tensor("lr"), tensor("scale")
         return {
             "step": group.get("step", zero),
             "grad_norm": norm,
-            "scale": tensor("scale"),
-            "lr": tensor("lr"),
-            "effective_lr": tensor("effective_lr"),
+            "scale": scale,
+            "lr": lr,
+            "effective_lr": lr * scale,
             "skipped": group.get("skipped", zero),
         }
 

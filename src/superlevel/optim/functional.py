@@ -359,7 +359,7 @@ def host_scalars(device: torch.device) -> bool:
     """Whether a step on ``device`` may read its scalars (norm, flag, ``t``) on the host.
 
     True for CPU in eager mode: the values are in host memory already, so reading them is
-    no device sync, and plain Python arithmetic replaces some twenty tiny tensor ops.
+    no device sync, and plain Python arithmetic replaces some fifteen tiny tensor ops.
     """
     return device.type == "cpu" and not torch.compiler.is_compiling()
 

@@ -288,7 +288,7 @@ class SuperLevelSGD(Optimizer):
             buckets=all_buckets,
         )
         norm = global_grad_norm(all_grads, foreach=impl != "single", buckets=all_buckets)
-        # CPU, eager: norm, flag and t are in host memory; Python floats replace ~20 tiny
+        # CPU, eager: norm, flag and t are in host memory; Python floats replace ~15 tiny
         # tensor ops per step (no device sync exists to avoid there).
         host = (
             impl != "fused"

@@ -16,7 +16,9 @@ from superlevel.landscape.components import (
 )
 from superlevel.landscape.synthetic import Himmelblau
 
-ndimage = pytest.importorskip("scipy.ndimage")
+ndimage = pytest.importorskip(
+    "scipy.ndimage", reason="the independent labelling needs scipy (in the dev extra)"
+)
 
 
 def _reference(values, level, kind, connectivity):

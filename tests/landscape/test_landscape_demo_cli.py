@@ -9,7 +9,7 @@ from superlevel.cli import main
 from superlevel.landscape.demo import gd_unstable_lr, parse_lrs, run_demo, run_optimizer
 from superlevel.landscape.synthetic import Himmelblau
 
-pytest.importorskip("matplotlib")
+pytest.importorskip("matplotlib", reason="the demo draws its figure with matplotlib (plot extra)")
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

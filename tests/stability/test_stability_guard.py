@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from superlevel.optim import SuperLevelSGD
 from superlevel.stability import LyapunovGuard
 
 LAMBDAS = torch.tensor([1.0, 3.0, 10.0, 30.0, 100.0], dtype=torch.float64)
@@ -42,16 +43,8 @@ def run(make_opt, steps: int, guarded: bool, **guard_kw) -> list[float]:
     return losses
 
 
-def _superlevel_cls():
-    try:
-        from superlevel.optim import SuperLevelSGD
-    except ImportError:
-        pytest.skip("superlevel.optim.SuperLevelSGD is not available yet")
-    return SuperLevelSGD
-
-
 def _superlevel(params):
-    return _superlevel_cls()(params, lr=3.0)
+    return SuperLevelSGD(params, lr=3.0)
 
 
 @pytest.mark.parametrize(
@@ -125,9 +118,7 @@ def _mse_closure(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, opt):
             lambda p: torch.optim.Adam(p, lr=torch.tensor(0.01), foreach=False), id="adam-tensor-lr"
         ),
         pytest.param(lambda p: torch.optim.AdamW(p, lr=0.01, amsgrad=True), id="adamw"),
-        pytest.param(
-            lambda p: _superlevel_cls()(p, lr=0.1, decay=0.01, momentum=0.9), id="superlevel"
-        ),
+        pytest.param(lambda p: SuperLevelSGD(p, lr=0.1, decay=0.01, momentum=0.9), id="superlevel"),
     ],
 )
 @pytest.mark.parametrize("warm", [0, 3], ids=["fresh-state", "warm-state"])

@@ -179,10 +179,8 @@ def test_tensor_lr_and_guard_fields_are_recorded():
 
 
 def test_superlevel_effective_lr_comes_from_stats():
-    try:
-        from superlevel.optim import SuperLevelSGD
-    except ImportError:
-        pytest.skip("superlevel.optim.SuperLevelSGD is not available yet")
+    from superlevel.optim import SuperLevelSGD
+
     model, x, y = _setup()
     opt = SuperLevelSGD(model.parameters(), lr=0.5, decay=0.01)
     mon = StabilityMonitor(

@@ -15,7 +15,7 @@ from superlevel.optim import SuperLevelSGD
 
 from . import fsdp_worker
 
-dist = pytest.importorskip("torch.distributed")
+dist = pytest.importorskip("torch.distributed", reason="this torch build has no torch.distributed")
 
 
 def _free_port() -> int:

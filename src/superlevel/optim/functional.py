@@ -431,9 +431,9 @@ def _single_tensor(
     bufs: list[Tensor | None],
     *,
     buckets: Buckets | None,
-    lr: Tensor | float,
-    eta: Tensor | float,
-    ok: Tensor | bool,
+    lr: Tensor,
+    eta: Tensor,
+    ok: Tensor,
     weight_decay: float,
     momentum: float,
     dampening: float,
@@ -442,10 +442,6 @@ def _single_tensor(
 ) -> None:
     hyper = dict(weight_decay=weight_decay, momentum=momentum, dampening=dampening,
                  nesterov=nesterov, maximize=maximize)  # fmt: skip
-    if isinstance(ok, bool):  # scalars already on the host (see host_scalars)
-        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
-            _inplace([p], [g], bufs, [i], ok=ok, a=lr, s=lr * eta, foreach=False, **hyper)
-        return
     for i, (p, g) in enumerate(zip(params, grads, strict=True)):
         a, e, k = _scalars_on(p.device, p.dtype, lr, eta, ok)
         k = k.bool()
@@ -475,9 +471,9 @@ def _multi_tensor(
     bufs: list[Tensor | None],
     *,
     buckets: Buckets | None,
-    lr: Tensor | float,
-    eta: Tensor | float,
-    ok: Tensor | bool,
+    lr: Tensor,
+    eta: Tensor,
+    ok: Tensor,
     weight_decay: float,
     momentum: float,
     dampening: float,
@@ -487,10 +483,6 @@ def _multi_tensor(
     hyper = dict(weight_decay=weight_decay, momentum=momentum, dampening=dampening,
                  nesterov=nesterov, maximize=maximize)  # fmt: skip
     for (device, dtype), idx in (buckets or _buckets(params)).items():
-        if isinstance(ok, bool):  # scalars already on the host (see host_scalars)
-            ps, gs = [params[i] for i in idx], [grads[i] for i in idx]
-            _inplace(ps, gs, bufs, idx, ok=ok, a=lr, s=lr * eta, foreach=True, **hyper)
-            continue
         a, e, k = _scalars_on(device, dtype, lr, eta, ok)
         k = k.bool()
         ps = [params[i] for i in idx]
@@ -633,7 +625,26 @@ def superlevel_update_(
         raise ValueError(f"impl must be one of {sorted(_PATHS)}, got {impl!r}")
     if not params:
         return
-    if isinstance(ok, bool) and impl == "fused":
+    if isinstance(ok, bool) and impl != "fused":
+        # Scalars already on the host (see host_scalars): plain in-place ops, per bucket.
+        for idx in (buckets or _buckets(params)).values():
+            _inplace(
+                [params[i] for i in idx],
+                [grads[i] for i in idx],
+                momentum_buffers,
+                idx,
+                ok=ok,
+                a=float(lr),
+                s=float(lr) * float(eta),
+                weight_decay=weight_decay,
+                momentum=momentum,
+                dampening=dampening,
+                nesterov=nesterov,
+                maximize=maximize,
+                foreach=impl == "foreach",
+            )
+        return
+    if isinstance(ok, bool):
         # The fused kernel takes device tensors.
         home = params[0].device
         lr, eta, ok = (torch.tensor(v, device=home) for v in (float(lr), float(eta), ok))

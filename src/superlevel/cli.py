@@ -18,6 +18,7 @@ _COMMANDS = [
     ("bench", "superlevel.bench.cli"),
     ("landscape", "superlevel.landscape.cli"),
     ("data", "superlevel.data.cli"),
+    ("study", "superlevel.study.cli"),
 ]
 
 

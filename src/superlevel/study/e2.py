@@ -1,0 +1,512 @@
+"""E2 — landscape topology: do trajectories stay in one level-set component, and why?
+
+On 2-D landscapes with known disconnected sub-level components (Himmelblau below its
+lowest saddle, three separated Gaussian wells, Rastrigin's lattice of local minima), run
+four arms from the same seeded starts over a grid of step sizes ``a0``:
+
+- ``GD``: ``x <- x - a0 g``;
+- ``GD + decay``: ``x <- x - a0 exp(-beta t) g``;
+- ``clip + GD + decay``: ``x <- x - a0 exp(-beta t) g min(1, 1 / ||g||)``: the same
+  maximal step length ``a0 exp(-beta t)`` as the paper's rule (the control for the
+  confound that the effect is the bounded step, not topology);
+- ``SuperLevelSGD``: ``x <- x - a0 exp(-beta t) g / (1 + ||g||)``.
+
+Per step: did it *jump* (its ends lie in different components of ``{f <= max(f(a),
+f(b))}``, or of ``{f >= min(f(a), f(b))}`` for the super-level kind), and did the iterate
+*switch* component of the sub-level set at a fixed reference level.
+
+The starts are optimised together as the rows of one ``(starts, 2)`` tensor with each
+arm's update written out per row (one ``SuperLevelSGD`` per start would cost ~50,000
+optimizer calls per cell); the per-row updates are tested equal to ``SuperLevelSGD`` and to
+``clip_grad_norm_`` + ``torch.optim.SGD``. These are not training runs of a harness task, so
+their per-start results live in ``raw/E2.json`` (one entry per cell, written as each is
+done, so the section resumes); the report reads only that file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from superlevel.landscape import Grid, Himmelblau, Landscape, MultiWell, Rastrigin, grid_values
+from superlevel.landscape.components import component_of, level_set_components
+from superlevel.study.common import (
+    ClaimEvidence,
+    Context,
+    SectionResult,
+    fmt,
+    md_table,
+    new_figure,
+    not_yet_run,
+    paired_ci,
+    save_figure,
+)
+from superlevel.study.levelsets import MergeForest, step_connected
+
+ID = "E2"
+TITLE = "Landscape topology: component switches and barrier jumps against the step size"
+ARMS = ("GD", "GD + decay", "clip + GD + decay", "SuperLevelSGD")
+ESCAPE = 1e3  # |x| beyond this is divergence
+SWITCH_ONSET = 0.1  # fraction of starts that switch component: the "phase boundary"
+
+
+@dataclass(frozen=True)
+class Function:
+    """A landscape of E2, the reference level of its components and its "good" end."""
+
+    make: Callable[[], Landscape]
+    ref_level: Callable[[Landscape], float]
+    good: Callable[[Landscape], float]  # final f below this = a global minimum's basin
+    note: str
+
+
+FUNCTIONS: dict[str, Function] = {
+    "himmelblau": Function(
+        Himmelblau,
+        lambda f: 0.9 * f.saddle_values[0],
+        lambda f: 1e-2,
+        "4 global minima (f = 0); components of {f <= 0.9 x lowest saddle (13.31)}",
+    ),
+    "multiwell": Function(
+        MultiWell.default,
+        lambda f: -0.05 * float(f.depths.min()),
+        lambda f: float(f.min_value) + 0.05,
+        "3 Gaussian wells of depths 1..2; components of {f <= -0.05 x shallowest depth}",
+    ),
+    "rastrigin": Function(
+        Rastrigin,
+        lambda f: 10.0,
+        lambda f: 0.5,
+        "global minimum 0 among a lattice of local minima (>= 0.99); components of {f <= 10}",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """E2's size.
+
+    Attributes:
+        functions: names from :data:`FUNCTIONS`.
+        lr_grid: step sizes ``a0``.
+        starts: starts per cell, uniform in the middle 70% of the box (seeded, shared).
+        steps: steps per trajectory.
+        decay_total: ``beta * steps``.
+        resolution: grid points per axis for the components.
+    """
+
+    functions: tuple[str, ...]
+    lr_grid: tuple[float, ...]
+    starts: int
+    steps: int
+    decay_total: float = 2.0
+    resolution: int = 301
+
+    def key(self, fn: str, arm: str, lr: float) -> str:
+        return (
+            f"{fn}|{arm}|lr={lr:g}|starts={self.starts}|steps={self.steps}|"
+            f"decay_total={self.decay_total:g}|res={self.resolution}"
+        )
+
+
+def starts_for(fn: Landscape, n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` float64 starts uniform in the middle 70% of ``fn``'s box (the same for every arm)."""
+    lo = torch.tensor([b[0] for b in fn.bounds], dtype=torch.float64)
+    hi = torch.tensor([b[1] for b in fn.bounds], dtype=torch.float64)
+    gen = torch.Generator().manual_seed(seed)
+    return lo + (hi - lo) * (0.15 + 0.7 * torch.rand(n, fn.dim, generator=gen, dtype=torch.float64))
+
+
+def trajectories(
+    fn: Landscape, x0: torch.Tensor, arm: str, lr: float, steps: int, decay_total: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Iterates ``(starts, steps + 1, dim)`` of ``arm`` from each row of ``x0``.
+
+    A row that leaves the ball of radius :data:`ESCAPE` or turns non-finite is frozen at
+    its last good iterate from then on; returns ``(points, diverged_at)`` with
+    ``diverged_at`` the step of divergence (``-1``: never).
+    """
+    if arm not in ARMS:
+        raise ValueError(f"unknown arm {arm!r}; valid: {', '.join(ARMS)}")
+    beta = decay_total / steps
+    x = x0.detach().clone().to(torch.float64)
+    pts = [x.clone()]
+    alive = torch.ones(x.shape[0], dtype=torch.bool)
+    diverged_at = torch.full((x.shape[0],), -1, dtype=torch.int64)
+    for t in range(steps):
+        xr = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(fn(xr).sum(), xr)  # rows are independent: per-row grads
+        a = lr if arm == "GD" else lr * math.exp(-beta * t)
+        norm = g.norm(dim=1, keepdim=True)
+        if arm == "clip + GD + decay":
+            g = g * torch.clamp(1.0 / (norm + 1e-6), max=1.0)  # clip_grad_norm_'s factor
+        elif arm == "SuperLevelSGD":
+            g = g / (1.0 + norm)
+        new = x - a * g
+        bad = alive & (~torch.isfinite(new).all(1) | (new.abs().max(1).values > ESCAPE))
+        diverged_at[bad] = t + 1
+        alive &= ~bad
+        x = torch.where(alive[:, None], new, x)
+        pts.append(x.clone())
+    return torch.stack(pts, 1).numpy(), diverged_at.numpy()
+
+
+def _barriers(fn: Landscape, pts: np.ndarray, kind: str, points: int = 33) -> np.ndarray:
+    """Straight-segment barrier of every step, as :func:`superlevel.landscape.segment_barrier`."""
+    p = torch.as_tensor(pts)
+    ts = torch.linspace(0.0, 1.0, points, dtype=torch.float64)
+    seg = torch.lerp(p[:, :-1, None, :], p[:, 1:, None, :], ts[:, None])  # (S, T, points, 2)
+    with torch.no_grad():
+        vals = fn(seg)
+    ends = torch.stack([vals[..., 0], vals[..., -1]], -1)
+    if kind == "sub":
+        return (vals.max(-1).values - ends.max(-1).values).numpy()
+    return (ends.min(-1).values - vals.min(-1).values).numpy()
+
+
+def _switches(labels: np.ndarray, grid: Grid, pts: np.ndarray) -> np.ndarray:
+    """Per start: changes of component at the reference level (outside cells skipped)."""
+    comp = component_of(labels, grid, pts)
+    out = np.zeros(pts.shape[0], dtype=np.int64)
+    for i, row in enumerate(comp):
+        inside = row[row > 0]
+        out[i] = int((inside[1:] != inside[:-1]).sum())
+    return out
+
+
+def measure_cell(
+    name: str,
+    fn: Landscape,
+    grid: Grid,
+    forests: dict[str, MergeForest],
+    cfg: Config,
+    arm: str,
+    lr: float,
+) -> dict[str, Any]:
+    """Per-start counts of one (function, arm, lr) cell."""
+    spec = FUNCTIONS[name]
+    x0 = starts_for(fn, cfg.starts)
+    pts, diverged_at = trajectories(fn, x0, arm, lr, cfg.steps, cfg.decay_total)
+    with torch.no_grad():
+        losses = fn(torch.as_tensor(pts)).numpy()
+    # Steps after divergence repeat the frozen iterate; they are excluded from the counts.
+    valid = np.ones((cfg.starts, cfg.steps), dtype=bool)
+    for i, d in enumerate(diverged_at):
+        if d >= 0:
+            valid[i, d - 1 :] = False
+    out: dict[str, Any] = {}
+    for kind in ("sub", "super"):
+        conn = step_connected(forests[kind], pts, losses, _barriers(fn, pts, kind))
+        known = (conn >= 0) & valid
+        out[f"jumps_{kind}"] = ((conn == 0) & valid).sum(1).tolist()
+        out[f"known_{kind}"] = known.sum(1).tolist()
+    labels, _ = level_set_components(grid, spec.ref_level(fn), "sub")
+    out["switches"] = _switches(labels, grid, pts).tolist()
+    out["diverged"] = (diverged_at >= 0).astype(int).tolist()
+    final = losses[:, -1]
+    out["good"] = ((diverged_at < 0) & (final <= spec.good(fn))).astype(int).tolist()
+    out["final_loss"] = [float(f"{v:.6g}") for v in final.tolist()]
+    return out
+
+
+def _raw_path(ctx: Context) -> Path:
+    return ctx.raw / "E2.json"
+
+
+def _load(ctx: Context) -> dict[str, Any]:
+    path = _raw_path(ctx)
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text())
+
+
+def _save(ctx: Context, data: dict[str, Any]) -> None:
+    path = _raw_path(ctx)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, sort_keys=True, indent=0) + "\n")
+    os.replace(tmp, path)  # a failed write leaves the old results intact
+
+
+def run(ctx: Context, cfg: Config) -> None:
+    """Measure every missing cell, saving after each (function, arm)."""
+    data = _load(ctx)
+    for name in cfg.functions:
+        missing = [
+            (arm, lr) for arm in ARMS for lr in cfg.lr_grid if cfg.key(name, arm, lr) not in data
+        ]
+        ctx.log(f"study:E2: {name}: {len(missing)} of {len(ARMS) * len(cfg.lr_grid)} cells to do")
+        if not missing:
+            continue
+        fn = FUNCTIONS[name].make()
+        grid = grid_values(fn, fn.bounds, cfg.resolution)
+        forests = {kind: MergeForest(grid, kind) for kind in ("sub", "super")}
+        for arm in ARMS:
+            todo = [lr for a, lr in missing if a == arm]
+            for lr in todo:
+                data[cfg.key(name, arm, lr)] = measure_cell(name, fn, grid, forests, cfg, arm, lr)
+            if todo:
+                _save(ctx, data)
+                ctx.log(f"  {name}/{arm}: {len(todo)} cells")
+
+
+def _rate(cell: dict[str, Any], kind: str) -> float:
+    known = sum(cell[f"known_{kind}"])
+    return sum(cell[f"jumps_{kind}"]) / known if known else math.nan
+
+
+def proportion_text(hits: list[int]) -> str:
+    """``k/n = p [low, high]`` with the 95% Wilson score interval of the proportion."""
+    from scipy.stats import binomtest
+
+    k, n = int(sum(hits)), len(hits)
+    ci = binomtest(k, n).proportion_ci(0.95, method="wilson")
+    return f"{k}/{n} = {k / n:.2f} [{ci.low:.2f}, {ci.high:.2f}]"
+
+
+def _onset(values: list[float], lrs: tuple[float, ...], threshold: float) -> float | None:
+    for v, lr in zip(values, lrs, strict=True):
+        if v >= threshold:
+            return lr
+    return None
+
+
+def report(ctx: Context, cfg: Config) -> SectionResult:
+    """The E2 part of the report, from ``raw/E2.json`` only."""
+    protocol = _protocol(cfg)
+    data = _load(ctx)
+    keys = [cfg.key(f, a, lr) for f in cfg.functions for a in ARMS for lr in cfg.lr_grid]
+    have = sum(k in data for k in keys)
+    if have < len(keys):
+        return not_yet_run(ID, TITLE, protocol, f"{have} of {len(keys)} cells are stored.")
+    cell = {k: data[k] for k in keys}
+    lrs = cfg.lr_grid
+
+    def series(fn: str, arm: str, what: Callable[[dict[str, Any]], float]) -> list[float]:
+        return [what(cell[cfg.key(fn, arm, lr)]) for lr in lrs]
+
+    def switch_frac(c: dict[str, Any]) -> float:
+        return float(np.mean(np.asarray(c["switches"]) > 0))
+
+    def div_frac(c: dict[str, Any]) -> float:
+        return float(np.mean(c["diverged"]))
+
+    figure = _plot(ctx, cfg, series, switch_frac, div_frac)
+    onset_rows = []
+    for fn in cfg.functions:
+        for arm in ARMS:
+            sw = _onset(series(fn, arm, switch_frac), lrs, SWITCH_ONSET)
+            jp = _onset(series(fn, arm, lambda c: _rate(c, "sub")), lrs, 0.01)
+            dv = _onset(series(fn, arm, div_frac), lrs, 0.5)
+            onset_rows.append([fn, arm, fmt(sw), fmt(jp), fmt(dv)])
+    onset_table = md_table(
+        [
+            "function",
+            "arm",
+            f"switch onset a0 (>= {SWITCH_ONSET:g} of starts switch)",
+            "jump onset a0 (sub jump rate >= 1%)",
+            "divergence onset a0 (>= half diverge)",
+        ],
+        onset_rows,
+    )
+    # Paired over starts, at every a0: SuperLevelSGD minus each arm, in switches and sub jumps.
+    comp_rows = []
+    tally: dict[str, dict[str, list[int]]] = {}
+    for other in ARMS[:-1]:
+        tally[other] = {"switches": [0, 0, 0], "jumps_sub": [0, 0, 0]}
+        for fn in cfg.functions:
+            for metric in ("switches", "jumps_sub"):
+                counts = [0, 0, 0]
+                for lr in lrs:
+                    a = cell[cfg.key(fn, "SuperLevelSGD", lr)][metric]
+                    b = cell[cfg.key(fn, other, lr)][metric]
+                    d = paired_ci(a, b)
+                    counts[0 if d.high < 0 else 1 if d.low > 0 else 2] += 1
+                for i in range(3):
+                    tally[other][metric][i] += counts[i]
+                comp_rows.append([other, fn, metric, counts[0], counts[1], counts[2]])
+    comp_table = md_table(
+        [
+            "SuperLevelSGD vs",
+            "function",
+            "per-start count",
+            "a0 with fewer (CI < 0)",
+            "more (CI > 0)",
+            "no difference",
+        ],
+        comp_rows,
+    )
+    good_rows, good = [], {}
+    for fn in cfg.functions:
+        for arm in ARMS:
+            fr = series(fn, arm, lambda c: float(np.mean(c["good"])))
+            best = int(np.argmax(fr))
+            good[(fn, arm)] = cell[cfg.key(fn, arm, lrs[best])]["good"]
+            good_rows.append([fn, arm, fmt(lrs[best]), proportion_text(good[(fn, arm)])])
+    good_table = md_table(
+        [
+            "function",
+            "arm",
+            "best a0",
+            "fraction of starts ending in a global minimum, 95% Wilson interval",
+        ],
+        good_rows,
+    )
+    super_rows = [
+        [fn, arm, fmt(max(series(fn, arm, lambda c: _rate(c, "super"))), 2)]
+        for fn in cfg.functions
+        for arm in ARMS
+    ]
+    super_table = md_table(["function", "arm", "largest super-level jump rate over a0"], super_rows)
+    sl_rates = [
+        r for fn in cfg.functions for r in series(fn, "SuperLevelSGD", lambda c: _rate(c, "sub"))
+    ]
+    verdict, claims = _verdict(cfg, tally, sl_rates, good)
+    n = len(lrs) * len(cfg.functions)
+    body = "\n".join(
+        [
+            protocol,
+            "",
+            f"Budget: {cfg.steps} steps per trajectory, {cfg.starts} starts per cell, "
+            f"{len(lrs)} values of a0 ({lrs[0]:g} .. {lrs[-1]:g}) x {len(ARMS)} arms x "
+            f"{len(cfg.functions)} functions; components on a {cfg.resolution}^2 grid; "
+            "float64 on the CPU (deterministic).",
+            "",
+            f"![phase diagram]({figure})",
+            "",
+            "**Onsets** (the smallest a0 of the grid where the rate crosses the threshold; "
+            "`-` never on this grid):",
+            "",
+            onset_table,
+            "",
+            "**Paired over the starts** (the same starts for every arm): at how many of the "
+            f"{len(lrs)} values of a0 does SuperLevelSGD have fewer / more component switches "
+            "or sub-level jumps per start than the other arm (95% t interval of the per-start "
+            "difference)?",
+            "",
+            comp_table,
+            "",
+            "**Poor minima** (each arm at its own best a0 of the grid):",
+            "",
+            good_table,
+            "",
+            "**Super-level kind** (jumps of {f >= min(f(a), f(b))}):",
+            "",
+            super_table,
+            "",
+            f"Across the {n} (function, a0) cells SuperLevelSGD's sub-level jump rate is "
+            f"{fmt(min(sl_rates), 2)} .. {fmt(max(sl_rates), 2)}.",
+        ]
+    )
+    return SectionResult(ID, TITLE, "done", body, verdict, claims)
+
+
+def _verdict(
+    cfg: Config,
+    tally: dict[str, dict[str, list[int]]],
+    sl_rates: list[float],
+    good: dict[tuple[str, str], list[int]],
+) -> tuple[str, dict[str, ClaimEvidence]]:
+    n = len(cfg.lr_grid) * len(cfg.functions)
+    parts = []
+    for other, t in tally.items():
+        sw = t["switches"]
+        parts.append(
+            f"vs {other}: fewer switches at {sw[0]}, more at {sw[1]}, no difference at {sw[2]} "
+            f"of {n} (function, a0) cells"
+        )
+    clip = tally["clip + GD + decay"]["switches"]
+    decay = tally["GD + decay"]["switches"]
+    if decay[0] > 0 and clip[0] <= clip[1]:
+        short = "the bounded step, not the level-set topology, explains the effect"
+        reading = (
+            "SuperLevelSGD switches less than GD with the same decay, but not less than "
+            f"clip + GD at the same maximal step length: {short}."
+        )
+    elif clip[0] > clip[1]:
+        short = "fewer switches than clip + GD at the same maximal step length"
+        reading = (
+            "SuperLevelSGD switches less than clip + GD at the same maximal step length "
+            "in more cells than it switches more: something beyond the bounded step is at work."
+        )
+    else:
+        short = "no fewer switches than GD with the same decay"
+        reading = "SuperLevelSGD does not switch less than GD with the same decay."
+    verdict = "; ".join(parts) + ". " + reading
+    claims: dict[str, ClaimEvidence] = {}
+    worst = max(sl_rates)
+    zero = sum(r == 0 for r in sl_rates)
+    c1 = "supported" if worst == 0 else "mixed" if zero > 0 else "not supported"
+    claims["C1"] = ClaimEvidence(
+        c1,
+        f"E2: SuperLevelSGD's sub-level jump rate is 0 in {zero} of {len(sl_rates)} cells, "
+        f"up to {worst:.2g}; {short}",
+    )
+    if "rastrigin" in cfg.functions:
+        ours = good[("rastrigin", "SuperLevelSGD")]
+        diffs = {a: paired_ci(ours, good[("rastrigin", a)]) for a in ARMS[:-1]}
+        better = sum(d.low > 0 for d in diffs.values())
+        worse = sum(d.high < 0 for d in diffs.values())
+        c3 = "supported" if better == len(diffs) else "not supported" if better == 0 else "mixed"
+        claims["C3"] = ClaimEvidence(
+            c3,
+            "E2, Rastrigin, each arm at its best a0: SuperLevelSGD ends in the global minimum "
+            f"for a larger fraction of starts than {better} of {len(diffs)} arms, a smaller one "
+            f"than {worse} (paired 95% CI); "
+            + ", ".join(f"minus {a}: {d.text(2)}" for a, d in diffs.items()),
+        )
+    return verdict, claims
+
+
+def _plot(ctx: Context, cfg: Config, series, switch_frac, div_frac) -> str:
+    rows = [
+        ("sub-level jump rate", lambda c: _rate(c, "sub")),
+        ("fraction of starts that switch", switch_frac),
+        ("fraction diverged", div_frac),
+    ]
+    fig, axes = new_figure(len(rows), len(cfg.functions), 3.6, 2.6)
+    for j, fn in enumerate(cfg.functions):
+        for i, (label, what) in enumerate(rows):
+            ax = axes[i][j]
+            for arm in ARMS:
+                ax.plot(cfg.lr_grid, series(fn, arm, what), marker="o", ms=2.5, label=arm)
+            ax.set_xscale("log")
+            ax.set_ylabel(label, fontsize=8)
+            if i == 0:
+                ax.set_title(fn, fontsize=9)
+            if i == len(rows) - 1:
+                ax.set_xlabel("a0")
+    axes[0][0].legend(fontsize=6)
+    fig.suptitle(
+        f"E2 phase diagram: {cfg.starts} shared starts, {cfg.steps} steps, "
+        f"decay_total {cfg.decay_total:g}",
+        fontsize=10,
+    )
+    save_figure(fig, ctx.figures / "e2_phase.png")
+    return "figures/e2_phase.png"
+
+
+def _protocol(cfg: Config) -> str:
+    fns = "; ".join(f"{n}: {FUNCTIONS[n].note}" for n in cfg.functions)
+    return (
+        "**Question.** Does SuperLevelSGD keep its trajectory inside one component of the "
+        "level set where plain GD jumps between components, and is that the level-set "
+        "structure or just the bounded step?\n\n"
+        f"**Protocol.** Functions: {fns}. Arms: GD (a0), GD + decay (a0 exp(-beta t)), "
+        "clip + GD + decay (the gradient clipped to norm 1, so the same maximal step length "
+        "a0 exp(-beta t) as SuperLevelSGD), SuperLevelSGD (a0 exp(-beta t) g / (1 + ||g||)); "
+        f"beta = {cfg.decay_total:g} / steps. A step *jumps* when its ends lie in different "
+        "components of {f <= max(f(a), f(b))} (sub) or {f >= min(f(a), f(b))} (super); a "
+        "start *switches* when its iterate changes component of the sub-level set at the "
+        "reference level. Diverged trajectories (|x| > 1e3) count as diverged; their steps "
+        "after divergence are not counted; steps with an end outside the grid are unknown "
+        "and not counted."
+    )

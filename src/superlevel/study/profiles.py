@@ -1,0 +1,82 @@
+"""The study's sizes: ``tiny`` (the test suite), ``cpu`` (the committed results), ``gpu``.
+
+- ``tiny`` checks the pipeline end to end in well under two minutes on two cores; its
+  numbers mean nothing.
+- ``cpu`` is sized for about two hours on a two-core machine for every section it has.
+- ``gpu`` has the full budgets, sized for about ten minutes on one H200.
+
+A profile maps section ids to that section's ``Config``; a section missing from a profile
+is not run by it (the report says so).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from superlevel.study import e1, e2, e3
+from superlevel.study.e1 import log_grid
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "E1": e1.Config(
+            conditions=(10.0,), noises=(0.0,), dim=10, epochs=2, lr_grid=(0.1, 1.0), seeds=2
+        ),
+        "E2": e2.Config(
+            functions=("himmelblau", "rastrigin"),
+            lr_grid=(0.01, 0.1),
+            starts=4,
+            steps=20,
+            resolution=61,
+        ),
+        "E3": e3.Config(lrs=(0.5,), decays=(0.0, 2.0), seeds=2, task="digits_mlp", epochs=1),
+    },
+    "cpu": {
+        "E1": e1.Config(
+            conditions=(10.0, 100.0, 1e4),
+            noises=(0.0, 1.0),
+            dim=50,
+            epochs=20,
+            lr_grid=log_grid(-3, 1.5, 3),
+            seeds=5,
+        ),
+        "E2": e2.Config(
+            functions=("himmelblau", "multiwell", "rastrigin"),
+            lr_grid=log_grid(-4, 1, 3),
+            starts=64,
+            steps=200,
+            resolution=301,
+        ),
+        "E3": e3.Config(lrs=(0.1, 0.3, 1.0, 3.0, 10.0), decays=(0.0, 1.0, 3.0, 10.0), seeds=3),
+    },
+    "gpu": {
+        "E1": e1.Config(
+            conditions=(10.0, 100.0, 1e4),
+            noises=(0.0, 1.0),
+            dim=50,
+            epochs=100,
+            lr_grid=log_grid(-3, 1.5, 6),
+            seeds=10,
+        ),
+        "E2": e2.Config(
+            functions=("himmelblau", "multiwell", "rastrigin"),
+            lr_grid=log_grid(-4, 1, 6),
+            starts=256,
+            steps=500,
+            resolution=401,
+        ),
+        "E3": e3.Config(
+            lrs=(0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0),
+            decays=(0.0, 0.5, 1.0, 3.0, 10.0),
+            seeds=5,
+            budget="full",
+        ),
+    },
+}
+
+
+def get_profile(name: str) -> dict[str, Any]:
+    """The section configs of profile ``name``; ``ValueError`` naming the valid ones."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; valid: {', '.join(PROFILES)}") from None

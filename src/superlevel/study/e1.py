@@ -86,7 +86,10 @@ class Config:
 
 
 def log_grid(low_exp: float, high_exp: float, per_decade: int) -> tuple[float, ...]:
-    """``10 ** (low_exp + k / per_decade)`` up to ``10 ** high_exp``, rounded to 4 digits."""
+    """``10 ** (low_exp + k / per_decade)`` for ``k = 0 .. round((high_exp - low_exp) * per_decade)``.
+
+    Rounded to 4 significant digits (``round`` is Python's: halves go to the even integer).
+    """
     n = round((high_exp - low_exp) * per_decade)
     return tuple(float(f"{10 ** (low_exp + k / per_decade):.4g}") for k in range(n + 1))
 

@@ -1,0 +1,77 @@
+"""The study's pure pieces: paired intervals, lr widths, stability counts, claims, ids."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from superlevel.study import e1, e2, e3
+from superlevel.study.claims import claims_table, combine
+from superlevel.study.common import ClaimEvidence, SectionResult, paired_ci
+from superlevel.study.profiles import get_profile
+from superlevel.study.sections import parse_only
+
+
+def test_paired_ci_by_hand():
+    # d = (1, 2, 3): mean 2, sd 1, t_{0.975, 2} = 4.302653 -> half width 4.302653 / sqrt(3).
+    p = paired_ci([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])
+    half = 4.302652729911275 / math.sqrt(3)
+    assert p.mean == pytest.approx(2.0)
+    assert (p.low, p.high) == pytest.approx((2.0 - half, 2.0 + half))
+    assert p.contains_zero and "no difference" in p.text()
+    same = paired_ci([1.0, 1.0], [0.5, 0.5])
+    assert (same.low, same.high) == (0.5, 0.5) and not same.contains_zero
+
+
+def test_paired_ci_refuses_bad_input():
+    with pytest.raises(ValueError, match="pairs"):
+        paired_ci([1.0], [2.0])
+    with pytest.raises(ValueError, match="finite"):
+        paired_ci([1.0, math.inf], [0.0, 0.0])
+
+
+def test_lr_width_takes_the_contiguous_block_around_the_best():
+    lrs = [0.01, 0.1, 1.0, 10.0, 100.0]
+    assert e1.lr_width(lrs, [1.0, 9.9, 10.0, 5.0, 9.9]) == pytest.approx(1.0)
+    assert e1.lr_width(lrs, [1.0, 2.0, 10.0, 3.0, -math.inf]) == 0.0
+    assert math.isnan(e1.lr_width(lrs, [-1.0] * 5))
+
+
+def test_log_grid():
+    assert e1.log_grid(-1, 1, 1) == (0.1, 1.0, 10.0)
+    grid = e1.log_grid(-3, 1.5, 3)  # round(13.5) = 14: 15 points, 1e-3 .. 10^(14/3 - 3)
+    assert len(grid) == 15 and grid[-1] == 46.42
+
+
+def test_stability_counts():
+    rising, spikes = e3.stability([4.0, 3.0, 3.5, 2.0, 5.0])
+    assert rising == pytest.approx(2 / 4)  # 3 -> 3.5 and 2 -> 5
+    assert spikes == pytest.approx(1 / 4)  # 5 > 2 x 2
+    assert all(math.isnan(v) for v in e3.stability([1.0]))
+
+
+def test_proportion_text_wilson():
+    # 5 of 10: Wilson 95% interval [0.237, 0.763].
+    assert e2.proportion_text([1] * 5 + [0] * 5) == "5/10 = 0.50 [0.24, 0.76]"
+
+
+def test_claims_combine_and_table():
+    assert combine([]) == "not tested"
+    assert combine(["supported", "supported"]) == "supported"
+    assert combine(["supported", "not supported"]) == "mixed"
+    s = SectionResult("E9", "t", "done", "", "", {"C2": ClaimEvidence("supported", "x 0.1")})
+    table = claims_table([s])
+    assert "| C2 |" in table and "**supported**" in table and "x 0.1" in table
+    assert table.count("**not tested**") == 4
+    with pytest.raises(ValueError, match="verdict"):
+        ClaimEvidence("maybe", "")
+
+
+def test_parse_only_and_profiles():
+    assert parse_only("e2, E1") == ["E1", "E2"]
+    assert parse_only(None)[0] == "E1"
+    with pytest.raises(ValueError, match="E7"):
+        parse_only("E1,E7")
+    with pytest.raises(ValueError, match="valid: tiny"):
+        get_profile("huge")

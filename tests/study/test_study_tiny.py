@@ -1,0 +1,58 @@
+"""`superlevel study --profile tiny` end to end: runs, resumes, and rebuilds byte for byte."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from superlevel.bench.store import Store
+from superlevel.cli import main
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.suffix != ".db"
+    }
+
+
+def test_tiny_study_runs_resumes_and_rebuilds(tmp_path, capsys):
+    out = tmp_path / "study"
+    args = ["study", "--profile", "tiny", "--out", str(out)]
+    args += ["--checkpoint-dir", str(tmp_path / "ck")]
+    assert main(args) == 0
+    text = (out / "README.md").read_text()
+    assert "## Claims" in text and "| C5 |" in text
+    for sid in ("E1", "E2", "E3", "N2", "Q1", "Q2", "Q3"):
+        assert f"## {sid}" in text
+    assert "Q3" in text and "the harness has no RL tasks yet" in text
+    assert "**Verdict.**" in text and "not yet run" in text
+    assert (out / "figures" / "e2_phase.png").stat().st_size > 0
+    with Store(out / "raw" / "study.db") as store:
+        n_runs = store.count("runs")
+        statuses = {r["status"] for r in store.runs()}
+    assert n_runs > 0 and statuses <= {"finished", "diverged"}
+    first = _digest(out)
+
+    # A second full call finds everything stored: no new runs, the same report.
+    assert main(args) == 0
+    with Store(out / "raw" / "study.db") as store:
+        assert store.count("runs") == n_runs
+    assert _digest(out) == first
+
+    # --report-only from the stored results alone rewrites the same bytes.
+    (out / "README.md").unlink()
+    for fig in (out / "figures").iterdir():
+        fig.unlink()
+    assert main([*args, "--report-only"]) == 0
+    assert _digest(out) == first
+
+
+def test_cli_errors(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(["study", "--profile", "tiny", "--only", "E9", "--out", str(out)]) == 2
+    assert "unknown section id(s) E9" in capsys.readouterr().err
+    assert main(["study", "--profile", "tiny", "--report-only", "--out", str(out)]) == 2
+    assert "no stored results" in capsys.readouterr().err
+    assert not out.exists()

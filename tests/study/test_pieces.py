@@ -75,3 +75,17 @@ def test_parse_only_and_profiles():
         parse_only("E1,E7")
     with pytest.raises(ValueError, match="valid: tiny"):
         get_profile("huge")
+
+
+def test_update_readme_replaces_only_the_block(tmp_path):
+    from superlevel.study.report import BEGIN, END, update_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{BEGIN}\nold\n{END}\n\ntail\n")
+    update_readme(readme, "new | table")
+    assert readme.read_text() == f"# x\n\n{BEGIN}\nnew | table\n{END}\n\ntail\n"
+    bare = tmp_path / "OTHER.md"
+    bare.write_text("# no block\n")
+    with pytest.raises(ValueError, match="no study block"):
+        update_readme(bare, "x")
+    assert bare.read_text() == "# no block\n"

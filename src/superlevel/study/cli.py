@@ -26,6 +26,13 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.readme:
+        text = Path(args.readme).read_text() if Path(args.readme).is_file() else ""
+        from superlevel.study.report import BEGIN, END
+
+        if BEGIN not in text or END not in text:
+            print(f"error: {args.readme} has no study block ({BEGIN} ... {END})", file=sys.stderr)
+            return 2
     out = Path(args.out)
     db = Path(args.db) if args.db else out / "raw" / "study.db"
     if args.report_only and not db.exists():
@@ -48,8 +55,8 @@ def _run(args: argparse.Namespace) -> int:
             )
             if not args.report_only:
                 run_sections(ctx, ids)
-            path = write_report(ctx)
-    except (StoreError, ValueError) as exc:
+            path = write_report(ctx, Path(args.readme) if args.readme else None)
+    except (StoreError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
@@ -76,6 +83,10 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="docs/study", help="report folder (default docs/study)")
     p.add_argument(
         "--report-only", action="store_true", help="rebuild the report from stored results"
+    )
+    p.add_argument(
+        "--readme",
+        help="also refresh the study block (claims and verdicts) of this README file",
     )
     p.add_argument("--device", default="cpu", help="auto | cpu | cuda (default cpu)")
     p.add_argument("--data-dir", help="data folder (default: $SUPERLEVEL_DATA)")

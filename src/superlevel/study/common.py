@@ -131,6 +131,22 @@ def paired_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> Pa
     return Paired(mean, mean - half, mean + half, int(d.size))
 
 
+def rising_fraction(losses: Sequence[float]) -> float:
+    """Fraction of consecutive logged losses ``l_k -> l_{k+1}`` with ``l_{k+1} > l_k``.
+
+    NaN for fewer than two values or a non-finite one (a diverged run).
+    """
+    x = np.asarray(losses, dtype=float)
+    if x.size < 2 or not np.all(np.isfinite(x)):
+        return math.nan
+    return float(np.mean(np.diff(x) > 0))
+
+
+def run_rising_fraction(store: Store, run_id: str) -> float:
+    """:func:`rising_fraction` of a stored run's window-mean training losses."""
+    return rising_fraction([r["loss"] for r in store.step_metrics(run_id)])
+
+
 def fmt(x: float | None, digits: int = 3) -> str:
     """A number for a table: ``-`` for missing, ``g`` format otherwise."""
     if x is None or (isinstance(x, float) and math.isnan(x)):

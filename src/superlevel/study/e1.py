@@ -38,8 +38,10 @@ from superlevel.study.common import (
     new_figure,
     not_yet_run,
     paired_ci,
+    run_rising_fraction,
     save_figure,
 )
+from superlevel.study.tuning import best_lr
 
 ID = "E1"
 TITLE = "Quadratic: exponential decay, modulation, or both"
@@ -86,7 +88,7 @@ class Config:
 
 
 def log_grid(low_exp: float, high_exp: float, per_decade: int) -> tuple[float, ...]:
-    """``10 ** (low_exp + k / per_decade)`` for ``k = 0 .. round((high_exp - low_exp) * per_decade)``.
+    """``10 ** (low_exp + k / per_decade)`` for ``k = 0 .. round((high - low) * per_decade)``.
 
     Rounded to 4 significant digits (``round`` is Python's: halves go to the even integer).
     """
@@ -123,15 +125,15 @@ def _log_subopt(row: dict[str, Any]) -> float:
 
 def _select(cfg: Config, grid: dict[str, dict[str, Any]]) -> dict[tuple, float | None]:
     """The selected lr per (setting, arm): lowest validation suboptimality of seed 1."""
-    chosen: dict[tuple, float | None] = {}
-    for s in cfg.settings():
-        for arm in cfg.arms():
-            scores = [
-                (_log_subopt(grid[_cfg(cfg, s, arm, lr, 1).run_id]), lr) for lr in cfg.lr_grid
-            ]
-            finite = [x for x in scores if math.isfinite(x[0])]
-            chosen[(s, arm)] = min(finite)[1] if finite else None
-    return chosen
+    return {
+        (s, arm): best_lr(
+            cfg.lr_grid,
+            [grid[_cfg(cfg, s, arm, lr, 1).run_id] for lr in cfg.lr_grid],
+            _log_subopt,
+        )
+        for s in cfg.settings()
+        for arm in cfg.arms()
+    }
 
 
 def _final_configs(cfg: Config, chosen: dict[tuple, float | None]) -> list[RunConfig]:
@@ -149,14 +151,6 @@ def run(ctx: Context, cfg: Config) -> None:
     grid = harness.results(ctx, _grid_configs(cfg))
     assert grid is not None  # every grid run is done now
     harness.run(ctx, _final_configs(cfg, _select(cfg, grid)), f"study:{ID}:final")
-
-
-def _rises(ctx: Context, run_id: str) -> float:
-    """Fraction of logged intervals whose mean training loss rose over the previous one."""
-    loss = np.array([r["loss"] for r in ctx.store.step_metrics(run_id)], dtype=float)
-    if loss.size < 2 or not np.all(np.isfinite(loss)):
-        return math.nan
-    return float(np.mean(np.diff(loss) > 0))
 
 
 def lr_width(lrs: Sequence[float], reductions: Sequence[float]) -> float:
@@ -225,7 +219,7 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
                 continue
             ids = [_cfg(cfg, s, arm, lr, seed).run_id for seed in range(1, cfg.seeds + 1)]
             scores[arm] = [_log_subopt(finals[i]) for i in ids]
-            rise = float(np.nanmean([_rises(ctx, i) for i in ids]))
+            rise = float(np.nanmean([run_rising_fraction(ctx.store, i) for i in ids]))
             if arm == paper and s[1] == 0:
                 rises_exact.append(rise)
             vals = np.array(scores[arm])

@@ -29,6 +29,7 @@ from superlevel.study.common import (
     new_figure,
     not_yet_run,
     paired_ci,
+    rising_fraction,
     save_figure,
 )
 
@@ -78,7 +79,7 @@ def stability(losses: list[float]) -> tuple[float, float]:
     x = np.asarray(losses, dtype=float)
     if x.size < 2 or not np.all(np.isfinite(x)):
         return math.nan, math.nan
-    rising = float(np.mean(np.diff(x) > 0))
+    rising = rising_fraction(x)
     low = np.minimum.accumulate(x)
     spikes = float(np.mean(x[1:] > SPIKE * low[:-1]))
     return rising, spikes

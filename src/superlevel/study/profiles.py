@@ -13,8 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from superlevel.study import e1, e2, e3
+from superlevel.study import e1, e2, e3, n2
 from superlevel.study.e1 import log_grid
+
+_ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")  # the harness offers no GELU
+_N2_OPTIMIZERS = ("superlevel", "superlevel_momentum", "sgd", "momentum", "adam", "sgd_clip")
 
 PROFILES: dict[str, dict[str, Any]] = {
     "tiny": {
@@ -29,6 +32,13 @@ PROFILES: dict[str, dict[str, Any]] = {
             resolution=61,
         ),
         "E3": e3.Config(lrs=(0.5,), decays=(0.0, 2.0), seeds=2, task="digits_mlp", epochs=1),
+        "N2": n2.Config(
+            activations=("relu", "tanh"),
+            optimizers=("superlevel", "sgd"),
+            grid_points=2,
+            seeds=2,
+            epochs=1,
+        ),
     },
     "cpu": {
         "E1": e1.Config(
@@ -47,6 +57,12 @@ PROFILES: dict[str, dict[str, Any]] = {
             resolution=301,
         ),
         "E3": e3.Config(lrs=(0.1, 0.3, 1.0, 3.0, 10.0), decays=(0.0, 1.0, 3.0, 10.0), seeds=3),
+        "N2": n2.Config(
+            activations=_ACTIVATIONS,
+            optimizers=_N2_OPTIMIZERS,
+            grid_points=4,
+            seeds=5,
+        ),
     },
     "gpu": {
         "E1": e1.Config(
@@ -69,6 +85,13 @@ PROFILES: dict[str, dict[str, Any]] = {
             decays=(0.0, 0.5, 1.0, 3.0, 10.0),
             seeds=5,
             budget="full",
+        ),
+        "N2": n2.Config(
+            activations=_ACTIVATIONS,
+            optimizers=_N2_OPTIMIZERS,
+            grid_points=7,
+            seeds=10,
+            task="mnist_mlp",
         ),
     },
 }

@@ -1,7 +1,9 @@
 """The report writer: ``docs/study/README.md`` from the sections' stored results.
 
 Everything written is a function of the stored results and the profile: no dates, no
-machine-dependent ordering, so ``--report-only`` rewrites the same bytes.
+machine-dependent ordering, so ``--report-only`` rewrites the same bytes. The project
+README quotes the study through :func:`update_readme`, which replaces the block between
+:data:`BEGIN` and :data:`END` with the same claims and verdicts (never typed by hand).
 """
 
 from __future__ import annotations
@@ -14,14 +16,20 @@ from superlevel.study.common import Context, SectionResult, md_table
 from superlevel.study.sections import section_results
 
 README = "README.md"
+BEGIN = "<!-- study summary: written by `superlevel study --readme README.md`; do not edit -->"
+END = "<!-- end of study summary -->"
+
+
+def overview_table(sections: list[SectionResult], link: str = "") -> str:
+    """One row per section: id (linked to ``link#id``), status, verdict."""
+    return md_table(
+        ["section", "status", "verdict"],
+        [[f"[{s.id}]({link}#{s.id.lower()}) {s.title}", s.status, s.verdict] for s in sections],
+    )
 
 
 def render(ctx: Context, sections: list[SectionResult]) -> str:
     """The whole report as markdown."""
-    overview = md_table(
-        ["section", "status", "verdict"],
-        [[f"[{s.id}](#{s.id.lower()}) {s.title}", s.status, s.verdict] for s in sections],
-    )
     parts = [
         "# The study: the paper's experiments and open questions, measured",
         "",
@@ -39,7 +47,7 @@ def render(ctx: Context, sections: list[SectionResult]) -> str:
         "",
         "## Sections",
         "",
-        overview,
+        overview_table(sections),
         "",
     ]
     for s in sections:
@@ -49,12 +57,50 @@ def render(ctx: Context, sections: list[SectionResult]) -> str:
     return "\n".join(parts)
 
 
-def write_report(ctx: Context) -> Path:
-    """Write ``<out>/README.md`` (and the figures) from stored results; returns its path."""
-    ctx.out.mkdir(parents=True, exist_ok=True)
-    text = render(ctx, section_results(ctx))
-    path = ctx.out / README
-    tmp = path.with_name(f".{README}.tmp")
+def summary(ctx: Context, sections: list[SectionResult], link: str) -> str:
+    """The block the project README quotes: profile, claims table, section verdicts."""
+    return "\n".join(
+        [
+            f"From the study's `{ctx.profile}` profile ([full report]({link})):",
+            "",
+            claims_table(sections),
+            "",
+            overview_table(sections, link),
+        ]
+    )
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
-    os.replace(tmp, path)
+    os.replace(tmp, path)  # a failed write leaves the old file intact
+
+
+def update_readme(readme: Path, block: str) -> None:
+    """Replace the text between :data:`BEGIN` and :data:`END` of ``readme`` with ``block``.
+
+    Raises:
+        ValueError: the file lacks the markers (nothing is written).
+    """
+    text = readme.read_text()
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f"{readme} has no study block (the lines {BEGIN!r} ... {END!r})")
+    new = text[: start + len(BEGIN)] + "\n" + block + "\n" + text[end:]
+    if new != text:
+        _write_atomic(readme, new)
+
+
+def write_report(ctx: Context, readme: Path | None = None) -> Path:
+    """Write ``<out>/README.md`` (and the figures) from stored results; returns its path.
+
+    With ``readme``, also refresh the study block of that file (links relative to it).
+    """
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    sections = section_results(ctx)
+    path = ctx.out / README
+    _write_atomic(path, render(ctx, sections))
+    if readme is not None:
+        link = os.path.relpath(path.resolve(), readme.resolve().parent).replace(os.sep, "/")
+        update_readme(readme, summary(ctx, sections, link))
     return path

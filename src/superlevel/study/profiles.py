@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from superlevel.study import e1, e2, e3, n2
+from superlevel.study import e1, e2, e3, n2, q2
 from superlevel.study.e1 import log_grid
 
 _ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")  # the harness offers no GELU
+_Q2_OPTIMIZERS = ("superlevel", "sgd", "adam", "sgd_clip")
 _N2_OPTIMIZERS = ("superlevel", "superlevel_momentum", "sgd", "momentum", "adam", "sgd_clip")
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -38,6 +39,14 @@ PROFILES: dict[str, dict[str, Any]] = {
             grid_points=2,
             seeds=2,
             epochs=1,
+        ),
+        "Q2": q2.Config(
+            tasks=(("digits_mlp", (("activation", "relu"),)),),  # clean: N2's relu runs
+            optimizers=("superlevel", "sgd"),
+            grid_points=2,
+            seeds=2,
+            epochs=1,
+            conditions=q2.CONDITIONS[:2],
         ),
     },
     "cpu": {
@@ -62,6 +71,13 @@ PROFILES: dict[str, dict[str, Any]] = {
             optimizers=_N2_OPTIMIZERS,
             grid_points=4,
             seeds=5,
+        ),
+        "Q2": q2.Config(
+            tasks=(("mnist_mlp", (("subset", 5000),)), ("fmnist_2c2d", ())),
+            optimizers=_Q2_OPTIMIZERS,
+            grid_points=4,
+            seeds=3,
+            epochs=5,
         ),
     },
     "gpu": {
@@ -92,6 +108,12 @@ PROFILES: dict[str, dict[str, Any]] = {
             grid_points=7,
             seeds=10,
             task="mnist_mlp",
+        ),
+        "Q2": q2.Config(
+            tasks=(("mnist_mlp", ()), ("fmnist_2c2d", ())),
+            optimizers=_Q2_OPTIMIZERS + ("adamw", "superlevel_momentum"),
+            grid_points=7,
+            seeds=5,
         ),
     },
 }

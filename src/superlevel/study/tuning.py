@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
+
+from superlevel.bench.runner import RunConfig
+from superlevel.study import harness
+from superlevel.study.common import Context, fmt, paired_ci
 
 
 def best_lr(
@@ -32,3 +39,184 @@ def neg_val_metric(row: Mapping[str, Any]) -> float:
     if row.get("status") != "finished" or v is None or not math.isfinite(v):
         return math.inf
     return -float(v)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One problem a comparison is run on: a label, a harness task and its options."""
+
+    label: str
+    task: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Optimizers tuned with equal budgets on settings, then rerun over seeds.
+
+    Each (setting, optimizer): ``grid_points`` log-spaced lrs over the optimizer's own
+    search range (the harness's, DeepOBS-style; other hyperparameters at their defaults)
+    run on seed 1; the lr with the best validation metric runs on seeds ``1..seeds``.
+    """
+
+    settings: tuple[Setting, ...]
+    optimizers: tuple[str, ...]
+    grid_points: int
+    seeds: int
+    budget: str = "quick"
+    epochs: int | None = None
+
+    def lrs(self, optimizer: str) -> tuple[float, ...]:
+        """The optimizer's own lr range on ``grid_points`` log-spaced points."""
+        from superlevel.bench.optimizers import get_optimizer
+
+        return tuple(get_optimizer(optimizer).space["lr"].grid(self.grid_points))
+
+    def config(self, s: Setting, optimizer: str, lr: float, seed: int) -> RunConfig:
+        return harness.config(
+            s.task,
+            optimizer,
+            seed,
+            budget=self.budget,
+            epochs=self.epochs,
+            hparams={"lr": lr},
+            task_options=dict(s.options),
+        )
+
+    def grid(self) -> list[RunConfig]:
+        return [
+            self.config(s, o, lr, 1)
+            for s in self.settings
+            for o in self.optimizers
+            for lr in self.lrs(o)
+        ]
+
+    def select(self, grid: Mapping[str, Mapping[str, Any]]) -> dict[tuple[str, str], float | None]:
+        """The selected lr per (setting label, optimizer), by validation metric of seed 1."""
+        return {
+            (s.label, o): best_lr(
+                self.lrs(o),
+                [grid[self.config(s, o, lr, 1).run_id] for lr in self.lrs(o)],
+                neg_val_metric,
+            )
+            for s in self.settings
+            for o in self.optimizers
+        }
+
+    def finals(self, chosen: Mapping[tuple[str, str], float | None]) -> list[RunConfig]:
+        by_label = {s.label: s for s in self.settings}
+        return [
+            self.config(by_label[label], o, lr, seed)
+            for (label, o), lr in chosen.items()
+            if lr is not None
+            for seed in range(1, self.seeds + 1)
+        ]
+
+
+@dataclass
+class Outcome:
+    """A finished comparison: the selected lrs and the stored runs at them, per seed."""
+
+    chosen: dict[tuple[str, str], float | None]
+    runs: dict[tuple[str, str], list[dict[str, Any]]]  # seeds 1..n in order
+    all_runs: list[dict[str, Any]]
+
+
+def run_comparison(ctx: Context, comp: Comparison, section: str) -> None:
+    """The grid of every (setting, optimizer) on seed 1, then the selected lrs on every seed."""
+    harness.run(ctx, comp.grid(), f"study:{section}:grid")
+    grid = harness.results(ctx, comp.grid())
+    assert grid is not None  # every grid run is done now
+    harness.run(ctx, comp.finals(comp.select(grid)), f"study:{section}:final")
+
+
+def load_comparison(ctx: Context, comp: Comparison) -> Outcome | str:
+    """The stored :class:`Outcome`, or a sentence saying what is missing."""
+    grid = harness.results(ctx, comp.grid())
+    if grid is None:
+        done, total = harness.count_done(ctx, comp.grid())
+        return f"{done} of {total} grid runs are stored."
+    chosen = comp.select(grid)
+    finals = harness.results(ctx, comp.finals(chosen))
+    if finals is None:
+        return "the runs at the selected lr are not all stored."
+    by_label = {s.label: s for s in comp.settings}
+    runs = {
+        key: [
+            finals[comp.config(by_label[key[0]], key[1], lr, seed).run_id]
+            for seed in range(1, comp.seeds + 1)
+        ]
+        for key, lr in chosen.items()
+        if lr is not None
+    }
+    return Outcome(chosen, runs, list(grid.values()) + list(finals.values()))
+
+
+def per_seed_test(runs: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
+    """Per-seed test metrics, or ``None`` when a seed diverged."""
+    vals = [r["test_metric"] if r["status"] == "finished" else None for r in runs]
+    if any(v is None for v in vals):
+        return None
+    return np.asarray(vals, dtype=float)
+
+
+@dataclass
+class Summary:
+    """A comparison in numbers: per (setting, optimizer) test values in percent, the table
+    rows, and against ``reference`` the count of settings where it is higher / lower /
+    not different, per competitor."""
+
+    values: dict[tuple[str, str], np.ndarray]
+    rows: list[list[str]]
+    tally: dict[str, list[int]]
+
+
+def summarize(
+    ctx: Context,
+    comp: Comparison,
+    out: Outcome,
+    reference: str,
+    extra: Callable[[list[dict[str, Any]]], list[str]] = lambda runs: [],
+) -> Summary:
+    """Table rows ``setting, optimizer, lr, test % mean (min..max), *extra(runs), paired CI``.
+
+    The paired column is ``reference`` minus the optimizer over seeds (95% t interval).
+    """
+    values: dict[tuple[str, str], np.ndarray] = {}
+    rows: list[list[str]] = []
+    for s in comp.settings:
+        for o in comp.optimizers:
+            lr = out.chosen[(s.label, o)]
+            runs = out.runs.get((s.label, o))
+            vals = None if runs is None else per_seed_test(runs)
+            if vals is None:
+                note = "all diverged" if lr is None else "a seed diverged"
+                rows.append([s.label, o, fmt(lr), note])
+                continue
+            x = values[(s.label, o)] = 100 * vals
+            rows.append(
+                [s.label, o, fmt(lr), f"{x.mean():.2f} ({x.min():.2f}..{x.max():.2f})"]
+                + extra(runs)
+            )
+    tally = {o: [0, 0, 0] for o in comp.optimizers if o != reference}
+    for row in rows:
+        label, o = row[0], row[1]
+        ref, other = values.get((label, reference)), values.get((label, o))
+        if o == reference or ref is None or other is None:
+            row.append("")
+            continue
+        d = paired_ci(ref, other)
+        row.append(d.text())
+        tally[o][0 if d.low > 0 else 1 if d.high < 0 else 2] += 1
+    width = max(len(r) for r in rows)
+    for row in rows:
+        row += ["-"] * (width - len(row))
+    return Summary(values, rows, tally)
+
+
+def tally_text(reference: str, tally: Mapping[str, list[int]], n: int, what: str) -> str:
+    """``vs X: higher in a, lower in b, no difference in c of n <what>; ...``."""
+    return "; ".join(
+        f"vs {o}: higher in {t[0]}, lower in {t[1]}, no difference in {t[2]} of {n} {what}"
+        for o, t in tally.items()
+    )

@@ -89,3 +89,19 @@ def test_update_readme_replaces_only_the_block(tmp_path):
     with pytest.raises(ValueError, match="no study block"):
         update_readme(bare, "x")
     assert bare.read_text() == "# no block\n"
+
+
+def test_readme_quotes_the_committed_study():
+    """The project README's study block is the committed report's claims, not hand-typed."""
+    from pathlib import Path
+
+    from superlevel.study.report import BEGIN, END
+
+    root = Path(__file__).resolve().parents[2]
+    report = (root / "docs" / "study" / "README.md").read_text()
+    readme = (root / "README.md").read_text()
+    block = readme[readme.index(BEGIN) : readme.index(END)]
+    claims = [line for line in report.splitlines() if line.startswith("| C")]
+    assert len(claims) == 5
+    for line in claims:
+        assert line in block

@@ -13,10 +13,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from superlevel.study import e1, e2, e3, n2, q2
+from superlevel.study import e1, e2, e3, n2, q1, q2
 from superlevel.study.e1 import log_grid
 
 _ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")  # the harness offers no GELU
+_Q1_OPTIMIZERS = (
+    "superlevel",
+    "superlevel_momentum",
+    "sgd",
+    "momentum",
+    "adam",
+    "adamw",
+    "sgdr",
+    "sgd_expdecay",
+    "sgd_clip",
+)
 _Q2_OPTIMIZERS = ("superlevel", "sgd", "adam", "sgd_clip")
 _N2_OPTIMIZERS = ("superlevel", "superlevel_momentum", "sgd", "momentum", "adam", "sgd_clip")
 
@@ -48,6 +59,13 @@ PROFILES: dict[str, dict[str, Any]] = {
             epochs=1,
             conditions=q2.CONDITIONS[:2],
         ),
+        "Q1": q1.Config(
+            tasks=(("digits_mlp", (("activation", "relu"),)),),  # N2's relu runs
+            optimizers=("superlevel", "sgd"),
+            grid_points=2,
+            seeds=2,
+            epochs=1,
+        ),
     },
     "cpu": {
         "E1": e1.Config(
@@ -77,7 +95,18 @@ PROFILES: dict[str, dict[str, Any]] = {
             optimizers=_Q2_OPTIMIZERS,
             grid_points=4,
             seeds=3,
-            epochs=5,
+            epochs=3,
+        ),
+        "Q1": q1.Config(
+            tasks=(
+                ("mnist1d_mlp", ()),
+                ("fmnist_2c2d", ()),
+                ("char_lstm", ()),
+                ("char_transformer", ()),
+            ),
+            optimizers=_Q1_OPTIMIZERS,
+            grid_points=3,
+            seeds=3,
         ),
     },
     "gpu": {
@@ -114,6 +143,19 @@ PROFILES: dict[str, dict[str, Any]] = {
             optimizers=_Q2_OPTIMIZERS + ("adamw", "superlevel_momentum"),
             grid_points=7,
             seeds=5,
+        ),
+        "Q1": q1.Config(
+            tasks=(
+                ("mnist1d_mlp", ()),
+                ("mnist1d_cnn", ()),
+                ("fmnist_2c2d", ()),
+                ("char_lstm", ()),
+                ("char_transformer", ()),
+            ),
+            optimizers=_Q1_OPTIMIZERS,
+            grid_points=7,
+            seeds=5,
+            budget="full",
         ),
     },
 }

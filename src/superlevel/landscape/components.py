@@ -243,9 +243,11 @@ def _ndimage():
 
 # Peak working memory of one labelling, measured with tracemalloc on 1-D to 8-D grids
 # (tests/landscape check that the estimate bounds the measured peak): scipy writes int64
-# labels and builds its structuring element from index arrays (16 * ndim * 3**ndim
+# labels and builds its structuring element from index arrays (up to 24 * ndim * 3**ndim
 # bytes); the union-find holds the pairs (16 bytes each) and, when the whole grid is in
 # the set, the pairs' roots and the pairs still crossing trees: up to 66 bytes a pair.
+# Any call also allocates some small arrays: 64 KiB covers them.
+_FIXED_BYTES = 64 << 10
 _SCIPY_BYTES_PER_CELL = 16
 _UNION_FIND_BYTES_PER_CELL = 40
 _UNION_FIND_BYTES_PER_EDGE = 72
@@ -254,24 +256,28 @@ DEFAULT_MEMORY_BUDGET = 2 << 30
 """Default ``memory_budget`` of the labelling functions: 2 GiB."""
 
 
+def _label_memory(shape: tuple[int, ...], connectivity: int, scipy: bool) -> tuple[int, str]:
+    """Estimated peak bytes of labelling a grid of ``shape``, and how it is labelled."""
+    cells = int(np.prod(shape))
+    if scipy:
+        structure = 24 * len(shape) * 3 ** len(shape)
+        return _FIXED_BYTES + cells * _SCIPY_BYTES_PER_CELL + structure, "scipy.ndimage.label"
+    edges = _edge_count(shape, connectivity)
+    need = _FIXED_BYTES + cells * _UNION_FIND_BYTES_PER_CELL + edges * _UNION_FIND_BYTES_PER_EDGE
+    return need, f"the union-find over its {edges:,} neighbour pairs (the fallback without scipy)"
+
+
 def _check_memory(shape: tuple[int, ...], connectivity: int, scipy: bool, budget: int) -> None:
     """Refuse a labelling whose estimated working memory exceeds ``budget`` bytes."""
     if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
         raise ValueError(f"memory_budget must be a positive number of bytes, got {budget!r}")
-    cells = int(np.prod(shape))
-    if scipy:
-        structure = 16 * len(shape) * 3 ** len(shape)
-        need, how = cells * _SCIPY_BYTES_PER_CELL + structure, "scipy.ndimage.label"
-    else:
-        edges = _edge_count(shape, connectivity)
-        need = cells * _UNION_FIND_BYTES_PER_CELL + edges * _UNION_FIND_BYTES_PER_EDGE
-        how = f"the union-find over its {edges} neighbour pairs (scipy is not installed)"
+    need, how = _label_memory(shape, connectivity, scipy)
     if need > budget:
         raise ValueError(
-            f"labelling a grid of shape {shape} ({cells} cells, connectivity {connectivity}) "
-            f"with {how} needs about {need / 2**20:.0f} MiB, over memory_budget={budget} "
-            f"bytes ({budget / 2**20:.0f} MiB); use a coarser grid or a lower connectivity, "
-            f"or raise memory_budget"
+            f"labelling a grid of shape {shape} ({int(np.prod(shape)):,} cells, connectivity "
+            f"{connectivity}) with {how} needs about {need:,} bytes ({need / 2**20:.1f} MiB), "
+            f"over memory_budget={budget:,} bytes; use a coarser grid or a lower "
+            f"connectivity, or raise memory_budget"
         )
 
 
@@ -343,11 +349,13 @@ def level_set_components(
         level: the level ``c``.
         kind: ``"sub"`` or ``"super"``.
         connectivity: ``1`` (faces) up to ``values.ndim`` or ``"full"`` (faces and corners).
-        memory_budget: bytes the labelling may use, estimated before it starts: with
-            scipy 16 per cell (plus ``16 * ndim * 3**ndim`` for its structuring
-            element); with the union-find 40 per cell plus 72 per neighbour pair (a
-            401x401 grid has 320,000 pairs at connectivity 1, ``3**10`` cells have 141
-            million with full connectivity: 9.5 GiB, refused by the default 2 GiB).
+        memory_budget: bytes the labelling may use, estimated before it starts
+            (:data:`DEFAULT_MEMORY_BUDGET`, 2 GiB): with scipy 16 per cell plus
+            ``24 * ndim * 3**ndim`` for its structuring element; with the union-find 40
+            per cell plus 72 per neighbour pair; 64 KiB more for either. A 401x401 grid
+            has 320,000 pairs at connectivity 1; ``3**10`` cells have 141 million with
+            full connectivity, 9.5 GiB for the union-find (refused by default), 1 MiB
+            for scipy.
 
     Returns:
         ``(labels, count)``: int64 labels of ``values``' shape, 0 outside the set and

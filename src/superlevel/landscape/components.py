@@ -354,7 +354,7 @@ def level_set_components(
             ``24 * ndim * 3**ndim`` for its structuring element; with the union-find 40
             per cell plus 72 per neighbour pair; 64 KiB more for either. A 401x401 grid
             has 320,000 pairs at connectivity 1; ``3**10`` cells have 141 million with
-            full connectivity, 9.5 GiB for the union-find (refused by default), 1 MiB
+            full connectivity, 9.5 GiB for the union-find (refused by default), 14 MiB
             for scipy.
 
     Returns:

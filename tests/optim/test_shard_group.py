@@ -3,8 +3,6 @@ full batch; without it each rank's norm is its own shard's and the runs drift ap
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -50,7 +48,9 @@ def test_without_shard_group_each_rank_takes_its_shards_norm(result, single, wra
     # What shard_group fixes: rank 0's norm is a shard's (smaller), the params drift.
     got = result[f"{wrapper}-local"]
     assert got["norms"][0] < single["norms"][0] * (1 - 1e-6)
-    drift = max((p - q).abs().max().item() for p, q in zip(got["params"], single["params"]))
+    drift = max(
+        (p - q).abs().max().item() for p, q in zip(got["params"], single["params"], strict=True)
+    )
     assert drift > 1e-6
 
 

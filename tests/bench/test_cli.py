@@ -354,18 +354,8 @@ def test_report_never_pools_configurations(tmp_path: Path, capsys) -> None:
     assert "1,1,2,2" not in md
 
 
-def _foreign(path: Path) -> bytes:
-    con = sqlite3.connect(path)
-    con.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, km REAL)")
-    con.execute("INSERT INTO runs(km) VALUES (5.0)")
-    con.commit()
-    con.close()
-    return path.read_bytes()
-
-
-def test_foreign_and_empty_files_are_never_written(tmp_path: Path, capsys) -> None:
-    foreign = tmp_path / "jogging.db"
-    before = _foreign(foreign)
+def test_foreign_and_empty_files_are_never_written(foreign_db, tmp_path: Path, capsys) -> None:
+    foreign, before = foreign_db
     empty = tmp_path / "empty.db"
     empty.touch()
     out = str(tmp_path / "rep")

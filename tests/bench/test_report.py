@@ -74,6 +74,11 @@ def test_configurations_with_different_hyperparameters_are_never_pooled() -> Non
     # Another budget or task option is another setting, never pooled either.
     other = [_run("sgd", 1, ["default"], task_options={"subset": 10}), _run("sgd", 1, ["default"])]
     assert sorted(s.key[3] for s in select(other)) == ['{"subset": 10}', "{}"]
+    _, rows = overview_table(select(other))  # the overview tells the two settings apart
+    assert sorted(r[0] for r in rows) == [
+        "t (budget quick, 2 epochs) (accuracy ↑)",
+        't (budget quick, 2 epochs, options {"subset": 10}) (accuracy ↑)',
+    ]
 
 
 def test_summarize_counts_divergence_and_unreached_targets() -> None:

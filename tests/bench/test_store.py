@@ -149,19 +149,8 @@ def test_foreign_database_and_directory_are_refused(tmp_path: Path) -> None:
         Store(tmp_path)
 
 
-def _foreign(path: Path) -> bytes:
-    """Another application's SQLite file that happens to have a table called ``runs``."""
-    con = sqlite3.connect(path)
-    con.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, name TEXT)")
-    con.execute("INSERT INTO runs(name) VALUES ('morning jog')")
-    con.commit()
-    con.close()
-    return path.read_bytes()
-
-
-def test_a_foreign_file_with_a_runs_table_stays_byte_identical(tmp_path: Path) -> None:
-    path = tmp_path / "other.db"
-    before = _foreign(path)
+def test_a_foreign_file_with_a_runs_table_stays_byte_identical(foreign_db) -> None:
+    path, before = foreign_db
     for readonly in (False, True):
         with pytest.raises(StoreError, match=r"another application.*tables: runs.*untouched"):
             Store(path, readonly=readonly)

@@ -120,6 +120,7 @@ def overview_table(settings: Sequence[Setting]) -> tuple[list[str], list[list[st
     """
     labels = sorted({c.label for s in settings for c in s.compared})
     head = ["task (metric)", *labels]
+    tasks = [s.key[0] for s in settings]
     rows = []
     for setting in settings:
         sums = {c.label: (c, summarize(c.runs)) for c in setting.compared}
@@ -139,7 +140,9 @@ def overview_table(settings: Sequence[Setting]) -> tuple[list[str], list[list[st
             text = f"**{text}**" if label == best else text
             cells.append(text + (" (tuned)" if cfg.protocol == "tuned" else ""))
         better = "↑" if setting.higher_is_better else "↓"
-        rows.append([f"{setting.key[0]} ({setting.metric_name} {better})", *cells])
+        # A task in several settings is named with what tells them apart.
+        name = setting.title() if tasks.count(setting.key[0]) > 1 else setting.key[0]
+        rows.append([f"{name} ({setting.metric_name} {better})", *cells])
     return head, rows
 
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from superlevel.study.claims import smallest_evidence
 from superlevel.study.common import (
-    ClaimEvidence,
     Context,
     SectionResult,
     compute_seconds,
@@ -104,16 +104,11 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
         for o in cfg.optimizers
         if all((a, o) in summ.values for a in cfg.activations)
     }
-    if REFERENCE in spread and len(spread) > 1:
-        ours = spread[REFERENCE]
-        others = [v for o, v in spread.items() if o != REFERENCE]
-        c4 = "supported" if ours <= min(others) else "mixed"
-        c4 = "not supported" if ours > max(others) else c4
-        claims["C4"] = ClaimEvidence(
-            c4,
-            f"N2: spread of mean test accuracy over {n} activations {ours:.2f} points for "
-            f"{REFERENCE}, {min(others):.2f}..{max(others):.2f} for the others",
-        )
+    c4 = smallest_evidence(
+        "N2", f"spread of mean test accuracy over {n} activations", spread, REFERENCE
+    )
+    if c4 is not None:
+        claims["C4"] = c4
     body = "\n".join(
         [
             protocol,

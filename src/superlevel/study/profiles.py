@@ -99,10 +99,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         ),
         "Q1": q1.Config(
             tasks=(
-                ("mnist1d_mlp", ()),
                 ("fmnist_2c2d", ()),
-                ("char_lstm", ()),
                 ("char_transformer", ()),
+                ("char_lstm", ()),
+                ("mnist1d_mlp", ()),
             ),
             optimizers=_Q1_OPTIMIZERS,
             grid_points=3,

@@ -10,7 +10,7 @@ performance profile over the tasks (:func:`superlevel.bench.stats.performance_pr
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,7 @@ from superlevel.study.common import (
 from superlevel.study.tuning import (
     Comparison,
     Setting,
+    completed_tasks,
     load_comparison,
     run_comparison,
     summarize,
@@ -54,16 +55,21 @@ class Config:
     budget: str = "quick"
     epochs: int | None = None
 
-    def comparison(self) -> Comparison:
-        settings = tuple(Setting(t, t, opts) for t, opts in self.tasks)
+    def comparison(self, tasks: tuple[str, ...] | None = None) -> Comparison:
+        """The comparison over ``tasks`` (default: all of them)."""
+        settings = tuple(
+            Setting(t, t, opts) for t, opts in self.tasks if tasks is None or t in tasks
+        )
         return Comparison(
             settings, self.optimizers, self.grid_points, self.seeds, self.budget, self.epochs
         )
 
 
 def run(ctx: Context, cfg: Config) -> None:
-    """Every (task, optimizer) tuned on seed 1, then the selected lr on every seed."""
-    run_comparison(ctx, cfg.comparison(), ID)
+    """Task by task (so an interrupted study has complete ones): every optimizer tuned on
+    seed 1, then the selected lr on every seed."""
+    for task, _ in cfg.tasks:
+        run_comparison(ctx, cfg.comparison((task,)), ID)
 
 
 def _steps_to_target(runs: list[dict[str, Any]]) -> float:
@@ -77,10 +83,15 @@ def _steps_to_target(runs: list[dict[str, Any]]) -> float:
 def report(ctx: Context, cfg: Config) -> SectionResult:
     """The Q1 part of the report, from stored runs only."""
     protocol = _protocol(cfg)
+    done, missing = completed_tasks(ctx, [t for t, _ in cfg.tasks], cfg.comparison)
+    if not done:
+        return not_yet_run(ID, TITLE, protocol, missing)
+    if missing:  # report the complete tasks, and say plainly which are not
+        cfg = replace(cfg, tasks=tuple(tb for tb in cfg.tasks if tb[0] in done))
+        protocol += f"\n\n**Not yet run:** {missing} They are left out below."
     comp = cfg.comparison()
     out = load_comparison(ctx, comp)
-    if isinstance(out, str):
-        return not_yet_run(ID, TITLE, protocol, out)
+    assert not isinstance(out, str)  # every part of it was loaded above
     summ = summarize(ctx, comp, out, REFERENCE, lambda runs: [fmt(_steps_to_target(runs))])
     table = md_table(
         [
@@ -105,7 +116,8 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
     figure = _plot(ctx, cfg, profile, taus)
     n = len(cfg.tasks)
     verdict = (
-        f"Test metric of {REFERENCE}, paired over seeds: "
+        ("" if not missing else f"On {', '.join(done)} only (the rest has not run): ")
+        + f"Test metric of {REFERENCE}, paired over seeds: "
         + tally_text(REFERENCE, summ.tally, n, "tasks")
         + ". Fraction of tasks on which each optimizer reaches the target within 2x the "
         "fastest: "

@@ -31,6 +31,7 @@ from superlevel.study.common import (
 from superlevel.study.tuning import (
     Comparison,
     Setting,
+    completed_tasks,
     load_comparison,
     run_comparison,
     summarize,
@@ -88,9 +89,7 @@ def _train_accuracy(ctx: Context, run: dict[str, Any]) -> float:
 def report(ctx: Context, cfg: Config) -> SectionResult:
     """The Q2 part of the report, from stored runs only."""
     protocol = _protocol(cfg)
-    status = {t: load_comparison(ctx, cfg.comparison((t,))) for t, _ in cfg.tasks}
-    done = tuple(t for t, out in status.items() if not isinstance(out, str))
-    missing = "; ".join(f"`{t}`: {out}" for t, out in status.items() if isinstance(out, str))
+    done, missing = completed_tasks(ctx, [t for t, _ in cfg.tasks], cfg.comparison)
     if not done:
         return not_yet_run(ID, TITLE, protocol, missing)
     if missing:  # report the complete data sets, and say plainly which are not

@@ -220,3 +220,16 @@ def tally_text(reference: str, tally: Mapping[str, list[int]], n: int, what: str
         f"vs {o}: higher in {t[0]}, lower in {t[1]}, no difference in {t[2]} of {n} {what}"
         for o, t in tally.items()
     )
+
+
+def completed_tasks(
+    ctx: Context, tasks: Sequence[str], part: Callable[[tuple[str, ...]], Comparison]
+) -> tuple[tuple[str, ...], str]:
+    """Which tasks have a complete comparison (``part((task,))``), and a sentence for the rest.
+
+    Sections run task by task, so an interrupted study has whole tasks to report.
+    """
+    status = {t: load_comparison(ctx, part((t,))) for t in tasks}
+    done = tuple(t for t, out in status.items() if not isinstance(out, str))
+    missing = "; ".join(f"`{t}`: {out}" for t, out in status.items() if isinstance(out, str))
+    return done, missing

@@ -197,9 +197,12 @@ def new_figure(nrows: int, ncols: int, width: float = 4.0, height: float = 3.0) 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
-    # Fixed margins: a layout engine would double the cost of every figure.
-    fig.subplots_adjust(left=0.08, right=0.97, bottom=0.1, top=0.88, wspace=0.35, hspace=0.45)
+    w, h = width * ncols, height * nrows
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w, h), squeeze=False)
+    # Fixed margins in inches (a layout engine would double the cost of every figure).
+    fig.subplots_adjust(
+        left=0.75 / w, right=1 - 0.2 / w, bottom=0.6 / h, top=1 - 0.6 / h, wspace=0.4, hspace=0.5
+    )
     return fig, axes
 
 

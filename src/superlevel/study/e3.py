@@ -35,6 +35,7 @@ from superlevel.study.common import (
 
 ID = "E3"
 TITLE = "MNIST and beta: accuracy and stability over a0 x decay"
+COLLAPSE = 0.2  # mean test accuracy below this (chance is 0.1 with 10 classes): collapsed
 SPIKE = 2.0  # a window loss above SPIKE x the lowest one so far is a spike
 
 
@@ -149,6 +150,17 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
                 f"Against modulation only at its best a0 ({cfg.lrs[zj]:g}): test accuracy "
                 f"difference {d.text()} points, paired over seeds."
             )
+    collapsed = [
+        f"a0 {cfg.lrs[j]:g} / decay_total {cfg.decays[i]:g}"
+        for i in range(len(cfg.decays))
+        for j in range(len(cfg.lrs))
+        if np.isnan(test[i, j]).any() or test[i, j].mean() < COLLAPSE
+    ]
+    parts.append(
+        f"Cells that diverged or collapsed (mean test accuracy < {COLLAPSE:g}): "
+        + (", ".join(collapsed) if collapsed else "none")
+        + "."
+    )
     widths = []
     for i in range(len(cfg.decays)):
         ok = vmean[i] >= 0.98 * vmean[bi, bj]
@@ -182,7 +194,7 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
             " ".join(parts),
         ]
     )
-    return SectionResult(ID, TITLE, "done", body, " ".join(parts[:2]), claims)
+    return SectionResult(ID, TITLE, "done", body, " ".join(parts[:3]), claims)
 
 
 def _plot(ctx: Context, cfg: Config, test: np.ndarray, rise: np.ndarray, spike: np.ndarray) -> str:

@@ -10,7 +10,7 @@ performance profile over the tasks (:func:`superlevel.bench.stats.performance_pr
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,8 +31,7 @@ from superlevel.study.common import (
 from superlevel.study.tuning import (
     Comparison,
     Setting,
-    completed_tasks,
-    load_comparison,
+    load_complete_tasks,
     run_comparison,
     summarize,
     tally_text,
@@ -83,15 +82,14 @@ def _steps_to_target(runs: list[dict[str, Any]]) -> float:
 def report(ctx: Context, cfg: Config) -> SectionResult:
     """The Q1 part of the report, from stored runs only."""
     protocol = _protocol(cfg)
-    done, missing = completed_tasks(ctx, [t for t, _ in cfg.tasks], cfg.comparison)
-    if not done:
-        return not_yet_run(ID, TITLE, protocol, missing)
-    if missing:  # report the complete tasks, and say plainly which are not
-        cfg = replace(cfg, tasks=tuple(tb for tb in cfg.tasks if tb[0] in done))
+    loaded = load_complete_tasks(ctx, cfg)
+    if isinstance(loaded, str):
+        return not_yet_run(ID, TITLE, protocol, loaded)
+    cfg, out, missing = loaded
+    if missing:  # the complete tasks are reported; say plainly which are not
         protocol += f"\n\n**Not yet run:** {missing} They are left out below."
+    done = [t for t, _ in cfg.tasks]
     comp = cfg.comparison()
-    out = load_comparison(ctx, comp)
-    assert not isinstance(out, str)  # every part of it was loaded above
     summ = summarize(ctx, comp, out, REFERENCE, lambda runs: [fmt(_steps_to_target(runs))])
     table = md_table(
         [

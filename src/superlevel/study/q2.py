@@ -11,7 +11,7 @@ the last epoch's accuracy on the (noisy / imbalanced) training split minus test 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,8 +31,7 @@ from superlevel.study.common import (
 from superlevel.study.tuning import (
     Comparison,
     Setting,
-    completed_tasks,
-    load_comparison,
+    load_complete_tasks,
     run_comparison,
     summarize,
     tally_text,
@@ -89,15 +88,14 @@ def _train_accuracy(ctx: Context, run: dict[str, Any]) -> float:
 def report(ctx: Context, cfg: Config) -> SectionResult:
     """The Q2 part of the report, from stored runs only."""
     protocol = _protocol(cfg)
-    done, missing = completed_tasks(ctx, [t for t, _ in cfg.tasks], cfg.comparison)
-    if not done:
-        return not_yet_run(ID, TITLE, protocol, missing)
-    if missing:  # report the complete data sets, and say plainly which are not
-        cfg = replace(cfg, tasks=tuple(tb for tb in cfg.tasks if tb[0] in done))
+    loaded = load_complete_tasks(ctx, cfg)
+    if isinstance(loaded, str):
+        return not_yet_run(ID, TITLE, protocol, loaded)
+    cfg, out, missing = loaded
+    if missing:  # the complete tasks are reported; say plainly which are not
         protocol += f"\n\n**Not yet run:** {missing} They are left out below."
+    done = [t for t, _ in cfg.tasks]
     comp = cfg.comparison()
-    out = load_comparison(ctx, comp)
-    assert not isinstance(out, str)  # every part of it was loaded above
 
     def gap(runs: list[dict[str, Any]]) -> list[str]:
         g = [100 * (_train_accuracy(ctx, r) - r["test_metric"]) for r in runs]
@@ -191,5 +189,7 @@ def _protocol(cfg: Config) -> str:
         "(training split only; validation and test clean and balanced) x optimizers "
         f"{', '.join(cfg.optimizers)}. Each (setting, optimizer): {cfg.grid_points} "
         "log-spaced lrs over the optimizer's own range on seed 1, selected by validation "
-        f"accuracy, then seeds 1..{cfg.seeds}. The test split selects nothing."
+        f"accuracy, then seeds 1..{cfg.seeds}. The test split selects nothing. The "
+        "generalisation gap is the last epoch's accuracy on the training split as trained "
+        "(noisy labels included, so it is negative under label noise) minus test accuracy."
     )

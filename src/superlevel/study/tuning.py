@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -222,14 +222,26 @@ def tally_text(reference: str, tally: Mapping[str, list[int]], n: int, what: str
     )
 
 
-def completed_tasks(
-    ctx: Context, tasks: Sequence[str], part: Callable[[tuple[str, ...]], Comparison]
-) -> tuple[tuple[str, ...], str]:
-    """Which tasks have a complete comparison (``part((task,))``), and a sentence for the rest.
+def load_complete_tasks(ctx: Context, cfg: Any) -> tuple[Any, Outcome, str] | str:
+    """The stored outcome over the tasks whose comparison is complete.
 
-    Sections run task by task, so an interrupted study has whole tasks to report.
+    ``cfg`` has ``tasks`` (``((name, options), ...)``) and ``comparison(tasks=None)``;
+    sections run task by task, so an interrupted study has whole tasks to report.
+
+    Returns:
+        ``(cfg restricted to the complete tasks, their outcome, a sentence naming the
+        incomplete ones or "")``, or only that sentence when no task is complete.
     """
-    status = {t: load_comparison(ctx, part((t,))) for t in tasks}
-    done = tuple(t for t, out in status.items() if not isinstance(out, str))
-    missing = "; ".join(f"`{t}`: {out}" for t, out in status.items() if isinstance(out, str))
-    return done, missing
+    status = {t: load_comparison(ctx, cfg.comparison((t,))) for t, _ in cfg.tasks}
+    missing = "; ".join(
+        f"`{t}`: {out.rstrip('.')}" for t, out in status.items() if isinstance(out, str)
+    )
+    missing += "." if missing else ""
+    done = {t for t, out in status.items() if not isinstance(out, str)}
+    if not done:
+        return missing
+    if missing:
+        cfg = replace(cfg, tasks=tuple(tb for tb in cfg.tasks if tb[0] in done))
+    out = load_comparison(ctx, cfg.comparison())
+    assert not isinstance(out, str)  # every part of it was loaded above
+    return cfg, out, missing

@@ -114,7 +114,7 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
     figure = _plot(ctx, cfg, profile, taus)
     n = len(cfg.tasks)
     verdict = (
-        ("" if not missing else f"On {', '.join(done)} only (the rest has not run): ")
+        ("" if not missing else f"On {', '.join(done)} only (the rest has not run). ")
         + f"Test metric of {REFERENCE}, paired over seeds: "
         + tally_text(REFERENCE, summ.tally, n, "tasks")
         + ". Fraction of tasks on which each optimizer reaches the target within 2x the "

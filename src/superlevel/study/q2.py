@@ -126,7 +126,7 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
     figure = _plot(ctx, cfg, summ.values)
     n = len(comp.settings)
     verdict = (
-        ("" if not missing else f"On {', '.join(done)} only (the rest has not run): ")
+        ("" if not missing else f"On {', '.join(done)} only (the rest has not run). ")
         + f"Test accuracy of {REFERENCE}, paired over seeds: "
         + tally_text(REFERENCE, summ.tally, n, "settings")
         + f". Mean drop from clean data to the worst condition (points): {drop_text}."

@@ -74,7 +74,7 @@ class SectionResult:
     Attributes:
         id: the fixed id (``E1`` ...).
         title: its title.
-        status: ``done`` or ``not yet run``.
+        status: ``done``, ``partial`` (some of its parts have run) or ``not yet run``.
         markdown: the body (question, protocol, tables, figures), without the heading.
         verdict: one or two sentences computed from the numbers (or why there are none).
         claims: evidence per claim id (``C1`` ... ``C5``).

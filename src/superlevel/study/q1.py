@@ -85,6 +85,7 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
     loaded = load_complete_tasks(ctx, cfg)
     if isinstance(loaded, str):
         return not_yet_run(ID, TITLE, protocol, loaded)
+    n_all = len(cfg.tasks)
     cfg, out, missing = loaded
     if missing:  # the complete tasks are reported; say plainly which are not
         protocol += f"\n\n**Not yet run:** {missing} They are left out below."
@@ -131,7 +132,7 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
         c5 = "not supported" if any(v > n / 2 for v in lower.values()) else c5
         claims["C5"] = ClaimEvidence(
             c5,
-            "Q1: "
+            f"Q1 ({n} of {n_all} tasks run): "
             + "; ".join(
                 f"vs {o}: higher in {higher[o]}, lower in {lower[o]} of {n} tasks" for o in rivals
             ),
@@ -150,7 +151,8 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
             table,
         ]
     )
-    return SectionResult(ID, TITLE, "done", body, verdict, claims)
+    status = "partial" if missing else "done"
+    return SectionResult(ID, TITLE, status, body, verdict, claims)
 
 
 def _plot(ctx: Context, cfg: Config, profile: dict[str, np.ndarray], taus: np.ndarray) -> str:

@@ -150,7 +150,8 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
             table,
         ]
     )
-    return SectionResult(ID, TITLE, "done", body, verdict, claims)
+    status = "partial" if missing else "done"
+    return SectionResult(ID, TITLE, status, body, verdict, claims)
 
 
 def _epochs_text(cfg: Config) -> str:

@@ -52,7 +52,7 @@ def render(ctx: Context, sections: list[SectionResult]) -> str:
     ]
     for s in sections:
         parts += [f"## {s.id}", "", f"### {s.title}", "", s.markdown.rstrip(), ""]
-        if s.status == "done":
+        if s.status in ("done", "partial"):
             parts += [f"**Verdict.** {s.verdict}", ""]
     return "\n".join(parts)
 

@@ -35,6 +35,7 @@ from superlevel.optim import SuperLevelSGD  # noqa: E402
 def run(device: str, tensor_lr: bool, steps: int) -> dict[str, float]:
     """Loop ``steps`` compiled steps with a warmup schedule; wall time and graph count."""
     torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()  # global: would add up across runs
     torch.manual_seed(0)
     params = [torch.randn(256, 256, device=device, requires_grad=True) for _ in range(4)]
     for p in params:

@@ -189,3 +189,39 @@ def test_guard_refuses_gradient_accumulation(tmp_path, mnist):
     )
     with pytest.raises(ValueError, match="accumulate_grad_batches=2"):
         trainer.fit(MLP(guarded=True), _loader(mnist))
+
+
+class ManualMLP(MLP):
+    """Manual optimization: the user calls the guard's step with a closure."""
+
+    def __init__(self) -> None:
+        super().__init__(guarded=True, lr=3.0)
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        opt = self.optimizers()
+
+        def closure():
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(self(x), y)
+            self.manual_backward(loss)
+            return loss
+
+        return opt.step(closure=closure)
+
+
+def test_manual_optimization_counts_one_global_step_per_guarded_step(tmp_path, mnist):
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=20,
+        logger=False,
+        callbacks=[SuperLevelCallback()],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    trainer.fit(ManualMLP(), _loader(mnist))
+    guard = find_guard(trainer.optimizers[0])
+    assert guard.counters["retries"] > 0  # trials beyond the first happened...
+    assert trainer.global_step == guard.counters["steps"] == 20  # ...and did not count

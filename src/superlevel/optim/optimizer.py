@@ -138,12 +138,14 @@ class SuperLevelSGD(Optimizer):
         group_hyper(defaults, read_tensors=True)  # bad arguments fail here, named
         # Mutated in place by step(): torch.compile cannot trace a new attribute binding.
         self._last: dict[str, Any] = {}
+        self._layouts: dict[int, Any] = {}  # group -> (param ids, buckets) buffers match
         self.shard_group = shard_group
         super().__init__(params, defaults)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.__dict__.setdefault("_last", {})
+        self.__dict__.setdefault("_layouts", {})
         self.__dict__.setdefault("shard_group", None)
         for group in self.param_groups:
             for key, value in GROUP_DEFAULTS.items():
@@ -193,6 +195,7 @@ class SuperLevelSGD(Optimizer):
                 for key in _COUNTERS:
                     group[key] = _counter(group[key], device)
         self._last.clear()
+        self._layouts.clear()
 
     def stats(self) -> dict[str, Tensor]:
         """The last step's numbers as detached 0-dim tensor copies (no host sync).
@@ -269,9 +272,25 @@ class SuperLevelSGD(Optimizer):
         if not any(g.params for g in out) and self.shard_group is None:
             return None
         capture_health_check(self)
-        for g in out:
-            _fix_buffer_layouts(self.state, g)
+        for gi, g in enumerate(out):
+            if g.bufs:
+                self._match_buffers(gi, g)
         return out
+
+    def _match_buffers(self, gi: int, g: _Group) -> None:
+        """Momentum buffers follow their params' dtype and device (after ``.half()``...).
+
+        Buffers match their params' layout as of the last step; only a change of the
+        params or of their (device, dtype) grouping can make one stale, so the per-buffer
+        check runs only then.
+        """
+        if torch.compiler.is_compiling():
+            _fix_buffer_layouts(self.state, g)
+            return
+        key = (tuple(map(id, g.params)), g.buckets)
+        if self._layouts.get(gi) != key:
+            _fix_buffer_layouts(self.state, g)
+            self._layouts[gi] = key
 
     def _collect_group(self, gi: int, group: dict[str, Any]) -> _Group:
         hyper = group_hyper(group)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -48,9 +47,28 @@ class Row:
     published: str = ""
 
 
+# The paper's table, and what the MNIST-1D repository's classification notebook prints
+# at step 6000 with the same protocol (seed 42).
+_MLP_PUBLISHED = "~68% (paper), 65.1% (its notebook)"
+_CNN_PUBLISHED = "~94% (paper), 92.3% (its notebook)"
+
 ROWS = [
-    Row("mnist1d", "mnist1d_mlp", 1e-2, 5, {"protocol": "paper"}, published="~68% (MNIST-1D)"),
-    Row("mnist1d", "mnist1d_cnn", 1e-2, 5, {"protocol": "paper"}, published="~94% (MNIST-1D)"),
+    Row(
+        "mnist1d",
+        "mnist1d_mlp",
+        1e-2,
+        5,
+        {"protocol": "paper"},
+        published=_MLP_PUBLISHED,
+    ),
+    Row(
+        "mnist1d",
+        "mnist1d_cnn",
+        1e-2,
+        5,
+        {"protocol": "paper"},
+        published=_CNN_PUBLISHED,
+    ),
     Row("mnist1d", "mnist1d_mlp", 1e-2, 5),
     Row("mnist1d", "mnist1d_cnn", 1e-2, 5),
     Row("digits", "digits_mlp", 1e-3, 3),
@@ -95,17 +113,18 @@ def _runs_of(row: Row, db: str) -> list[dict[str, Any]]:
 def _line(row: Row, runs: list[dict[str, Any]]) -> str:
     acc = [100 * r["test_metric"] for r in runs if r["test_metric"] is not None]
     first = runs[0]
-    info = first["info"]
+    info = first["info"]["task_info"]
     steps = first["steps"]
     mean = statistics.fmean(acc)
     std = statistics.stdev(acc) if len(acc) > 1 else 0.0
     spread = f"{min(acc):.1f}-{max(acc):.1f}" if len(acc) > 1 else "—"
+    value = f"{mean:.1f} ± {std:.1f}" if len(acc) > 1 else f"{mean:.1f}"
     opts = ", ".join(f"{k}={v}" for k, v in row.options.items()) or "—"
     wall = statistics.fmean(r["wall_s"] for r in runs)
     return (
         f"| {row.task} | {opts} | {info.get('model', '?')} | {info['sizes']['train']} | "
         f"{first['epochs']} ep, {steps} steps, Adam lr {row.lr:g} | {len(runs)} | "
-        f"{mean:.1f} ± {std:.1f} | {spread} | {row.published or '—'} | {wall:.0f} s |"
+        f"{value} | {spread} | {row.published or '—'} | {wall:.0f} s |"
     )
 
 
@@ -168,9 +187,7 @@ def main() -> int:
     block = table(rows, args.db)
     print(block)
     print(
-        f"({time.perf_counter() - start:.0f} s in all on {platform.node() and 'this machine'}; "
-        f"rows {json.dumps(wanted)})",
-        file=sys.stderr,
+        f"({time.perf_counter() - start:.0f} s in all; rows {json.dumps(wanted)})", file=sys.stderr
     )
     if args.write_docs:
         write_docs(Path(args.write_docs), block)

@@ -226,3 +226,31 @@ def test_a_database_under_a_regular_file_is_refused_with_the_cause(tmp_path: Pat
     with pytest.raises(StoreError, match=r"cannot create the folder.*Not a directory"):
         Store(blocker / "sub" / "r.db")
     assert blocker.read_text() == "a file, not a folder"
+
+
+def test_a_writer_killed_inside_a_transaction_is_recovered_by_the_next_writer(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "r.db"
+    _filled(path).close()
+    # A writer dies (os._exit) in the middle of a large transaction: a hot journal is left.
+    killed = (
+        "import os, sqlite3, sys\n"
+        "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "c.execute('PRAGMA cache_size = 1'); c.execute('BEGIN')\n"
+        "for i in range(3000):\n"
+        "    c.execute('INSERT INTO environment(fingerprint, info, first_seen) "
+        "VALUES (?, ?, 0)', (str(i) * 50, 'x' * 500))\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", killed, str(path)], check=True)
+    assert path.with_name("r.db-journal").exists()
+    with pytest.raises(StoreError, match="unfinished transaction.*run a write command"):
+        Store(path, readonly=True)
+    with Store(path) as store:  # rolls the journal back: the last committed state
+        assert store.count("environment") == 1 and store.status("r1") == "finished"
+    with Store(path, readonly=True) as store:
+        assert store.count("runs") == 1

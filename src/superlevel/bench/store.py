@@ -170,13 +170,7 @@ class Store:
                 ) from exc
         state = "blank"
         if exists:
-            # Inspect through a read-only connection first: nothing is written to a file
-            # before it is known to be ours.
-            self._conn = self._connect(readonly=True)
-            try:
-                state = self._inspect()
-            finally:
-                self._conn.close()
+            state = self._inspect_file()
             if state == "blank" and readonly:
                 raise StoreError(f"results database {self.path} has no tables: nothing to read")
         self._conn = self._connect(readonly=readonly)
@@ -263,6 +257,36 @@ class Store:
             return self._conn.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
+
+    def _inspect_file(self) -> str:
+        """:meth:`_inspect` through a read-only connection: nothing is written to a file
+        before it is known to be ours.
+
+        One exception: a writer killed inside a transaction leaves a *hot journal*, which
+        only a read-write connection can roll back (SQLite does so on the first read,
+        restoring the last committed state). A read-only open then refuses with a message
+        saying so; a read-write open inspects through a read-write connection.
+        """
+        journal = self.path.with_name(self.path.name + "-journal")
+        self._conn = self._connect(readonly=True)
+        try:
+            return self._inspect()
+        except StoreError as exc:
+            if not ("readonly" in str(exc.__cause__) and journal.exists()):
+                raise
+            if self.readonly:
+                raise StoreError(
+                    f"results database {self.path} has an unfinished transaction of a "
+                    f"writer that was stopped ({journal}); a read-only command cannot "
+                    "roll it back - run a write command (bench run) on it once"
+                ) from exc
+        finally:
+            self._conn.close()
+        self._conn = self._connect(readonly=False)
+        try:
+            return self._inspect()
+        finally:
+            self._conn.close()
 
     def _inspect(self) -> str:
         """Check an existing file is a healthy store of this schema.

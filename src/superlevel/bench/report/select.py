@@ -39,6 +39,7 @@ __all__ = [
     "plural",
     "seeds_text",
     "select",
+    "setting_key",
     "summarize",
 ]
 

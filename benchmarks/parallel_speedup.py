@@ -6,6 +6,11 @@ in a pool of ``N`` worker processes (its start-up included). The two stores must
 same numbers run for run (checked). Writes a Markdown table with the machine, its load
 average before and after each pass, and the ratio.
 
+A control runs first: a pure CPU-bound loop for a few seconds in one process, then in
+``N`` processes at once. Its ratio of work done is what this machine gives ``N``
+processes over one *right now*; on a quiet ``N``-core machine it is about ``N``. When other
+jobs load the machine it can be near 1, and no executor can beat it.
+
     python benchmarks/parallel_speedup.py                    # quick suite, 2 workers
     python benchmarks/parallel_speedup.py --tasks quadratic,digits_mlp --out -
 """
@@ -13,6 +18,7 @@ average before and after each pass, and the ratio.
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import os
 import platform
 import sys
@@ -48,6 +54,22 @@ def _numbers(store: Store) -> dict:
     }
 
 
+def _spin(seconds: float) -> int:
+    n, end = 0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        for _ in range(10_000):
+            n += 1
+    return n
+
+
+def _capacity(workers: int, seconds: float = 5.0) -> float:
+    """Work of ``workers`` spinning processes over one: the machine's parallel capacity now."""
+    one = _spin(seconds)
+    with mp.get_context("spawn").Pool(workers) as pool:
+        many = sum(pool.map(_spin, [seconds] * workers))
+    return many / one
+
+
 def _pass(configs: list, executor, folder: Path, name: str) -> tuple[float, tuple, tuple, dict]:
     load_before = os.getloadavg()
     start = time.perf_counter()
@@ -79,6 +101,9 @@ def main() -> int:
         for o in suite.optimizers
         for s in range(1, seeds + 1)
     ]
+    capacity = _capacity(args.workers)
+    print(f"control: {args.workers} spinning processes do {capacity:.2f}x the work of one",
+          file=sys.stderr)  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         one = _pass(configs, InProcessExecutor(), folder, "workers-1")
@@ -108,7 +133,9 @@ def main() -> int:
         f"| workers {args.workers} (worker pool) | {many[0]:.1f} | {load(many[1])} | "
         f"{load(many[2])} |",
         "",
-        f"**Speedup: {ratio:.2f}x** with {args.workers} workers.",
+        f"**Speedup: {ratio:.2f}x** with {args.workers} workers. Control (measured just "
+        f"before): {args.workers} processes running a pure CPU loop did {capacity:.2f}x the "
+        "work of one, the most any executor could get from this machine at that time.",
         "",
         "A load average above the CPU count means other processes shared the cores during "
         "the measurement; the ratio then depends on how the scheduler shared them (on a "

@@ -18,7 +18,7 @@ import pytest
 
 from superlevel.bench.store import Store
 
-EPOCHS = 15
+EPOCHS = 8
 
 
 def _snapshot(db: Path) -> dict[str, tuple[str, float | None]]:
@@ -75,7 +75,7 @@ def test_sigkill_mid_run_then_rerun_gives_every_run_exactly_once(
             done = [k for k, (s, _) in snap.items() if s == "finished"]
             running = [p.stem for p in ckpt.glob("*.pt") if p.stem not in snap]
             if done and running:
-                children = psutil.Process(proc.pid).children()
+                children = psutil.Process(proc.pid).children(recursive=True)
                 os.kill(proc.pid, signal.SIGKILL)
                 killed_run = running[0]
                 break
@@ -86,8 +86,8 @@ def test_sigkill_mid_run_then_rerun_gives_every_run_exactly_once(
         proc.wait()
     assert killed_run is not None, "the run finished or stalled before it could be killed"
     assert proc.returncode == -signal.SIGKILL
-    # The pool's workers (plus multiprocessing's resource tracker); none in process.
-    assert len(children) >= workers if workers > 1 else not children
+    # The pool's workers (and multiprocessing's helpers); none in process.
+    assert len(children) >= workers + 1 if workers > 1 else not children
     _gone, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, "a worker outlived its killed parent"
     before = _snapshot(db)

@@ -72,14 +72,8 @@ def test_run_records_and_is_not_redone(tmp_path: Path) -> None:
     assert store.count("runs") == 1
 
 
-def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path, monkeypatch) -> None:
-    cfg = make_config("digits_mlp", "momentum", 1, epochs=3)
-    clean = Store(tmp_path / "clean.db")
-    # 10 log points: log windows straddle epoch ends, so the window is part of the resume.
-    run_one(cfg, clean, log_points=10)
-    expected = clean.get_run(cfg.run_id)
-
-    store = Store(tmp_path / "r.db")
+def _interrupted(cfg: runner.RunConfig, store: Store, monkeypatch, log_points: int = 100) -> Path:
+    """Run ``cfg`` until the end of epoch 1 (then interrupt); its checkpoint."""
     real = runner._record_eval
 
     def interrupt_at_epoch_2(task, state, epoch, wall):
@@ -89,10 +83,24 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path, monkeypatch)
 
     monkeypatch.setattr(runner, "_record_eval", interrupt_at_epoch_2)
     with pytest.raises(KeyboardInterrupt):
-        run_one(cfg, store, log_points=10)
+        run_one(cfg, store, log_points=log_points)
+    monkeypatch.setattr(runner, "_record_eval", real)
+    path = runner.checkpoint_path(store.path.parent / "checkpoints", cfg.run_id)
+    assert path.exists()
+    return path
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path, monkeypatch) -> None:
+    cfg = make_config("digits_mlp", "momentum", 1, epochs=3)
+    clean = Store(tmp_path / "clean.db")
+    # 10 log points: log windows straddle epoch ends, so the window is part of the resume.
+    run_one(cfg, clean, log_points=10)
+    expected = clean.get_run(cfg.run_id)
+
+    store = Store(tmp_path / "r.db")
+    _interrupted(cfg, store, monkeypatch, log_points=10)
     assert store.status(cfg.run_id) is None  # only outcomes reach the store
     assert len(list((tmp_path / "checkpoints").glob("*.pt"))) == 1
-    monkeypatch.setattr(runner, "_record_eval", real)
     out = run_one(cfg, store, log_points=10)
     got = store.get_run(cfg.run_id)
     assert out.status == "finished" and got["resumed_from_epoch"] == 1
@@ -188,24 +196,6 @@ def test_a_run_that_raises_is_stored_failed_and_skipped_unless_retried(
     retried = run_one(cfg, store, retry_failed=True)
     assert retried.status == "finished" and store.get_run(cfg.run_id)["status"] == "finished"
     assert store.count("runs") == 1
-
-
-def _interrupted(cfg: runner.RunConfig, store: Store, monkeypatch) -> Path:
-    """Run ``cfg`` until the end of epoch 1 (then interrupt); its checkpoint."""
-    real = runner._record_eval
-
-    def interrupt_at_epoch_2(task, state, epoch, wall):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return real(task, state, epoch, wall)
-
-    monkeypatch.setattr(runner, "_record_eval", interrupt_at_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        run_one(cfg, store)
-    monkeypatch.setattr(runner, "_record_eval", real)
-    path = runner.checkpoint_path(store.path.parent / "checkpoints", cfg.run_id)
-    assert path.exists()
-    return path
 
 
 def _run_logged(cfg: runner.RunConfig, store: Store) -> tuple[runner.RunOutcome, list[str]]:

@@ -34,7 +34,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -874,13 +874,15 @@ def run_many(
         ]
         bar = _Progress(len(jobs), progress, log)
         n, k = len(first), 0
-        try:
+        with ExitStack() as stack:
+            stack.callback(bar.close)
             for out in outcomes:
                 if out is not None:
                     k += 1
                     bar.say(_describe(k, n, out))
             missing: set[str] = set()
-            for j, result in ex.map(jobs):
+            results = stack.enter_context(closing(ex.map(jobs)))  # an error stops its workers
+            for j, result in results:
                 cfg = configs[todo[j]]
                 for note in result.warnings:
                     bar.say(f"{WARNING}{cfg.label()}: {note}")
@@ -899,8 +901,6 @@ def run_many(
                     bar.say(_describe(k, n, out))
                 outcomes[todo[j]] = out
                 bar.advance()
-        finally:
-            bar.close()
     for i, cfg in enumerate(configs):  # a config listed twice ran once
         if outcomes[i] is None:
             outcomes[i] = RunOutcome(cfg, "skipped", previous=True)

@@ -1,7 +1,9 @@
-"""Shared helpers of the benchmark tests."""
+"""Fixtures and helpers shared by the harness tests."""
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,3 +40,15 @@ def numbers(store: Store) -> dict[str, Any]:
 def store_numbers():
     """:func:`numbers` as a fixture."""
     return numbers
+
+
+@pytest.fixture
+def foreign_db(tmp_path: Path) -> tuple[Path, bytes]:
+    """Another application's SQLite file with a table called ``runs``, and its bytes."""
+    path = tmp_path / "jogging.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, km REAL)")
+    con.execute("INSERT INTO runs(km) VALUES (5.0)")
+    con.commit()
+    con.close()
+    return path, path.read_bytes()

@@ -28,7 +28,6 @@ import json
 import math
 import os
 import platform
-import socket
 import subprocess
 import sys
 import time
@@ -42,6 +41,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from superlevel.bench.checkpoint import CheckpointError, remove_orphans, save_atomic
+from superlevel.bench.checkpoint import load as load_checkpoint
 from superlevel.bench.optimizers import Stepper, get_optimizer
 from superlevel.bench.store import DONE, FAILED, Store
 from superlevel.bench.task import TaskInstance
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from superlevel.bench.executors import Executor
 
 CHECKPOINT_VERSION = 2
+CHECKPOINT_ERROR = "checkpoint_error"  # a worker could not write a checkpoint
 WARNING = "warning: "  # the prefix of log lines that must be shown even when quiet
 
 Log = Callable[[str], None]
@@ -303,61 +305,6 @@ def checkpoint_path(checkpoint_dir: str | Path, run_id: str) -> Path:
     return Path(checkpoint_dir) / f"{run_id}.pt"
 
 
-def _tmp_owner() -> str:
-    # Host and pid in the name: a file of a live writer is never taken for an orphan.
-    return f"{socket.gethostname()}-{os.getpid()}"
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)  # only when there is something to write
-    tmp = path.with_name(f".{path.name}.{_tmp_owner()}.tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-ORPHAN_AGE_S = 3600.0  # a temporary file of another host this old is an orphan
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def remove_orphans(path: Path) -> list[Path]:
-    """Remove the temporary files of ``path`` left by writers that died mid-write.
-
-    A temporary file is ``.<name>.<host>-<pid>.tmp``: it is an orphan when its writer ran on
-    this host and that process is gone, or (another host's, on a shared folder) when it is
-    older than :data:`ORPHAN_AGE_S`. Returns the removed files.
-    """
-    removed = []
-    host = socket.gethostname()
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        owner = tmp.name[len(path.name) + 2 : -len(".tmp")]
-        who, _, pid = owner.rpartition("-")
-        if not pid.isdigit():
-            who, pid = "", owner  # written by an older version: pid only, this host
-        try:
-            if who in ("", host):
-                if _alive(int(pid)):
-                    continue
-            elif time.time() - tmp.stat().st_mtime < ORPHAN_AGE_S:
-                continue
-            tmp.unlink()
-        except (FileNotFoundError, ValueError):
-            continue
-        removed.append(tmp)
-    return removed
-
-
 def _checkpoint(state: RunState, run_id: str, model: torch.nn.Module, stepper: Stepper,
                 dev: torch.device) -> dict[str, Any]:  # fmt: skip
     return {
@@ -404,7 +351,14 @@ def _mismatch(ckpt: Any, config: RunConfig, steps_per_epoch: int, log_every: int
 def _set_aside(path: Path, reason: str) -> str:
     """Move an unusable checkpoint out of the way; the warning that says so."""
     aside = path.with_name(f"{path.name}.unusable-{time.strftime('%Y%m%dT%H%M%S')}")
-    os.replace(path, aside)
+    try:
+        os.replace(path, aside)
+    except OSError as exc:
+        raise CheckpointError(
+            f"checkpoint {path} is unusable ({reason}) and cannot be moved aside: "
+            f"{exc.strerror or exc}",
+            path,
+        ) from exc
     return f"checkpoint {path} is unusable ({reason}); moved it to {aside.name}, run restarted"
 
 
@@ -439,7 +393,8 @@ class RunResult:
     """What a worker hands back: a trained run, or why there is none.
 
     ``status`` is ``finished``, ``diverged``, ``failed`` (``error`` says why, ``info`` has
-    the traceback) or ``missing_data`` (``error`` names the data).
+    the traceback), ``missing_data`` (``error`` names the data) or ``checkpoint_error``
+    (a checkpoint could not be written: the folder is at fault, the caller stops).
     """
 
     run_id: str
@@ -457,7 +412,8 @@ def execute_job(job: RunJob) -> RunResult:
     """Train ``job`` (resuming from its checkpoint) and return the result; never raises.
 
     Any exception becomes a ``failed`` result with the error and its traceback, absent
-    data a ``missing_data`` one. Interrupts (``KeyboardInterrupt``) propagate.
+    data a ``missing_data`` one, a checkpoint that cannot be written a
+    ``checkpoint_error`` one. Interrupts (``KeyboardInterrupt``) propagate.
     """
     from superlevel.data.base import MissingDataError
 
@@ -470,6 +426,10 @@ def execute_job(job: RunJob) -> RunResult:
         return _train_job(job, dev, env)
     except MissingDataError as exc:
         return RunResult(job.config.run_id, "missing_data", environment=env, error=str(exc))
+    except CheckpointError as exc:  # the folder's fault, not the run's: stop the command
+        return RunResult(
+            job.config.run_id, CHECKPOINT_ERROR, info={"path": str(exc.path)}, error=str(exc)
+        )
     except Exception as exc:
         return RunResult(
             job.config.run_id,
@@ -506,7 +466,7 @@ def _build(
 def _resume(path: Path, config: RunConfig, task: TaskInstance, stepper: Stepper,
             dev: torch.device, log_every: int) -> RunState:  # fmt: skip
     """Load ``path`` into ``task.model``, ``stepper`` and the RNG; raises when unusable."""
-    ckpt = torch.load(path, map_location=dev, weights_only=True)
+    ckpt = load_checkpoint(path, map_location=dev)
     reason = _mismatch(ckpt, config, task.steps_per_epoch, log_every)
     if reason is not None:
         raise ValueError(reason)
@@ -646,7 +606,7 @@ def _train(
             break
         state.window_sum, state.window_n = float(window), window_n
         if state.epoch < config.epochs:
-            _save_atomic(_checkpoint(state, config.run_id, model, stepper, dev), ckpt_path)
+            save_atomic(_checkpoint(state, config.run_id, model, stepper, dev), ckpt_path)
     if bar is not None:
         bar.close()
     if not diverged and window_n:  # the task gave fewer batches than steps_per_epoch says
@@ -654,7 +614,7 @@ def _train(
     state.wall_s = time.perf_counter() - start
     state.done = "diverged" if diverged else "finished"
     # Written before the store commit: if that commit fails, the rerun just commits.
-    _save_atomic(_checkpoint(state, config.run_id, model, stepper, dev), ckpt_path)
+    save_atomic(_checkpoint(state, config.run_id, model, stepper, dev), ckpt_path)
 
 
 def _log_point(state: RunState, stepper: Stepper, window: torch.Tensor, n: int) -> None:
@@ -887,6 +847,8 @@ def run_many(
                 for note in result.warnings:
                     bar.say(f"{WARNING}{cfg.label()}: {note}")
                 k += 1
+                if result.status == CHECKPOINT_ERROR:
+                    raise CheckpointError(result.error or "", Path(result.info["path"]))
                 if result.status == "missing_data":
                     if not skip_missing_data:
                         raise MissingDataError(result.error)

@@ -48,6 +48,7 @@ from superlevel.bench.runner import (
     run_many,
 )
 from superlevel.bench.store import Store
+from superlevel.bench.tasks import get_task
 
 if TYPE_CHECKING:
     import optuna
@@ -156,7 +157,7 @@ def tune(
     epochs = make_config(
         task, specs[0].name, trial_seed, budget=budget, epochs=epochs, task_options=task_options
     ).epochs
-    higher = _higher_is_better(task, trial_seed, budget, data_dir, task_options)
+    higher = get_task(task).higher_is_better  # static metadata: no task is built here
     say = log or (lambda _msg: None)
 
     def config(spec: OptimizerSpec, seed: int, hp: Mapping[str, Any]) -> RunConfig:
@@ -227,19 +228,6 @@ def tune(
             results[spec.name].final.append(out)
             say(f"  rerun {out.config.label()}: {out.status}")
     return results
-
-
-def _higher_is_better(
-    task: str, seed: int, budget: str, data_dir: str | Path | None,
-    task_options: Mapping[str, Any] | None,
-) -> bool:  # fmt: skip
-    """The task's metric direction (read from a built task: it is not static metadata yet)."""
-    from superlevel.bench.tasks import build_task
-
-    probe = build_task(
-        task, seed=seed, budget=budget, data_dir=data_dir, **dict(task_options or {})
-    )
-    return probe.higher_is_better
 
 
 def _select(

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,3 +58,37 @@ def foreign_db(tmp_path: Path) -> tuple[Path, bytes]:
     con.commit()
     con.close()
     return path, path.read_bytes()
+
+
+@contextmanager
+def _kill_first(find: Callable[[], int | None], timeout: float = 180.0) -> Iterator[list[int]]:
+    """While the body runs, ``SIGKILL`` the first pid that ``find()`` (polled) returns.
+
+    Yields the list of killed pids (one at most), filled in by the watching thread.
+    """
+    killed: list[int] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout
+        while not done.is_set() and time.monotonic() < deadline:
+            pid = find()
+            if pid:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        yield killed
+    finally:
+        done.set()
+        watcher.join()
+
+
+@pytest.fixture
+def kill_first():
+    """:func:`_kill_first` as a fixture."""
+    return _kill_first

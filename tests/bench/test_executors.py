@@ -61,29 +61,15 @@ def test_workers_2_give_the_results_of_workers_1_run_for_run(
 
 
 def test_a_killed_worker_is_replaced_and_its_run_resumed_and_stored_once(
-    tmp_path: Path, pool
+    tmp_path: Path, pool, kill_first
 ) -> None:
     long = make_config("digits_mlp", "momentum", 1, epochs=8)
     short = make_config("quadratic", "sgd", 1, epochs=2)
     ckpt = checkpoint_path(tmp_path / "checkpoints", long.run_id)
-    killed: list[int] = []
-
-    def kill_after_first_checkpoint() -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not killed:
-            pid = pool.running().get(long.run_id)
-            if pid and ckpt.exists():
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-            time.sleep(0.005)
-
     store = Store(tmp_path / "r.db")
-    watcher = threading.Thread(target=kill_after_first_checkpoint)
-    watcher.start()
-    try:
+    # Once the run has a checkpoint (epoch 1 done), kill the worker training it.
+    with kill_first(lambda: ckpt.exists() and pool.running().get(long.run_id)) as killed:
         outs = run_many([long, short], store, executor=pool)
-    finally:
-        watcher.join()
     assert killed, "the run finished before its worker could be killed"
     assert [o.status for o in outs] == ["finished", "finished"]
     run = store.get_run(long.run_id)

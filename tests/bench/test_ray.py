@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -65,28 +61,19 @@ def _ray_task_pids() -> list[int]:
     return pids
 
 
-def test_a_killed_ray_worker_is_retried_and_its_run_stored_once(tmp_path: Path, local_ray) -> None:
+def test_a_killed_ray_worker_is_retried_and_its_run_stored_once(
+    tmp_path: Path, local_ray, kill_first
+) -> None:
     cfg = make_config("digits_mlp", "momentum", 1, epochs=12)
     ckpt = checkpoint_path(tmp_path / "checkpoints", cfg.run_id)
-    killed: list[int] = []
 
-    def kill_after_first_checkpoint() -> None:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and not killed:
-            pids = _ray_task_pids()
-            if len(pids) == 1 and ckpt.exists():
-                os.kill(pids[0], signal.SIGKILL)
-                killed.append(pids[0])
-            time.sleep(0.005)
+    def the_worker_once_it_has_a_checkpoint() -> int | None:
+        pids = _ray_task_pids()
+        return pids[0] if len(pids) == 1 and ckpt.exists() else None
 
     store = Store(tmp_path / "r.db")
-    watcher = threading.Thread(target=kill_after_first_checkpoint)
-    watcher.start()
-    try:
-        with RayExecutor() as ex:
-            (out,) = run_many([cfg], store, executor=ex)
-    finally:
-        watcher.join()
+    with kill_first(the_worker_once_it_has_a_checkpoint) as killed, RayExecutor() as ex:
+        (out,) = run_many([cfg], store, executor=ex)
     assert killed, "the run finished before its Ray worker could be killed"
     assert out.status == "finished"
     run = store.get_run(cfg.run_id)

@@ -164,3 +164,36 @@ def test_demo_calls_the_benchmark_directly_on_every_core(
     stdout = capsys.readouterr().out
     assert "1 runs (1 finished)" in stdout and str(out / "report.html") in stdout
     assert len(Store(db).runs(tag="grid")) == 2 and (out / "report.md").exists()
+
+
+def test_cli_flags_retry_failed_storage_workers(tmp_path: Path, monkeypatch, capsys) -> None:
+    from superlevel.cli import main
+
+    db = str(tmp_path / "r.db")
+    run = ["bench", "run", "--task", "quadratic", "--optimizers", "sgd", "--epochs", "1",
+           "--db", db, "--quiet"]  # fmt: skip
+    real = runner._train
+
+    def boom(*a, **kw):
+        raise RuntimeError("overflow in the update")
+
+    monkeypatch.setattr(runner, "_train", boom)
+    assert main(run) == 1
+    assert "1 runs (1 failed)" in capsys.readouterr().out
+    monkeypatch.setattr(runner, "_train", real)
+    assert main([*run, "--quiet"]) == 1  # skipped: still failed
+    assert main([*run, "--retry-failed"]) == 0
+    assert "1 runs (1 finished)" in capsys.readouterr().out
+
+    tune = ["bench", "tune", "--task", "quadratic", "--optimizers", "sgd", "--trials", "1",
+            "--seeds", "1", "--epochs", "1", "--db", db, "--quiet"]  # fmt: skip
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    assert main([*tune, "--storage", url]) == 0 and (tmp_path / "study.db").exists()
+    capsys.readouterr()
+    for extra, message in (
+        (["--storage", url, "--study-db", "x.db"], "give --storage URL or --study-db FILE"),
+        (["--workers", "0"], "--workers must be >= 1, got 0"),
+        (["--address", "h:1"], "--address 'h:1' needs --executor ray"),
+    ):
+        assert main([*tune, *extra]) == 2
+        assert capsys.readouterr().err.startswith(f"error: {message}")

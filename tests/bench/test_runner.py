@@ -347,3 +347,15 @@ def test_a_run_that_fails_for_missing_data_creates_no_folders(tmp_path: Path, ca
     with pytest.raises(Exception, match="mnist"):
         run_one(make_config("mnist_mlp", "sgd", 1, epochs=1), store, data_dir=empty)
     assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["r.db"]
+
+
+def test_progress_in_a_terminal_is_one_overall_bar(monkeypatch) -> None:
+    monkeypatch.setattr(runner.sys.stderr, "isatty", lambda: True, raising=False)
+    lines: list[str] = []
+    bar = runner._Progress(2, True, lines.append, interval=0.0)
+    assert bar.bar is not None and bar.bar.total == 2 and bar.bar.unit == "run"
+    bar.say("[1/2] a run")
+    bar.advance()
+    bar.advance()
+    assert bar.bar.n == 2 and lines == ["[1/2] a run"]  # no plain progress lines
+    bar.close()

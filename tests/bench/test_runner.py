@@ -72,14 +72,8 @@ def test_run_records_and_is_not_redone(tmp_path: Path) -> None:
     assert store.count("runs") == 1
 
 
-def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path, monkeypatch) -> None:
-    cfg = make_config("digits_mlp", "momentum", 1, epochs=3)
-    clean = Store(tmp_path / "clean.db")
-    # 10 log points: log windows straddle epoch ends, so the window is part of the resume.
-    run_one(cfg, clean, log_points=10)
-    expected = clean.get_run(cfg.run_id)
-
-    store = Store(tmp_path / "r.db")
+def _interrupted(cfg: runner.RunConfig, store: Store, monkeypatch, log_points: int = 100) -> Path:
+    """Run ``cfg`` until the end of epoch 1 (then interrupt); its checkpoint."""
     real = runner._record_eval
 
     def interrupt_at_epoch_2(task, state, epoch, wall):
@@ -89,10 +83,24 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path, monkeypatch)
 
     monkeypatch.setattr(runner, "_record_eval", interrupt_at_epoch_2)
     with pytest.raises(KeyboardInterrupt):
-        run_one(cfg, store, log_points=10)
-    assert store.status(cfg.run_id) == "running"
-    assert len(list((tmp_path / "checkpoints").glob("*.pt"))) == 1
+        run_one(cfg, store, log_points=log_points)
     monkeypatch.setattr(runner, "_record_eval", real)
+    path = runner.checkpoint_path(store.path.parent / "checkpoints", cfg.run_id)
+    assert path.exists()
+    return path
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path, monkeypatch) -> None:
+    cfg = make_config("digits_mlp", "momentum", 1, epochs=3)
+    clean = Store(tmp_path / "clean.db")
+    # 10 log points: log windows straddle epoch ends, so the window is part of the resume.
+    run_one(cfg, clean, log_points=10)
+    expected = clean.get_run(cfg.run_id)
+
+    store = Store(tmp_path / "r.db")
+    _interrupted(cfg, store, monkeypatch, log_points=10)
+    assert store.status(cfg.run_id) is None  # only outcomes reach the store
+    assert len(list((tmp_path / "checkpoints").glob("*.pt"))) == 1
     out = run_one(cfg, store, log_points=10)
     got = store.get_run(cfg.run_id)
     assert out.status == "finished" and got["resumed_from_epoch"] == 1
@@ -158,3 +166,196 @@ def test_guarded_run_records_its_guard_counters(tmp_path: Path) -> None:
     counters = run["info"]["guard"]
     assert counters["steps"] == run["steps"]
     assert counters["violations"] > 0  # lr=50 overshoots this quadratic: steps rejected
+
+
+# ------------------------------------------------------------------ failed runs and checkpoints
+
+
+def test_a_run_that_raises_is_stored_failed_and_skipped_unless_retried(
+    tmp_path: Path, monkeypatch
+) -> None:
+    store = Store(tmp_path / "r.db")
+    cfg = make_config("quadratic", "sgd", 1, epochs=2)
+    real = runner._train
+
+    def boom(*a, **kw):
+        raise RuntimeError("overflow in the update")
+
+    monkeypatch.setattr(runner, "_train", boom)
+    out = run_one(cfg, store)
+    assert out.status == "failed" and out.error == "RuntimeError: overflow in the update"
+    run = store.get_run(cfg.run_id)
+    assert run["status"] == "failed" and run["info"]["error"] == out.error
+    assert "Traceback" in run["info"]["traceback"]
+    # The next call does not train it again...
+    monkeypatch.setattr(runner, "_train", real)
+    again = run_one(cfg, store, tags=["tuned"])
+    assert again.status == "failed" and again.previous and again.error == out.error
+    assert store.get_run(cfg.run_id)["tags"] == ["default", "tuned"]
+    # ... unless asked to.
+    retried = run_one(cfg, store, retry_failed=True)
+    assert retried.status == "finished" and store.get_run(cfg.run_id)["status"] == "finished"
+    assert store.count("runs") == 1
+
+
+def _run_logged(cfg: runner.RunConfig, store: Store) -> tuple[runner.RunOutcome, list[str]]:
+    lines: list[str] = []
+    out = runner.run_many([cfg], store, log=lines.append)[0]
+    return out, [m for m in lines if m.startswith(runner.WARNING)]
+
+
+def test_a_corrupted_checkpoint_is_set_aside_and_the_run_restarted(tmp_path: Path) -> None:
+    cfg = make_config("quadratic", "adam", 1, epochs=2)
+    clean = Store(tmp_path / "clean" / "r.db")
+    expected = run_one(cfg, clean).summary
+    store = Store(tmp_path / "r.db")
+    path = runner.checkpoint_path(tmp_path / "checkpoints", cfg.run_id)
+    path.parent.mkdir()
+    path.write_bytes(b"\x80\x02 not a checkpoint")
+    out, warnings = _run_logged(cfg, store)
+    assert out.status == "finished"
+    assert len(warnings) == 1 and f"checkpoint {path} is unusable" in warnings[0]
+    assert "run restarted" in warnings[0]
+    aside = list(path.parent.glob(f"{path.name}.unusable-*"))
+    assert len(aside) == 1 and aside[0].read_bytes() == b"\x80\x02 not a checkpoint"
+    for key in ("test_metric", "val_metric", "train_loss", "steps"):
+        assert out.summary[key] == expected[key], key
+    assert out.summary["resumed_from_epoch"] == 0
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        (lambda c: c["state"].update(epoch=500, done="finished"), "claims epoch 500"),
+        (lambda c: c["state"].update(step=10_000), "claims 10000 steps"),
+        (lambda c: c.update(run_id="0123456789abcdef"), "belongs to run '0123456789abcdef'"),
+        (lambda c: c.update(version=1), "format 1"),
+    ],
+)
+def test_a_checkpoint_that_does_not_match_its_run_is_refused(
+    tmp_path: Path, monkeypatch, tamper, reason
+) -> None:
+    cfg = make_config("quadratic", "sgd", 1, epochs=3)
+    store = Store(tmp_path / "r.db")
+    path = _interrupted(cfg, store, monkeypatch)
+    ckpt = torch.load(path, weights_only=True)
+    tamper(ckpt)
+    torch.save(ckpt, path)
+    out, warnings = _run_logged(cfg, store)
+    assert len(warnings) == 1 and reason in warnings[0], warnings
+    steps_per_epoch = build_task("quadratic", seed=1).steps_per_epoch
+    run = store.get_run(cfg.run_id)
+    assert out.status == "finished" and run["steps"] == 3 * steps_per_epoch
+    assert run["resumed_from_epoch"] == 0 and len(store.epoch_metrics(cfg.run_id)) == 4 * 3
+
+
+def test_orphan_temporary_checkpoints_are_removed(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    cfg = make_config("quadratic", "sgd", 1, epochs=1)
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    host = socket.gethostname()
+    orphans = [
+        folder / f".{cfg.run_id}.pt.{host}-{dead.pid}.tmp",
+        folder / f".{cfg.run_id}.pt.{dead.pid}.tmp",
+    ]
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    live = folder / f".{cfg.run_id}.pt.{host}-{writer.pid}.tmp"  # a writer still at work
+    other = folder / f".{cfg.run_id}.pt.elsewhere-1.tmp"  # another host's, recent
+    for p in [*orphans, live, other]:
+        p.write_bytes(b"half a checkpoint")
+    try:
+        out, warnings = _run_logged(cfg, Store(tmp_path / "r.db"))
+    finally:
+        writer.kill()
+        writer.wait()
+    assert out.status == "finished"
+    assert not any(p.exists() for p in orphans) and live.exists() and other.exists()
+    assert sorted(warnings) == sorted(
+        f"{runner.WARNING}{cfg.label()}: removed orphan temporary file {p.name}" for p in orphans
+    )
+
+
+def test_checkpoint_state_is_typed(tmp_path: Path, monkeypatch) -> None:
+    cfg = make_config("quadratic", "sgd", 1, epochs=3)
+    path = _interrupted(cfg, Store(tmp_path / "r.db"), monkeypatch)
+    ckpt = torch.load(path, weights_only=True)
+    state = runner.RunState(**ckpt["state"])
+    assert state.epoch == 1 and state.done is None and ckpt["run_id"] == cfg.run_id
+    assert state.step == build_task("quadratic", seed=1).steps_per_epoch
+
+
+# ------------------------------------------------------------------ progress and messages
+
+
+def test_progress_without_a_terminal_is_plain_periodic_lines(monkeypatch) -> None:
+    lines: list[str] = []
+    bar = runner._Progress(3, True, lines.append, interval=0.0)
+    for _ in range(3):
+        bar.advance()
+    bar.close()
+    assert len(lines) == 2  # after runs 1 and 2; the last one needs no ETA
+    assert lines[0].startswith("progress: 1/3 runs, ") and " elapsed, ETA " in lines[0]
+    assert not any("\r" in m for m in lines)
+
+
+def test_a_run_in_a_pipe_writes_no_carriage_returns(tmp_path: Path, capfd) -> None:
+    from superlevel.cli import main
+
+    argv = ["bench", "run", "--task", "digits_mlp", "--optimizers", "sgd", "--epochs", "1",
+            "--db", str(tmp_path / "r.db"), "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    out, err = capfd.readouterr()
+    assert "\r" not in out and "\r" not in err
+    assert "digits_mlp/sgd/s1" in out
+
+
+def test_run_many_reports_through_its_log_only(tmp_path: Path, capfd) -> None:
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    configs = [
+        make_config("mnist_mlp", "sgd", 1, epochs=1),
+        make_config("quadratic", "sgd", 1, epochs=1),
+    ]
+    lines: list[str] = []
+    store = Store(tmp_path / "r.db")
+    outs = runner.run_many(configs, store, data_dir=empty, log=lines.append, skip_missing_data=True)
+    assert [o.status for o in outs] == ["missing_data", "finished"]
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+    assert lines[0].startswith(f"{runner.WARNING}[1/2] mnist_mlp: SKIPPED, its data is missing")
+
+
+def test_a_run_that_fails_for_missing_data_creates_no_folders(tmp_path: Path, capsys) -> None:
+    from superlevel.cli import main
+
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    db = tmp_path / "results" / "r.db"
+    argv = ["bench", "run", "--task", "mnist_mlp", "--optimizers", "sgd", "--db", str(db),
+            "--data-dir", str(empty), "--quiet"]  # fmt: skip
+    assert main(argv) == 2
+    assert "error: " in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["no-data"]
+    # Also when the data goes missing only once the run has started: no checkpoints/.
+    store = Store(tmp_path / "other" / "r.db")
+    with pytest.raises(Exception, match="mnist"):
+        run_one(make_config("mnist_mlp", "sgd", 1, epochs=1), store, data_dir=empty)
+    assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["r.db"]
+
+
+def test_progress_in_a_terminal_is_one_overall_bar(monkeypatch) -> None:
+    monkeypatch.setattr(runner.sys.stderr, "isatty", lambda: True, raising=False)
+    lines: list[str] = []
+    bar = runner._Progress(2, True, lines.append, interval=0.0)
+    assert bar.bar is not None and bar.bar.total == 2 and bar.bar.unit == "run"
+    bar.say("[1/2] a run")
+    bar.advance()
+    bar.advance()
+    assert bar.bar.n == 2 and lines == ["[1/2] a run"]  # no plain progress lines
+    bar.close()

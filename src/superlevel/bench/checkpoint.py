@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import os
 import pickle
+import socket
+import time
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["CheckpointError", "load", "save_atomic", "temporary_path"]
+__all__ = ["CheckpointError", "load", "remove_orphans", "save_atomic", "temporary_path"]
 
 
 class CheckpointError(RuntimeError):
@@ -29,9 +31,53 @@ class CheckpointError(RuntimeError):
         self.path = path
 
 
+ORPHAN_AGE_S = 3600.0  # a temporary file of another host this old is an orphan
+
+
 def temporary_path(path: Path) -> Path:
-    """Where :func:`save_atomic` writes before the rename (hidden, per process)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Where :func:`save_atomic` writes before the rename: ``.<name>.<host>-<pid>.tmp``.
+
+    Host and process id in the name, so that a live writer's file (on a folder shared by
+    several machines too) is never taken for an orphan by :func:`remove_orphans`.
+    """
+    return path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_orphans(path: Path) -> list[Path]:
+    """Remove the temporary files of ``path`` left by writers that died mid-write.
+
+    An orphan's writer ran on this host and is gone, or (another host's, on a shared
+    folder) the file is older than :data:`ORPHAN_AGE_S`. Files named by older versions
+    (``.<name>.<pid>.tmp``) count as this host's. Returns the removed files.
+    """
+    removed = []
+    host = socket.gethostname()
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        owner = tmp.name[len(path.name) + 2 : -len(".tmp")]
+        who, _, pid = owner.rpartition("-")
+        if not pid.isdigit():
+            who, pid = "", owner
+        try:
+            if who in ("", host):
+                if _alive(int(pid)):
+                    continue
+            elif time.time() - tmp.stat().st_mtime < ORPHAN_AGE_S:
+                continue
+            tmp.unlink()
+        except (FileNotFoundError, ValueError):
+            continue
+        removed.append(tmp)
+    return removed
 
 
 def _cause(exc: BaseException) -> str:
@@ -48,6 +94,7 @@ def save_atomic(obj: Any, path: Path) -> None:
     """
     tmp = temporary_path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # created with the first checkpoint
         with open(tmp, "wb") as fh:
             torch.save(obj, fh)
             fh.flush()

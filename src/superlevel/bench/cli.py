@@ -149,6 +149,47 @@ def _add_common(p: argparse.ArgumentParser, *, device: bool = True) -> None:
         )
 
 
+def add_executor_options(p: argparse.ArgumentParser) -> None:
+    """``--workers``, ``--executor``, ``--address``, ``--retry-failed`` (run, tune, demo)."""
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="runs trained at once (default 1 with --executor local, the cluster's CPUs "
+        "with ray); results do not depend on it",
+    )
+    p.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this machine (worker processes when --workers > 1); ray: Ray tasks",
+    )
+    p.add_argument("--address", default=None, help="Ray address (default: start a local Ray)")
+    p.add_argument(
+        "--retry-failed", action="store_true", help="run again the runs stored as failed"
+    )
+
+
+def _executor(args: argparse.Namespace) -> Any:
+    from superlevel.bench.executors import make_executor
+
+    _positive("--workers", args.workers)
+    try:
+        return _checked(make_executor, args.executor, workers=args.workers, address=args.address)
+    except ImportError as exc:  # the optional extra is not installed
+        raise UsageError(str(exc)) from exc
+
+
+def _check_device(args: argparse.Namespace) -> None:
+    """A bad ``--device`` is an error before any work; where runs train resolves ``auto``.
+
+    Locally the device must exist here; Ray workers have their own (only the name is checked).
+    """
+    from superlevel.bench.runner import check_device_name, resolve_device
+
+    _checked(resolve_device if args.executor == "local" else check_device_name, args.device)
+
+
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``bench`` and its sub-commands on the top-level parser."""
     bench = subparsers.add_parser("bench", help="benchmark optimizers on the task ladder")
@@ -180,6 +221,7 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
         help="task option, e.g. subset=2000 or label_noise=0.2 (repeatable)",
     )
     _add_common(p)
+    add_executor_options(p)
     p.set_defaults(func=_guarded(cmd_run))
 
     p = sub.add_parser("tune", help="equal-budget tuning on validation, then rerun over seeds")
@@ -202,7 +244,14 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="Optuna storage file (default: <db stem>.optuna.db next to --db)",
     )
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage as an SQLAlchemy URL (postgresql://..., mysql://...) for a "
+        "study shared across machines; instead of --study-db",
+    )
     _add_common(p)
+    add_executor_options(p)
     p.set_defaults(func=_guarded(cmd_tune))
 
     p = sub.add_parser("results", help="print one row per run")
@@ -242,14 +291,16 @@ def _open_store(args: argparse.Namespace, *, readonly: bool = False) -> Any:
     return Store(args.db, timeout=args.db_timeout, readonly=readonly)
 
 
-def _printer(args: argparse.Namespace) -> Callable[[str], None] | None:
-    return None if getattr(args, "quiet", False) else (lambda msg: print(msg, flush=True))
+def _printer(args: argparse.Namespace) -> Callable[[str], None]:
+    from superlevel.bench.runner import console_log
+
+    return console_log(getattr(args, "quiet", False))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``bench run``: default hyperparameters, every task x optimizer x seed."""
     from superlevel.bench.optimizers import get_optimizer
-    from superlevel.bench.runner import make_config, resolve_device, run_many
+    from superlevel.bench.runner import make_config, outcome_counts, require_data, run_many
     from superlevel.bench.suites import SUITES, get_suite
     from superlevel.bench.tasks import get_task
 
@@ -282,7 +333,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     for name in per_opt:
         if name not in optimizers:
             raise UsageError(f"--hp names optimizer {name!r}, which is not in --optimizers")
-    _checked(resolve_device, args.device)  # fail on a bad device before any work
+    _check_device(args)  # fail on a bad device before any work
+    if args.executor == "local" and not args.suite:
+        require_data(args.task, args.data_dir)  # before the store exists: nothing created
     configs = [
         _checked(
             make_config,
@@ -300,42 +353,43 @@ def cmd_run(args: argparse.Namespace) -> int:
     ]
     log = _printer(args)
     start = time.perf_counter()
-    with _open_store(args) as store:
+    with _open_store(args) as store, _executor(args) as executor:
         outcomes = run_many(
             configs,
             store,
+            executor=executor,
             device=args.device,
             data_dir=args.data_dir,
             checkpoint_dir=args.checkpoint_dir,
             progress=not args.quiet,
             log=log,
             skip_missing_data=bool(args.suite),
+            retry_failed=args.retry_failed,
         )
-    counts: dict[str, int] = {}
-    for o in outcomes:
-        counts[o.status] = counts.get(o.status, 0) + 1
-    summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-    print(f"{len(outcomes)} runs ({summary}) in {time.perf_counter() - start:.1f}s -> {args.db}")
-    return 0
+    seconds = time.perf_counter() - start
+    print(f"{outcome_counts(outcomes)} in {seconds:.1f}s -> {args.db}")
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
     """``bench tune``: equal trials per optimizer, validation selection, seeded reruns."""
-    from superlevel.bench.runner import make_config, resolve_device
+    from superlevel.bench.runner import make_config
     from superlevel.bench.tune import tune
 
     _positive("--trials", args.trials)
     _positive("--seeds", args.seeds)
     _positive("--epochs", args.epochs)
     optimizers = _names(args.optimizers, "optimizers")
+    if args.storage and args.study_db:
+        raise UsageError("give --storage URL or --study-db FILE, not both")
     options = _pairs(args.option, "--option")
-    _checked(resolve_device, args.device)
+    _check_device(args)
     for name in optimizers:  # names, budget, epochs and options, before any work
         _checked(
             make_config, args.task, name, 1, budget=args.budget, epochs=args.epochs,
             task_options=options,
         )  # fmt: skip
-    with _open_store(args) as store:
+    with _open_store(args) as store, _executor(args) as executor:
         results = tune(
             args.task,
             optimizers,
@@ -347,6 +401,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
             task_options=options,
             mode=args.mode,
             study_path=args.study_db,
+            storage=args.storage,
+            executor=executor,
+            retry_failed=args.retry_failed,
             sampler_seed=args.sampler_seed,
             device=args.device,
             data_dir=args.data_dir,

@@ -4,7 +4,8 @@ Tables:
 
 - ``configs``: a run's identity (task, task options, budget, epochs, optimizer,
   hyperparameters, seed); ``run_id`` is a hash of exactly these fields.
-- ``runs``: status (``running``, ``finished``, ``diverged``), final metrics, timings.
+- ``runs``: status (``running``, ``finished``, ``diverged``, ``failed``), final metrics,
+  timings.
 - ``tags``: why a run exists (``default``, ``trial``, ``grid``, ``tuned``); one run may
   serve several purposes (a tuning trial reused as a final seed).
 - ``epoch_metrics``: per epoch and split (train/val/test) loss, metric and wall time.
@@ -119,6 +120,7 @@ _RUN_FIELDS = (
 )
 
 DONE = ("finished", "diverged")
+FAILED = "failed"  # the run raised; ``info`` holds the error; rerun only when asked
 
 
 class StoreError(RuntimeError):
@@ -462,6 +464,17 @@ class Store:
             cur = c.execute(
                 f"UPDATE runs SET status=?, finished_at=?, info=?, {sets} WHERE run_id=?",
                 (status, time.time(), json.dumps(dict(info or {}), default=str), *values, run_id),
+            )
+            if cur.rowcount != 1:
+                raise StoreError(f"run {run_id} was not started in {self.path}")
+
+    def fail_run(self, run_id: str, *, error: str, info: Mapping[str, Any] | None = None) -> None:
+        """Mark a started run ``failed`` with ``error`` (kept in ``info["error"]``)."""
+        details = json.dumps({**dict(info or {}), "error": error}, default=str)
+        with self._tx() as c:
+            cur = c.execute(
+                "UPDATE runs SET status=?, finished_at=?, info=? WHERE run_id=?",
+                (FAILED, time.time(), details, run_id),
             )
             if cur.rowcount != 1:
                 raise StoreError(f"run {run_id} was not started in {self.path}")

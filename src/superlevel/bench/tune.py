@@ -5,9 +5,13 @@ For every optimizer on a task:
 1. **Search.** ``trials`` runs over the optimizer's search space, all with the same seed
    (``trial_seed``). Two modes:
 
-   - ``optuna``: a seeded TPE sampler; the study lives in SQLite (by default next to
-     the results database, ``<db stem>.optuna.db``), so an interrupted search resumes
-     and counts the trials it already has.
+   - ``optuna``: a seeded TPE sampler; the study lives in Optuna's RDB storage (by
+     default SQLite next to the results database, ``<db stem>.optuna.db``; any
+     SQLAlchemy URL for a cluster), so an interrupted search resumes and counts the
+     trials it already has. With an executor of ``N`` workers, trials are asked for
+     ``N`` at a time and evaluated in parallel; the batch is told back in trial order, so
+     a search is reproducible for a given ``N`` (it is a different search for another
+     ``N``: the sampler sees fewer results before it proposes).
    - ``grid`` (DeepOBS): only the learning rate, on ``trials`` log-spaced points of its
      range; other hyperparameters keep their defaults. This is what the LR-sensitivity
      plot shows.
@@ -20,7 +24,8 @@ For every optimizer on a task:
    compares these.
 
 Each trial is an ordinary run in the results store (tag ``trial`` or ``grid``), so a
-trial that is also a final seed is not computed twice.
+trial that is also a final seed is not computed twice. Grid points of every optimizer,
+and then the reruns of every optimizer, go to the executor as one batch each.
 """
 
 from __future__ import annotations
@@ -29,17 +34,26 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from superlevel.bench.optimizers import OptimizerSpec, get_optimizer
 from superlevel.bench.runner import (
+    WARNING,
+    Log,
+    RunConfig,
     RunOutcome,
+    _executor_or_default,
     check_positive,
     make_config,
-    resolve_device,
-    run_one,
+    run_many,
 )
 from superlevel.bench.store import Store
+from superlevel.bench.tasks import get_task
+
+if TYPE_CHECKING:
+    import optuna
+
+    from superlevel.bench.executors import Executor
 
 MODES = ("optuna", "grid")
 
@@ -95,13 +109,16 @@ def tune(
     task_options: Mapping[str, Any] | None = None,
     mode: str = "optuna",
     study_path: str | Path | None = None,
+    storage: str | None = None,
     sampler_seed: int = 0,
     trial_seed: int = 1,
+    executor: Executor | None = None,
     device: str = "cpu",
     data_dir: str | Path | None = None,
     checkpoint_dir: str | Path | None = None,
     progress: bool = False,
-    log: Callable[[str], None] | None = None,
+    log: Log | None = None,
+    retry_failed: bool = False,
 ) -> dict[str, TuneResult]:
     """Tune every optimizer in ``optimizers`` on ``task`` with the same number of trials.
 
@@ -116,96 +133,100 @@ def tune(
         task_options: task options.
         mode: ``optuna`` or ``grid``.
         study_path: Optuna SQLite file (default: next to the store's database).
+        storage: Optuna storage URL (any SQLAlchemy URL), instead of ``study_path``.
         sampler_seed: seed of the TPE sampler.
         trial_seed: run seed used by every trial.
-        device, data_dir, checkpoint_dir, progress: as for :func:`~superlevel.bench.runner.run_one`.
-        log: receives one line per trial and per rerun.
+        executor: where runs train (default: this process); its ``workers`` trials are
+            evaluated at once.
+        device, data_dir, checkpoint_dir, progress, retry_failed: as for
+            :func:`~superlevel.bench.runner.run_many`.
+        log: receives one line per trial and per rerun (and every warning).
 
     Returns:
         ``{optimizer: TuneResult}``.
     """
-    from superlevel.bench.runner import environment
-    from superlevel.bench.tasks import build_task
-
     check_positive("trials", trials)
     check_positive("seeds", seeds)
     check_positive("trial_seed", trial_seed)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if storage is not None and study_path is not None:
+        raise ValueError("give an Optuna storage URL or a study file, not both")
     specs = [get_optimizer(name) for name in optimizers]
     # Validates the task, budget, epochs and options before any work; resolves epochs.
     epochs = make_config(
         task, specs[0].name, trial_seed, budget=budget, epochs=epochs, task_options=task_options
     ).epochs
-    probe = build_task(
-        task, seed=trial_seed, budget=budget, data_dir=data_dir, **dict(task_options or {})
-    )
-    higher = probe.higher_is_better
-    del probe
-    dev = resolve_device(device)
-    env_id = store.environment_id(environment(dev))
+    higher = get_task(task).higher_is_better  # static metadata: no task is built here
     say = log or (lambda _msg: None)
 
-    def run(spec: OptimizerSpec, seed: int, hp: Mapping[str, Any], tag: str) -> RunOutcome:
-        cfg = make_config(
-            task,
-            spec.name,
-            seed,
-            budget=budget,
-            epochs=epochs,
-            hparams=hp,
+    def config(spec: OptimizerSpec, seed: int, hp: Mapping[str, Any]) -> RunConfig:
+        return make_config(
+            task, spec.name, seed, budget=budget, epochs=epochs, hparams=hp,
             task_options=task_options,
-        )
-        return run_one(
-            cfg,
-            store,
-            device=dev,
-            data_dir=data_dir,
-            checkpoint_dir=checkpoint_dir,
-            tags=(tag,),
-            progress=progress,
-            env_id=env_id,
-        )
+        )  # fmt: skip
 
-    def run_trial(spec: OptimizerSpec, hp: Mapping[str, Any], tag: str) -> dict[str, Any]:
-        cfg = run(spec, trial_seed, hp, tag).config
-        row = store.get_run(cfg.run_id) or {}
-        val = row.get("val_metric")
-        rec = {"hparams": cfg.hparams, "status": row.get("status"), "val_metric": val}
-        shown = ", ".join(
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in hp.items()
-        )
-        say(f"  {task}/{spec.name} trial [{shown}]: {rec['status']}, val={val}")
-        return rec
+    results = {spec.name: TuneResult(spec.name, mode) for spec in specs}
+    with _executor_or_default(executor) as ex:
 
-    results: dict[str, TuneResult] = {}
-    for spec in specs:
-        say(f"tuning {spec.name} on {task}: {trials} {mode} trials")
-        if mode == "grid":
-            res = _grid(spec, trials, run_trial)
-        else:
-            res = _optuna(
-                spec,
-                task,
-                budget,
-                epochs,
-                task_options,
-                trials,
-                higher,
-                study_path or study_path_for(store.path),
-                sampler_seed,
-                run_trial,
+        def run(configs: Sequence[RunConfig], tag: str, bar: bool) -> list[RunOutcome]:
+            return run_many(
+                configs,
+                store,
+                executor=ex,
+                device=device,
+                data_dir=data_dir,
+                checkpoint_dir=checkpoint_dir,
+                tags=(tag,),
+                progress=progress and bar,
+                log=lambda msg: say(msg) if msg.startswith(WARNING) else None,
+                retry_failed=retry_failed,
             )
-        res.best_hparams, res.best_val = _select(spec, res.trials, higher)
-        if res.best_val is None:
-            say(f"  WARNING: every {spec.name} trial diverged; rerunning its defaults")
+
+        def run_trials(
+            points: Sequence[tuple[OptimizerSpec, Mapping[str, Any]]], tag: str, bar: bool
+        ) -> list[dict[str, Any]]:
+            outs = run([config(spec, trial_seed, hp) for spec, hp in points], tag, bar)
+            recs = []
+            for (spec, hp), out in zip(points, outs, strict=True):
+                row = store.get_run(out.config.run_id) or {}
+                val = row.get("val_metric")
+                recs.append(
+                    {"hparams": out.config.hparams, "status": row.get("status"), "val_metric": val}
+                )
+                shown = ", ".join(
+                    f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in hp.items()
+                )
+                say(f"  {task}/{spec.name} trial [{shown}]: {row.get('status')}, val={val}")
+            return recs
+
+        if mode == "grid":  # every optimizer's grid in one batch
+            say(f"tuning {', '.join(s.name for s in specs)} on {task}: {trials} grid points each")
+            points = [(spec, {"lr": lr}) for spec in specs for lr in spec.space["lr"].grid(trials)]
+            for (spec, _), rec in zip(points, run_trials(points, "grid", True), strict=True):
+                results[spec.name].trials.append(rec)
         else:
-            say(f"  selected {res.best_hparams} (val {res.best_val:.4g})")
-        for seed in range(1, seeds + 1):
-            out = run(spec, seed, res.best_hparams, "tuned")
-            res.final.append(out)
+            for spec in specs:
+                say(f"tuning {spec.name} on {task}: {trials} optuna trials")
+                study = _study(
+                    spec, task, budget, epochs, task_options, higher, sampler_seed,
+                    _storage(storage, study_path, store),
+                )  # fmt: skip
+                results[spec.name].trials = _optuna(spec, study, trials, ex.workers, run_trials)
+        for spec in specs:
+            res = results[spec.name]
+            res.best_hparams, res.best_val = _select(spec, res.trials, higher)
+            if res.best_val is None:
+                say(f"  WARNING: every {spec.name} trial diverged; rerunning its defaults")
+            else:
+                say(f"  {spec.name}: selected {res.best_hparams} (val {res.best_val:.4g})")
+        reruns = [(spec, seed) for spec in specs for seed in range(1, seeds + 1)]
+        outs = run(
+            [config(s, seed, results[s.name].best_hparams) for s, seed in reruns], "tuned", True
+        )
+        for (spec, _), out in zip(reruns, outs, strict=True):
+            results[spec.name].final.append(out)
             say(f"  rerun {out.config.label()}: {out.status}")
-        results[spec.name] = res
     return results
 
 
@@ -220,71 +241,89 @@ def _select(
     return best_hp, best_val
 
 
-def _grid(spec: OptimizerSpec, points: int, run_trial: Callable[..., dict[str, Any]]) -> TuneResult:
-    res = TuneResult(spec.name, "grid")
-    for lr in spec.space["lr"].grid(points):
-        res.trials.append(run_trial(spec, {"lr": lr}, "grid"))
-    return res
+def _storage(storage: str | None, study_path: str | Path | None, store: Store) -> Any:
+    """Optuna's RDB storage: ``storage`` (a URL), else SQLite at ``study_path`` or next to
+    the results database."""
+    import optuna
+
+    if storage is not None:
+        return optuna.storages.RDBStorage(storage)
+    path = Path(study_path) if study_path is not None else study_path_for(store.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.RDBStorage(
+        f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": 30}}
+    )
 
 
-def _optuna(
+def _study(
     spec: OptimizerSpec,
     task: str,
     budget: str,
     epochs: int,
     task_options: Mapping[str, Any] | None,
-    trials: int,
     higher: bool,
-    study_path: str | Path,
     sampler_seed: int,
-    run_trial: Callable[..., dict[str, Any]],
-) -> TuneResult:
+    storage: Any,
+) -> optuna.Study:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study_path = Path(study_path)
-    study_path.parent.mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.RDBStorage(
-        f"sqlite:///{study_path}", engine_kwargs={"connect_args": {"timeout": 30}}
-    )
     options = ",".join(f"{k}={v}" for k, v in sorted((task_options or {}).items()))
-    name = f"{task}|{budget}|{epochs}|{options}|{spec.name}"
-    study = optuna.create_study(
-        study_name=name,
+    return optuna.create_study(
+        study_name=f"{task}|{budget}|{epochs}|{options}|{spec.name}",
         storage=storage,
         direction="maximize" if higher else "minimize",
         sampler=optuna.samplers.TPESampler(seed=sampler_seed),
         load_if_exists=True,
     )
-    res = TuneResult(spec.name, "optuna")
-    done_states = (
-        optuna.trial.TrialState.COMPLETE,
-        optuna.trial.TrialState.PRUNED,
-        optuna.trial.TrialState.FAIL,
-    )
 
-    def objective(trial: optuna.Trial) -> float:
-        hp: dict[str, Any] = {}
-        for key, p in spec.space.items():
-            if p.integer:
-                hp[key] = trial.suggest_int(key, int(p.low), int(p.high), log=p.log)
-            else:
-                hp[key] = trial.suggest_float(key, p.low, p.high, log=p.log)
-        rec = run_trial(spec, hp, "trial")
-        res.trials.append(rec)
-        v = _finished_value(rec)
-        if v is None:
-            # A diverged setting is a failed trial: it counts, and is never selected.
-            raise optuna.TrialPruned(f"run {rec['status']}")
-        return v
 
+def _suggest(spec: OptimizerSpec, trial: optuna.Trial) -> dict[str, Any]:
+    hp: dict[str, Any] = {}
+    for key, p in spec.space.items():
+        if p.integer:
+            hp[key] = trial.suggest_int(key, int(p.low), int(p.high), log=p.log)
+        else:
+            hp[key] = trial.suggest_float(key, p.low, p.high, log=p.log)
+    return hp
+
+
+def _optuna(
+    spec: OptimizerSpec,
+    study: optuna.Study,
+    trials: int,
+    batch: int,
+    run_trials: Callable[..., list[dict[str, Any]]],
+) -> list[dict[str, Any]]:
+    """``trials`` trials of ``study`` (counting those it has), ``batch`` at a time.
+
+    Asked in order, evaluated together, told back in order: for a given ``batch`` the
+    search is reproducible (with ``batch=1`` it is ``study.optimize`` exactly).
+    """
+    from optuna.trial import TrialState
+
+    records: list[dict[str, Any]] = []
     # Trials from an earlier, interrupted search count towards the budget.
-    previous = [t for t in study.trials if t.state in done_states]
+    previous = [
+        t
+        for t in study.trials
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    ]
     for t in previous:
-        if t.state == optuna.trial.TrialState.COMPLETE:
-            hp = spec.resolve(t.params)
-            res.trials.append({"hparams": hp, "status": "finished", "val_metric": t.value})
+        if t.state == TrialState.COMPLETE:
+            records.append(
+                {"hparams": spec.resolve(t.params), "status": "finished", "val_metric": t.value}
+            )
     remaining = trials - len(previous)
-    if remaining > 0:
-        study.optimize(objective, n_trials=remaining, catch=())
-    return res
+    while remaining > 0:
+        asked = [study.ask() for _ in range(min(batch, remaining))]
+        points = [(spec, _suggest(spec, t)) for t in asked]
+        for t, rec in zip(asked, run_trials(points, "trial", False), strict=True):
+            records.append(rec)
+            v = _finished_value(rec)
+            if v is None:  # a diverged setting is a failed trial: it counts, never selected
+                study.tell(t, state=TrialState.PRUNED)
+            else:
+                study.tell(t, v)
+        remaining -= len(asked)
+    return records

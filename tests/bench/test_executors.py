@@ -1,0 +1,199 @@
+"""Executors: a local worker pool gives the in-process results run for run, kill-safely."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from superlevel.bench import runner
+from superlevel.bench.executors import (
+    InProcessExecutor,
+    LocalPoolExecutor,
+    default_workers,
+    make_executor,
+)
+from superlevel.bench.runner import checkpoint_path, make_config, run_many
+from superlevel.bench.store import Store
+from superlevel.bench.tune import tune
+
+
+@pytest.fixture(scope="module")
+def pool():
+    """Two worker processes shared by the tests of this module (they start once)."""
+    with LocalPoolExecutor(2) as ex:
+        yield ex
+
+
+def _suite() -> list[runner.RunConfig]:
+    quad = [make_config("quadratic", "sgd", s, epochs=2) for s in (1, 2)]
+    digits = [make_config("digits_mlp", o, 1, epochs=1) for o in ("adam", "superlevel_guarded")]
+    return quad + digits
+
+
+def _grid(store: Store, executor) -> None:
+    tune("quadratic", ["superlevel"], trials=2, seeds=2, store=store, mode="grid",
+         epochs=2, executor=executor)  # fmt: skip
+
+
+def test_workers_2_give_the_results_of_workers_1_run_for_run(
+    tmp_path: Path, pool, store_numbers
+) -> None:
+    one, two = Store(tmp_path / "one.db"), Store(tmp_path / "two.db")
+    out1 = run_many(_suite(), one)
+    out2 = run_many(_suite(), two, executor=pool)
+    assert [o.config for o in out2] == [o.config for o in out1]  # in the order given
+    assert [o.status for o in out2] == ["finished"] * 4
+    _grid(one, None)
+    _grid(two, pool)
+    got, expected = store_numbers(two), store_numbers(one)
+    assert len(got) == 4 + 2 + 1  # grid points, plus the rerun on seed 2
+    assert got == expected
+    env = {r["env"]["torch_threads"] for r in two.runs()}
+    assert env == {r["env"]["torch_threads"] for r in one.runs()}
+    # Skipped the second time, wherever: only outcomes, no new rows.
+    again = run_many(_suite(), two, executor=pool)
+    assert {o.status for o in again} == {"skipped"} and two.count("runs") == 7
+
+
+def test_a_killed_worker_is_replaced_and_its_run_resumed_and_stored_once(
+    tmp_path: Path, pool, kill_first
+) -> None:
+    long = make_config("digits_mlp", "momentum", 1, epochs=8)
+    short = make_config("quadratic", "sgd", 1, epochs=2)
+    ckpt = checkpoint_path(tmp_path / "checkpoints", long.run_id)
+    store = Store(tmp_path / "r.db")
+    # Once the run has a checkpoint (epoch 1 done), kill the worker training it.
+    with kill_first(lambda: ckpt.exists() and pool.running().get(long.run_id)) as killed:
+        outs = run_many([long, short], store, executor=pool)
+    assert killed, "the run finished before its worker could be killed"
+    assert [o.status for o in outs] == ["finished", "finished"]
+    run = store.get_run(long.run_id)
+    assert run["resumed_from_epoch"] >= 1 and store.count("runs") == 2
+    assert len(store.epoch_metrics(long.run_id)) == (8 + 1) * 3  # each epoch once
+    assert not ckpt.exists()
+
+
+def test_a_run_that_kills_its_worker_every_time_fails_after_max_attempts(tmp_path: Path) -> None:
+    cfg = make_config("quadratic", "sgd", 1, epochs=1)
+    job = runner.RunJob(cfg, "cpu", None, str(tmp_path))
+    with LocalPoolExecutor(1, max_attempts=2) as ex:
+        ex_map = ex.map([job])
+        started = []
+
+        def killer() -> None:
+            while len(started) < 2:
+                for pid in ex.running().values():
+                    if pid not in started:
+                        started.append(pid)
+                        os.kill(pid, signal.SIGKILL)
+                time.sleep(0.002)
+
+        t = threading.Thread(target=killer, daemon=True)
+        t.start()
+        ((i, result),) = list(ex_map)
+        t.join(timeout=60)
+    assert i == 0 and result.status == "failed"
+    assert result.error == "the worker process died 2 times while training this run"
+
+
+def test_make_executor_and_defaults() -> None:
+    assert isinstance(make_executor("local"), InProcessExecutor)
+    assert isinstance(make_executor("local", workers=1), InProcessExecutor)
+    ex = make_executor("local", workers=3)
+    assert isinstance(ex, LocalPoolExecutor) and ex.workers == 3
+    ex.close()  # never started a process
+    assert 1 <= default_workers() <= 8
+    with pytest.raises(ValueError, match="workers must be an integer >= 1, got 0"):
+        make_executor("local", workers=0)
+    with pytest.raises(ValueError, match="executor must be one of local, ray, got 'dask'"):
+        make_executor("dask")
+    with pytest.raises(ValueError, match="--address 'x:1' needs --executor ray"):
+        make_executor("local", address="x:1")
+
+
+def test_parallel_optuna_trials_resume_without_new_runs(tmp_path: Path, pool) -> None:
+    store = Store(tmp_path / "r.db")
+    kw = {"trials": 3, "seeds": 1, "store": store, "epochs": 2, "executor": pool}
+    res = tune("quadratic", ["sgd"], **kw)["sgd"]
+    assert len(res.trials) == 3 and len(store.runs(tag="trial")) == 3
+    import optuna
+
+    study = optuna.load_study(
+        study_name="quadratic|quick|2||sgd", storage=f"sqlite:///{tmp_path / 'r.optuna.db'}"
+    )
+    assert len(study.trials) == 3
+    again = tune("quadratic", ["sgd"], **kw)["sgd"]
+    assert store.count("runs") == 3 + 0  # the rerun on seed 1 is the best trial
+    assert again.best_hparams == res.best_hparams
+
+
+def test_optuna_storage_url(tmp_path: Path) -> None:
+    store = Store(tmp_path / "r.db")
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    tune("quadratic", ["sgd"], trials=1, seeds=1, store=store, epochs=1, storage=url)
+    assert (tmp_path / "elsewhere.db").exists() and not (tmp_path / "r.optuna.db").exists()
+    with pytest.raises(ValueError, match="not both"):
+        tune("quadratic", ["sgd"], trials=1, seeds=1, store=store, storage=url, study_path="x")
+
+
+def test_demo_calls_the_benchmark_directly_on_every_core(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from superlevel.bench import cli as bench_cli
+    from superlevel.bench import suites
+    from superlevel.cli import build_parser, main
+
+    assert build_parser().parse_args(["demo"]).workers == default_workers()
+
+    def not_through_the_cli(args):
+        raise AssertionError("demo went through the command line")
+
+    for name in ("cmd_run", "cmd_tune", "cmd_report"):
+        monkeypatch.setattr(bench_cli, name, not_through_the_cli)
+    tiny = suites.Suite("quick", "stand-in", ("quadratic",), ("sgd",), 1, "quick",
+                        grid_tasks=("quadratic",), grid_points=2)  # fmt: skip
+    monkeypatch.setitem(suites.SUITES, "quick", tiny)
+    db, out = tmp_path / "d.db", tmp_path / "rep"
+    argv = ["demo", "--db", str(db), "--out", str(out), "--quiet", "--workers", "2"]
+    assert main(argv) == 0
+    stdout = capsys.readouterr().out
+    assert "1 runs (1 finished)" in stdout and str(out / "report.html") in stdout
+    assert len(Store(db).runs(tag="grid")) == 2 and (out / "report.md").exists()
+
+
+def test_cli_flags_retry_failed_storage_workers(tmp_path: Path, monkeypatch, capsys) -> None:
+    from superlevel.cli import main
+
+    db = str(tmp_path / "r.db")
+    run = ["bench", "run", "--task", "quadratic", "--optimizers", "sgd", "--epochs", "1",
+           "--db", db, "--quiet"]  # fmt: skip
+    real = runner._train
+
+    def boom(*a, **kw):
+        raise RuntimeError("overflow in the update")
+
+    monkeypatch.setattr(runner, "_train", boom)
+    assert main(run) == 1
+    assert "1 runs (1 failed)" in capsys.readouterr().out
+    monkeypatch.setattr(runner, "_train", real)
+    assert main([*run, "--quiet"]) == 1  # skipped: still failed
+    assert main([*run, "--retry-failed"]) == 0
+    assert "1 runs (1 finished)" in capsys.readouterr().out
+
+    tune = ["bench", "tune", "--task", "quadratic", "--optimizers", "sgd", "--trials", "1",
+            "--seeds", "1", "--epochs", "1", "--db", db, "--quiet"]  # fmt: skip
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    assert main([*tune, "--storage", url]) == 0 and (tmp_path / "study.db").exists()
+    capsys.readouterr()
+    for extra, message in (
+        (["--storage", url, "--study-db", "x.db"], "give --storage URL or --study-db FILE"),
+        (["--workers", "0"], "--workers must be >= 1, got 0"),
+        (["--address", "h:1"], "--address 'h:1' needs --executor ray"),
+    ):
+        assert main([*tune, *extra]) == 2
+        assert capsys.readouterr().err.startswith(f"error: {message}")

@@ -181,8 +181,8 @@ class ActorCritic(nn.Module):
     network instead of a Python loop over time steps: the buffer cuts sequences at episode
     starts, so a reset can only happen at a sequence's first step, and zeroing those
     sequences' initial states does the reset (``evaluate_actions`` loops over steps to
-    multiply the state by ``1 - episode_start`` at every one; same function, 10-30x the
-    cost on a CPU).
+    multiply the state by ``1 - episode_start`` at every one; same function, 2-3x the
+    CPU time).
     """
 
     def __init__(self, policy: nn.Module) -> None:

@@ -13,7 +13,14 @@ import torch
 from torch import nn
 
 from superlevel.bench.task import Budget, TaskInstance
-from superlevel.bench.tasks import TASKS, UnknownNameError, build_task, get_task, task_names
+from superlevel.bench.tasks import (
+    TASKS,
+    TaskSpec,
+    UnknownNameError,
+    build_task,
+    get_task,
+    task_names,
+)
 from superlevel.data import cifar
 from superlevel.data.tensors import imbalance_counts
 
@@ -115,6 +122,8 @@ def test_every_task_builds_and_its_loss_falls_under_adam(name, fake_cifar, monke
     data_dir = data_dir_for(name, fake_cifar, monkeypatch)
     ti = build_task(name, seed=0, budget=TINY, data_dir=data_dir)
     assert ti.name == name and ti.budget == TINY and ti.device == torch.device("cpu")
+    spec = get_task(name)  # the static metadata is the built task's
+    assert (ti.metric_name, ti.higher_is_better) == (spec.metric_name, spec.higher_is_better)
     x, y = next(iter(ti.train_batches(0)))
     assert x.shape[0] == y.shape[0] == 16
     for split in ("train", "val", "test"):
@@ -125,6 +134,45 @@ def test_every_task_builds_and_its_loss_falls_under_adam(name, fake_cifar, monke
     train_steps(ti, 12, lr)
     after = mean_train_loss(ti)
     assert after < 0.9 * before or after < before - 0.1, (before, after)
+
+
+def test_a_new_family_registers_with_its_option_validators(monkeypatch):
+    from superlevel.bench.tasks import registry
+
+    monkeypatch.setattr(registry, "TASKS", dict(registry.TASKS))
+    monkeypatch.setattr(registry, "OPTION_VALIDATORS", dict(registry.OPTION_VALIDATORS))
+    quad = get_task("quadratic")
+
+    def check_episodes(v):
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"option episodes must be a positive int, got {v!r}")
+
+    def make(name, options, validators=None):
+        spec = TaskSpec(
+            name,
+            "a toy family",
+            quad.budgets,
+            options,
+            None,
+            quad.builder,
+            metric_name="suboptimality",
+            higher_is_better=False,
+        )
+        registry.register(spec, validators)
+        return spec
+
+    with pytest.raises(ValueError, match=r"options without a validator: \['episodes'\]"):
+        make("toy", {"episodes": 3})
+    make("toy", {**quad.options, "episodes": 3}, {"episodes": check_episodes})
+    make("toy2", {"episodes": 3}, {"episodes": check_episodes})  # the same check: fine
+    assert registry.task_names()[-2:] == ["toy", "toy2"] and get_task("toy").options["episodes"]
+    with pytest.raises(ValueError, match="'toy' is already registered"):
+        make("toy", {})
+    with pytest.raises(ValueError, match=r"\['noise'\] already have a validator"):
+        make("toy3", {}, {"noise": check_episodes})
+    with pytest.raises(ValueError, match="option episodes must be a positive int, got 0"):
+        registry.build_task("toy", seed=0, episodes=0)
+    assert registry.build_task("toy", seed=0, episodes=2).metric_name == "suboptimality"
 
 
 def test_unknown_names_options_and_values():

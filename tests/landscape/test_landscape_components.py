@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from superlevel.landscape import components
 from superlevel.landscape.barriers import segment_barrier
 from superlevel.landscape.components import (
     Grid,
@@ -22,7 +23,8 @@ ndimage = pytest.importorskip(
 
 
 def _reference(values, level, kind, connectivity):
-    mask = values <= level if kind == "sub" else values >= level
+    with np.errstate(invalid="ignore"):
+        mask = values <= level if kind == "sub" else values >= level
     structure = ndimage.generate_binary_structure(values.ndim, connectivity)
     return ndimage.label(mask, structure)
 
@@ -32,10 +34,19 @@ def _smooth_field(shape, seed):
     return ndimage.gaussian_filter(rng.standard_normal(shape), 1.0)
 
 
+@pytest.fixture(params=["scipy", "union-find"])
+def labelling(request, monkeypatch):
+    """Run a test with each labelling: scipy's (the default) and the fallback without it."""
+    if request.param == "union-find":
+        monkeypatch.setattr(components, "_ndimage", lambda: None)
+    return request.param
+
+
 @pytest.mark.parametrize("shape", [(40, 50), (9, 10, 11), (6, 5, 6, 5), (200,)])
 @pytest.mark.parametrize("kind", ["sub", "super"])
-def test_labels_equal_scipy_for_every_connectivity(shape, kind):
+def test_labels_equal_scipy_for_every_connectivity(shape, kind, labelling):
     values = _smooth_field(shape, seed=len(shape))
+    values.flat[:: max(values.size // 7, 1)] = np.nan  # NaN cells are in neither set
     for connectivity in range(1, len(shape) + 1):
         for level in (-0.1, 0.0, 0.15):
             labels, count = level_set_components(values, level, kind, connectivity)
@@ -45,7 +56,7 @@ def test_labels_equal_scipy_for_every_connectivity(shape, kind):
             np.testing.assert_array_equal(labels, ref)
 
 
-def test_corner_connectivity_matters():
+def test_corner_connectivity_matters(labelling):
     # Two cells touching only at a corner: 2 components by faces, 1 with corners.
     values = np.array([[0.0, 1.0], [1.0, 0.0]])
     assert level_set_components(values, 0.5, "sub", 1)[1] == 2
@@ -54,7 +65,7 @@ def test_corner_connectivity_matters():
     assert level_set_components(values, 0.5, "super", 2)[1] == 1
 
 
-def test_nan_cells_belong_to_no_set_and_edge_cases():
+def test_nan_cells_belong_to_no_set_and_edge_cases(labelling):
     values = np.array([[0.0, np.nan, 0.0]])
     assert level_set_components(values, 1.0, "sub")[1] == 2
     assert level_set_components(values, -1.0, "super")[1] == 2
@@ -76,7 +87,7 @@ def test_grid_values_layout(himmelblau_grid):
     assert grid.bounds == [(-5.0, 5.0), (-5.0, 5.0)]
 
 
-def test_himmelblau_sub_level_component_counts(himmelblau_grid):
+def test_himmelblau_sub_level_component_counts(himmelblau_grid, labelling):
     h, grid = himmelblau_grid
     s = h.saddle_values  # 13.31, 67.72, 104.02, 178.34
     # 4 minima below the lowest saddle; each saddle level merges two components.
@@ -120,7 +131,7 @@ def test_component_of_minima_and_outside(himmelblau_grid):
     assert far.tolist() == [-1, 0]  # outside the box; inside the box but above the level
 
 
-def test_trajectory_jump_and_switch(himmelblau_grid):
+def test_trajectory_jump_and_switch(himmelblau_grid, labelling):
     h, grid = himmelblau_grid
     m = h.minima
     near = m[0] + torch.tensor([0.05, -0.05], dtype=torch.float64)
@@ -149,7 +160,7 @@ def test_trajectory_over_the_saddle_level_is_connected(himmelblau_grid):
     assert rep.n_switches == 1
 
 
-def test_super_kind_mirrors_sub_on_the_negated_function(himmelblau_grid):
+def test_super_kind_mirrors_sub_on_the_negated_function(himmelblau_grid, labelling):
     h, grid = himmelblau_grid
     neg_grid = Grid(grid.axes, -grid.values)
     gen = torch.Generator().manual_seed(0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from superlevel.optim import functional, optimizer
+from superlevel.optim import functional
 
 
 @pytest.fixture(params=["host-flag", "select"])
@@ -12,6 +12,5 @@ def flag_mode(request, monkeypatch):
     """On CPU the single/foreach paths read the norm and flag on the host; "select" forces the
     sync-free torch.where selection they use on accelerators and under torch.compile."""
     if request.param == "select":
-        monkeypatch.setattr(functional, "_host_flag", lambda ok, device: None)
-        monkeypatch.setattr(optimizer, "host_scalars", lambda device: False)
+        monkeypatch.setattr(functional, "host_scalars", lambda devices, lrs=(): False)
     return request.param

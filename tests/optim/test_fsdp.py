@@ -24,19 +24,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_torchrun(worker: str, out: Path) -> None:
+    """``torchrun --nproc_per_node 2 worker out`` (gloo, one thread each); fails with its log."""
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+        str(Path(worker)), str(out),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert out.exists(), f"worker failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}"
+
+
 @pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo")
 def test_fsdp2_two_ranks_equal_single_process(tmp_path: Path):
     out = tmp_path / "fsdp.pt"
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-        str(Path(fsdp_worker.__file__)), str(out),
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
-    assert out.exists(), f"worker failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    run_torchrun(fsdp_worker.__file__, out)
     result = torch.load(out)
 
     model = fsdp_worker.make_model()

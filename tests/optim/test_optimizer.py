@@ -110,7 +110,7 @@ def test_nonfinite_skip_leaves_everything_and_counts(path, bad, flag_mode):
     # The next finite step uses t = 1, as if the skipped step never happened.
     _set_grads(params, grad_sequence(1, seed=6)[0][:2])
     opt.step()
-    assert s["step"].item() == 2
+    assert opt.stats()["step"].item() == 2
     assert opt.stats()["lr"].item() == pytest.approx(0.2 * math.exp(-0.1), rel=1e-12)
 
 
@@ -356,7 +356,7 @@ def test_global_norm_mixes_blas_and_foreach_pieces_exactly(dtype):
     grads = [big, small, strided]
     want = torch.linalg.vector_norm(torch.cat([g.reshape(-1).double() for g in grads]))
     got = global_grad_norm(grads)
-    assert got.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    assert got.dtype == torch.float64  # squares accumulated wide: no finite grad overflows
     assert got.item() == pytest.approx(want.item(), rel=1e-6 if dtype == torch.float32 else 1e-13)
 
 

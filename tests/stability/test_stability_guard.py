@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -321,3 +322,217 @@ def test_snapshot_buffers_are_reused_across_calls():
     # and no buffer is shared with the optimizer's live state
     live = {id(v) for s in opt.state.values() for v in s.values() if torch.is_tensor(v)}
     assert not live & {i for d in ids[2].values() for i in d.values()}
+
+
+# -- defects of the first version: each test failed before the fix ------------------------
+
+
+def test_non_finite_new_loss_is_rejected_even_when_the_old_one_is_inf():
+    # L0 = L1 = inf: `inf <= inf` is True, but an infinite L1 is never an acceptable point
+    x = torch.ones(2, requires_grad=True)
+    opt = torch.optim.SGD([x], lr=0.1)
+
+    def closure():
+        opt.zero_grad()
+        loss = x.sum() + math.inf  # finite grads, infinite loss everywhere
+        loss.backward()
+        return loss
+
+    guard = LyapunovGuard(opt, max_retries=2)
+    guard.step(closure)
+    assert not guard.last.accepted and not guard.last.applied
+    assert torch.equal(x.detach(), torch.ones(2))
+    assert guard.counters["skips"] == 1 and guard.counters["violations"] == 3
+
+
+def test_nan_old_loss_rejects():
+    x = torch.ones(2, requires_grad=True)
+    opt = torch.optim.SGD([x], lr=0.1)
+    calls = {"n": 0}
+
+    def closure():
+        opt.zero_grad()
+        calls["n"] += 1
+        loss = (x * x).sum() * (math.nan if calls["n"] == 1 else 1.0)
+        loss.backward()
+        return loss
+
+    guard = LyapunovGuard(opt, max_retries=0)
+    guard.step(closure)
+    assert not guard.last.accepted and not guard.last.applied
+    assert torch.equal(x.detach(), torch.ones(2))
+
+
+@pytest.mark.parametrize("fail_at", [1, 3], ids=["first-closure", "after-a-rejection"])
+def test_an_exception_restores_everything_and_propagates(fail_at):
+    model, x, y = _model_and_data()
+    model.insert(1, torch.nn.BatchNorm1d(8))
+    opt = SuperLevelSGD(model.parameters(), lr=0.5, momentum=0.9)
+    inner = _mse_closure(model, x, y, opt)
+    for _ in range(2):
+        opt.step(inner)
+    inner()
+    params = [p.detach().clone() for p in model.parameters()]
+    buffers = [b.clone() for b in model.buffers()]
+    state = _state_copy(opt)
+    groups = [
+        {k: v for k, v in g.items() if k not in ("params", "step", "skipped")}
+        for g in opt.param_groups
+    ]
+    steps = [g["step"].clone() for g in opt.param_groups]
+    calls = {"n": 0}
+
+    def closure():
+        calls["n"] += 1
+        if calls["n"] == fail_at:
+            raise RuntimeError("data loader died")
+        return inner()
+
+    guard = LyapunovGuard(opt, tol=-1e9, max_retries=4, model=model)
+    with pytest.raises(RuntimeError, match="data loader died"):
+        guard.step(closure)
+    assert calls["n"] == fail_at
+    assert opt.param_groups[0]["lr"] == 0.5  # not the shrunk 0.25 of the failed trial
+    assert [
+        {k: v for k, v in g.items() if k not in ("params", "step", "skipped")}
+        for g in opt.param_groups
+    ] == groups
+    assert all(torch.equal(g["step"], s) for g, s in zip(opt.param_groups, steps, strict=True))
+    for p, ref in zip(model.parameters(), params, strict=True):
+        assert torch.equal(p, ref)
+    for b, ref in zip(model.buffers(), buffers, strict=True):
+        assert torch.equal(b, ref)
+    _assert_same_state(opt, state)
+    assert guard.counters == dict.fromkeys(guard.counters, 0) and guard.last is None
+
+
+def _bn_model_and_data():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Tanh(), torch.nn.Linear(8, 2)
+    )
+    return model, torch.randn(16, 4), torch.randn(16, 2)
+
+
+def test_a_skipped_step_leaves_module_buffers_as_before():
+    model, x, y = _bn_model_and_data()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = [b.clone() for b in model.buffers()]
+    guard = LyapunovGuard(opt, tol=-1e9, max_retries=2, model=model)
+    guard.step(_mse_closure(model, x, y, opt))
+    assert not guard.last.applied
+    for b, ref in zip(model.buffers(), before, strict=True):
+        assert torch.equal(b, ref)  # running mean, var and num_batches_tracked
+
+
+@pytest.mark.parametrize("how", ["model", "buffers"])
+def test_an_accepted_step_updates_buffers_once_like_an_unguarded_step(how):
+    model, x, y = _bn_model_and_data()
+    ref, _, _ = _bn_model_and_data()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.01)
+    kw = {"model": model} if how == "model" else {"buffers": list(model.buffers())}
+    guard = LyapunovGuard(opt, max_retries=2, **kw)
+    for _ in range(3):
+        guard.step(_mse_closure(model, x, y, opt))
+        ref_opt.step(_mse_closure(ref, x, y, ref_opt))
+        assert guard.last.accepted
+    for b, r in zip(model.buffers(), ref.buffers(), strict=True):
+        assert torch.equal(b, r)
+    for p, r in zip(model.parameters(), ref.parameters(), strict=True):
+        assert torch.equal(p, r)
+
+
+def test_without_model_the_buffers_are_not_protected():
+    # documents the default: only with model=/buffers= are buffers part of the snapshot
+    model, x, y = _bn_model_and_data()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = model[1].running_mean.clone()
+    LyapunovGuard(opt, tol=-1e9, max_retries=0).step(_mse_closure(model, x, y, opt))
+    assert not torch.equal(model[1].running_mean, before)
+
+
+def test_non_scalar_loss_gives_a_clear_error():
+    x = torch.ones(3, requires_grad=True)
+    opt = torch.optim.SGD([x], lr=0.1)
+
+    def closure():
+        opt.zero_grad()
+        loss = x * x  # forgot the reduction
+        loss.sum().backward()
+        return loss
+
+    guard = LyapunovGuard(opt)
+    with pytest.raises(ValueError, match=r"scalar loss.*shape \(3,\)"):
+        guard.step(closure)
+    assert torch.equal(x.detach(), torch.ones(3)) and guard.counters["steps"] == 0
+
+
+def test_bad_model_and_buffers_arguments():
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    with pytest.raises(ValueError, match="model"):
+        LyapunovGuard(opt, model=3)
+    with pytest.raises(ValueError, match="buffers"):
+        LyapunovGuard(opt, buffers=[1.0])
+    with pytest.raises(ValueError, match="not both"):
+        LyapunovGuard(opt, model=torch.nn.Linear(1, 1), buffers=[])
+
+
+# -- the guard as a torch.optim.Optimizer ---------------------------------------------------
+
+
+def test_the_guard_is_an_optimizer_sharing_groups_and_state():
+    model, x, y = _model_and_data()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    guard = LyapunovGuard(opt)
+    assert isinstance(guard, torch.optim.Optimizer)
+    assert guard.param_groups is opt.param_groups and guard.defaults is opt.defaults
+    loss = guard.step(closure=_mse_closure(model, x, y, guard))
+    assert torch.is_tensor(loss) and loss.ndim == 0
+    assert guard.state is opt.state and len(guard.state) == 4
+    guard.zero_grad()
+    assert all(p.grad is None for p in model.parameters())
+    # a scheduler built on the guard drives the inner optimizer
+    sched = torch.optim.lr_scheduler.StepLR(guard, step_size=1, gamma=0.5)
+    guard.step(_mse_closure(model, x, y, guard))
+    sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.05)
+    extra = torch.zeros(2, requires_grad=True)
+    guard.add_param_group({"params": [extra]})
+    assert opt.param_groups[-1]["params"] == [extra]
+    assert "LyapunovGuard" in repr(guard) and "SGD" in repr(guard)
+
+
+def test_step_without_a_closure_says_the_guard_needs_one():
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    with pytest.raises(ValueError, match="needs a closure"):
+        LyapunovGuard(opt).step()
+
+
+def test_state_dict_round_trip_resumes_exactly_with_the_counters():
+    def make():
+        model, x, y = _model_and_data()
+        opt = SuperLevelSGD(model.parameters(), lr=3.0, decay=0.01, momentum=0.9)
+        return model, LyapunovGuard(opt, max_retries=6), x, y
+
+    model, guard, x, y = make()
+    for _ in range(4):
+        guard.step(_mse_closure(model, x, y, guard))
+    saved_model = {k: v.clone() for k, v in model.state_dict().items()}
+    saved = copy.deepcopy(guard.state_dict())  # state_dict() holds live references
+    assert saved["lyapunov_guard"]["counters"] == guard.counters
+    for _ in range(4):
+        guard.step(_mse_closure(model, x, y, guard))
+
+    model2, guard2, _, _ = make()
+    model2.load_state_dict(saved_model)
+    guard2.load_state_dict(saved)
+    assert guard2.counters == saved["lyapunov_guard"]["counters"]
+    for _ in range(4):
+        guard2.step(_mse_closure(model2, x, y, guard2))
+    assert guard.counters["retries"] > 0  # the run did backtrack
+    assert guard2.counters == guard.counters
+    for p, q in zip(model.parameters(), model2.parameters(), strict=True):
+        assert torch.equal(p, q)
+    with pytest.raises(ValueError, match="counters"):
+        guard2.load_state_dict({**saved, "lyapunov_guard": {"counters": {"steps": 1}}})

@@ -299,3 +299,109 @@ def test_norms_can_be_switched_off():
     recs = mon.records
     assert all(r["grad_norm"] is None and r["update_norm"] is None for r in recs)
     assert [r["loss"] for r in recs] == pytest.approx(losses, rel=1e-6)
+
+
+# -- defects of the first version: each test failed before the fix ------------------------
+
+
+def test_a_bad_record_raises_and_the_monitor_stays_usable():
+    model, x, y = _setup()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = StabilityMonitor(model, opt, flush_every=2)
+    _train(model, opt, monitor, x, y, 1)
+    with pytest.raises(ValueError, match=r"scalar loss.*\(4,\)"):
+        monitor.record(torch.ones(4))
+    with pytest.raises(ValueError, match="scalar loss"):
+        monitor.record("0.5")
+    _train(model, opt, monitor, x, y, 3)
+    recs = monitor.records
+    assert [r["step"] for r in recs] == [1, 2, 3, 4]
+    assert all(math.isfinite(r["loss"]) for r in recs)
+
+
+@pytest.mark.parametrize(
+    ("batch", "match"),
+    [
+        ((torch.empty(0, 6), torch.empty(0, dtype=torch.long)), "empty"),
+        ((torch.ones(4, 6), torch.zeros(3, dtype=torch.long)), "4 inputs but 3"),
+    ],
+    ids=["empty", "mismatch"],
+)
+def test_a_bad_probe_batch_is_refused_at_construction(batch, match):
+    model, _, _ = _setup()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=match):
+        StabilityMonitor(model, opt, probe_batch=batch, loss_fn=F.cross_entropy)
+
+
+def _monitored_run(tmp_path, **kw):
+    model, x, y = _setup()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    monitor = StabilityMonitor(
+        model,
+        opt,
+        probe_batch=(x[:16], y[:16]),
+        loss_fn=F.cross_entropy,
+        every=4,
+        sharpness_iters=5,
+        barrier_points=3,
+        flush_every=3,
+        norm_every=2,
+        **kw,
+    )
+    _train(model, opt, monitor, x, y, 13)
+    return monitor
+
+
+def test_memory_keeps_a_window_and_the_stream_keeps_everything(tmp_path):
+    full = _monitored_run(tmp_path, keep=None)
+    with pytest.warns(UserWarning, match="keeps the last 5 records"):
+        capped = _monitored_run(tmp_path, keep=5)
+    assert [r["step"] for r in capped.records] == list(range(9, 14))
+    assert capped.dropped == 8
+    assert capped.summary() == full.summary()  # totals count the dropped steps too
+    assert full.summary()["steps"] == 13 and full.summary()["probes"] == 3
+
+    stream = tmp_path / "run" / "stream.csv"
+    streamed = _monitored_run(tmp_path, keep=5, stream_to=stream)  # no warning: nothing lost
+    assert len(streamed.records) == 5
+    assert streamed.all_records() == full.records
+    full.to_csv(tmp_path / "full.csv")
+    streamed.to_csv(tmp_path / "copy.csv")
+    assert (tmp_path / "copy.csv").read_text() == (tmp_path / "full.csv").read_text()
+    assert stream.read_text() == (tmp_path / "full.csv").read_text()
+    streamed.plot(tmp_path / "all.png")
+    assert (tmp_path / "all.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="keep"):
+        _monitored_run(tmp_path, keep=0)
+
+
+def test_a_guard_passed_as_the_optimizer_is_unwrapped():
+    from superlevel.optim import SuperLevelSGD
+
+    model, x, y = _setup()
+    opt = SuperLevelSGD(model.parameters(), lr=0.5, decay=0.01)
+    guard = LyapunovGuard(opt)
+    monitor = StabilityMonitor(
+        model,
+        guard,
+        probe_batch=(x, y),
+        loss_fn=F.cross_entropy,
+        every=2,
+        sharpness_iters=3,
+        barrier_points=0,
+    )
+    assert monitor.optimizer is opt and monitor.guard is guard
+    for t in range(2):
+        xb, yb = x[t * 16 : (t + 1) * 16], y[t * 16 : (t + 1) * 16]
+
+        def closure(xb=xb, yb=yb):
+            guard.zero_grad()
+            loss = F.cross_entropy(model(xb), yb)
+            loss.backward()
+            return loss
+
+        monitor.record(guard.step(closure))
+    rec = monitor.records[-1]
+    assert rec["lr"] == pytest.approx(float(opt.stats()["effective_lr"]))
+    assert rec["guard_accepted"] is not None and rec["threshold"] is not None

@@ -254,3 +254,89 @@ def test_rule_values_and_unknown_optimizers_have_none():
         momentum_factor(1.0)
     with pytest.raises(ValueError, match="dampening"):
         momentum_factor(0.5, dampening=-0.1)
+
+
+# -- defects of the first version: each test failed before the fix ------------------------
+
+
+@pytest.mark.parametrize("method", ["power", "lanczos"])
+def test_a_nan_loss_raises_instead_of_a_zero_sharpness(method):
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    x, y = torch.randn(0, 3), torch.randn(0, 2)  # an empty batch: mse is nan
+    with pytest.raises(ValueError, match="non-finite loss"):
+        top_eigenvalue(lambda: nn.functional.mse_loss(model(x), y), model, method=method)
+
+
+@pytest.mark.parametrize("method", ["power", "lanczos"])
+def test_a_non_finite_hessian_gives_a_clear_error(method):
+    x = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    # the loss is finite (0) but sqrt(|x|) has no derivative at 0: the products are nan
+    with pytest.raises(ValueError, match="Hessian-vector product is not finite"):
+        top_eigenvalue(lambda: x.abs().sqrt().sum(), [x], method=method)
+
+
+# -- SuperLevelSGD's decoupled weight decay: (2 - a*wd) / (a*eta) -------------------------
+
+
+def _superlevel_final(lam: float, lr: float, companion: float, steps: int = 400, **kw) -> float:
+    """|x| after ``steps`` of SuperLevelSGD on 0.5*lam*x^2 with eta frozen.
+
+    ``norm_scale`` is large against the quadratic's gradient, so ``eta`` does not move:
+    ``eta = 1`` without a companion; with one, a second parameter ``z`` with the linear
+    loss ``companion * z`` holds the global norm at ``companion`` (``eta = 0.5`` when
+    ``norm_scale = companion``).
+    """
+    from superlevel.optim import SuperLevelSGD
+
+    x = torch.ones(1, dtype=torch.float64, requires_grad=True)
+    z = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    scale = companion if companion else 1e12
+    opt = SuperLevelSGD([x, z], lr=lr, norm_scale=scale, **kw)
+    for _ in range(steps):
+        opt.zero_grad()
+        ((0.5 * lam * x * x).sum() + companion * z.sum()).backward()
+        opt.step()
+    return abs(float(x.detach()))
+
+
+@pytest.mark.parametrize(
+    ("kw", "companion", "eta"),
+    [
+        ({"weight_decay": 5.0}, 0.0, 1.0),
+        ({"weight_decay": 5.0}, 1e6, 0.5),
+        ({"weight_decay": 5.0, "momentum": 0.5}, 0.0, 1.0),
+        ({"weight_decay": 5.0, "momentum": 0.5, "dampening": 0.3}, 0.0, 1.0),
+        ({"weight_decay": 5.0, "momentum": 0.9, "nesterov": True}, 0.0, 1.0),
+    ],
+    ids=["gd", "gd-eta-half", "heavy-ball", "dampening", "nesterov"],
+)
+def test_decoupled_weight_decay_threshold_matches_superlevel_divergence(kw, companion, eta):
+    from superlevel.optim import SuperLevelSGD
+
+    a = 0.1  # a*wd = 0.5: the decay shrinks the stable region by 1 - a*wd/2 = 0.75
+    rule = stability_rule(SuperLevelSGD([torch.zeros(1, requires_grad=True)], lr=a, **kw))
+    assert rule.kind == "superlevel" and rule.weight_decay == 0.0
+    assert rule.decoupled_weight_decay == kw["weight_decay"]
+    eff = a * eta  # the effective lr a * eta
+    lam_star = rule.threshold(eff, lr=a)
+    assert lam_star == pytest.approx(rule.factor * (1 - a * kw["weight_decay"] / 2) / eff)
+    assert rule.max_lr(lam_star, lr=a) == pytest.approx(eff)
+    assert _superlevel_final(0.97 * lam_star, a, companion, **kw) < 1.0  # inside: converges
+    assert _superlevel_final(1.03 * lam_star, a, companion, **kw) > 10.0  # outside: diverges
+    coupled = rule.factor / eff - kw["weight_decay"]  # the rule for coupled (L2) decay
+    if (companion, kw.get("momentum", 0.0)) != (0.0, 0.0):  # where the two rules differ
+        assert abs(coupled / lam_star - 1.0) > 0.03  # ... the coupled one misplaces the boundary
+
+
+def test_decoupled_rule_needs_the_decayed_rate():
+    from superlevel.optim import SuperLevelSGD
+
+    rule = stability_rule(
+        SuperLevelSGD([torch.zeros(1, requires_grad=True)], lr=0.1, weight_decay=1.0)
+    )
+    with pytest.raises(ValueError, match="lr=a_t"):
+        rule.threshold(0.1)
+    assert rule.threshold(0.1, lr=4.0) < 0 and rule.max_lr(1.0, lr=4.0) == 0.0  # a*wd >= 2
+    plain = stability_rule(SuperLevelSGD([torch.zeros(1, requires_grad=True)], lr=0.1))
+    assert plain.threshold(0.1) == pytest.approx(20.0)  # no decay: no rate needed

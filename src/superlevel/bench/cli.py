@@ -67,8 +67,8 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
     def wrapper(args: argparse.Namespace) -> int:
         import torch
 
+        from superlevel.bench.registry import UnknownNameError
         from superlevel.bench.store import StoreError
-        from superlevel.bench.tasks import UnknownNameError
         from superlevel.data.base import MissingDataError
 
         threads = getattr(args, "threads", 0) or 0

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from superlevel.bench.tasks import UnknownNameError
+from superlevel.bench.registry import lookup
 
 Closure = Callable[[], torch.Tensor]
 
@@ -424,7 +424,4 @@ def get_optimizer(name: str) -> OptimizerSpec:
     Raises:
         UnknownNameError: ``name`` is not registered (message lists the valid names).
     """
-    try:
-        return OPTIMIZERS[name]
-    except KeyError:
-        raise UnknownNameError("optimizer", name, list(OPTIMIZERS)) from None
+    return lookup("optimizer", OPTIMIZERS, name)

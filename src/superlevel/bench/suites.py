@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from superlevel.bench.optimizers import OPTIMIZERS
-from superlevel.bench.tasks import TASKS, UnknownNameError
+from superlevel.bench.registry import UnknownNameError
+from superlevel.bench.tasks import TASKS
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ for any optimizer), the functional pieces in :mod:`.functional` and the slow ref
 """
 
 from .clip import damp_grad_norm_
-from .functional import decayed_lr, global_grad_norm, modulation, superlevel_update_
+from .functional import decayed_lr, modulation, superlevel_update_
+from .norm import global_grad_norm
 from .optimizer import SuperLevelSGD
 from .reference import ReferenceSuperLevelSGD
 

@@ -7,7 +7,8 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from .functional import global_grad_norm, local
+from ._torch_api import group_by_device_and_dtype
+from .norm import global_grad_norm, local
 
 __all__ = ["damp_grad_norm_"]
 
@@ -51,11 +52,9 @@ def damp_grad_norm_(
         raise FloatingPointError(f"non-finite gradient norm {float(norm)}; nothing was scaled")
     eta = torch.reciprocal(norm.div(norm_scale).add(1.0))
     locals_ = [local(g) for g in grads]
-    buckets: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
-    for g in locals_:
-        buckets.setdefault((g.device, g.dtype), []).append(g)
-    for (device, _), gs in buckets.items():
-        e = eta.to(device)
+    for (device, dtype), idx in group_by_device_and_dtype(locals_).items():
+        gs = [locals_[i] for i in idx]
+        e = eta.to(device, dtype.to_real() if dtype.is_complex else dtype)
         if foreach is False:
             for g in gs:
                 g.mul_(e)

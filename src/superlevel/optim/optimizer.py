@@ -4,64 +4,38 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .functional import (
-    Buckets,
-    _buckets,
-    _is_dtensor,
-    decayed_lr,
-    decayed_lr_host,
-    global_grad_norm,
-    has_dtensor,
-    host_scalars,
-    local,
-    modulation,
-    modulation_host,
-    resolve_impl,
-    superlevel_update_,
-)
+from . import functional as F
+from ._torch_api import Buckets, capture_health_check, group_by_device_and_dtype
+from .norm import global_grad_norm, has_dtensor, host_grad_norm, is_dtensor, local
+from .settings import GLOBAL_KEYS, GROUP_DEFAULTS, Hyper, check_global, group_hyper
 
 __all__ = ["SuperLevelSGD"]
 
-# Keys a param group may override; the rest are one value for the whole optimizer.
-_GROUP_KEYS = (
-    "lr",
-    "decay",
-    "min_lr",
-    "momentum",
-    "dampening",
-    "nesterov",
-    "weight_decay",
-    "maximize",
-)
-_GLOBAL_KEYS = ("norm_scale", "nonfinite", "foreach", "fused", "capturable")
-_NONFINITE = ("skip", "raise")
+# Keys a SuperLevelSGD param group must have; a state dict without them is another
+# optimizer's (torch.optim.SGD's lacks decay, min_lr, norm_scale, nonfinite).
+_REQUIRED = ("lr", *GROUP_DEFAULTS)
+_COUNTERS = ("step", "skipped")
 
 
-def _check_nonneg(name: str, value: Any) -> None:
-    v = float(value.item() if isinstance(value, Tensor) else value)
-    if not (v >= 0.0 and math.isfinite(v)):  # also rejects nan
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+@dataclass
+class _Group:
+    """One param group's share of a step: what to update and how."""
 
-
-def _validate_group(group: dict[str, Any]) -> None:
-    lr = group["lr"]
-    if isinstance(lr, Tensor) and lr.numel() != 1:
-        raise ValueError(f"a tensor lr must have one element, got shape {tuple(lr.shape)}")
-    for name in ("lr", "decay", "min_lr", "momentum", "dampening", "weight_decay"):
-        _check_nonneg(name, group[name])
-    if group["dampening"] > 1.0:
-        raise ValueError(f"dampening must be in [0, 1], got {group['dampening']!r}")
-    if group["nesterov"] and (group["momentum"] <= 0.0 or group["dampening"] != 0.0):
-        raise ValueError(
-            f"nesterov=True needs momentum > 0 and dampening = 0, got momentum="
-            f"{group['momentum']!r}, dampening={group['dampening']!r}"
-        )
+    group: dict[str, Any]
+    hyper: Hyper
+    impl: F.Impl
+    params: list[Tensor]  # as registered (DTensors for FSDP2)
+    local_params: list[Tensor]
+    local_grads: list[Tensor]
+    bufs: list[Tensor | None]  # local shards, None where not created yet
+    buckets: Buckets
 
 
 class SuperLevelSGD(Optimizer):
@@ -79,13 +53,17 @@ class SuperLevelSGD(Optimizer):
 
     With ``momentum = weight_decay = 0`` this is the paper's
     ``theta - a0 * exp(-beta t) * grad / (1 + ||grad||)``: exponential decay times a
-    smooth global-norm clip (the step length ``a_t * eta_t * ||g||`` stays below
-    ``a_t * norm_scale``, i.e. below ``a_t`` with the default ``norm_scale = 1``).
+    smooth global-norm clip; the step length ``a_t * eta_t * ||g||`` stays below
+    ``a_t * norm_scale``, i.e. below ``a_t`` with the default ``norm_scale = 1``.
+    **With momentum that bound does not hold**: the step is ``a_t eta_t ||buf||`` and the
+    buffer sums up to ``1 / (1 - momentum)`` past gradients (a Rosenbrock run at lr 0.01,
+    momentum 0.9 took one step of length 28.6); only each step's *contribution* to the
+    buffer is bounded.
 
     Args:
-        params: Parameters or param-group dicts. Groups may override ``lr``, ``decay``,
-            ``min_lr``, ``momentum``, ``dampening``, ``nesterov``, ``weight_decay`` and
-            ``maximize``.
+        params: Parameters or param-group dicts. Groups may set every argument below
+            except ``shard_group``; ``norm_scale`` and ``nonfinite`` must agree across
+            groups (the norm is global).
         lr: ``a_0``. ``group["lr"]`` stays ``a_0``, so an lr scheduler that changes it
             rescales the decayed rate from then on. A 0-dim tensor is accepted (for CUDA
             graphs, update it in place).
@@ -93,22 +71,30 @@ class SuperLevelSGD(Optimizer):
         min_lr: Floor of ``a_t``.
         norm_scale: ``s > 0``: the global gradient norm at which the step is halved.
         momentum: Heavy-ball factor as in ``torch.optim.SGD``.
-        dampening: Dampening of the momentum.
+        dampening: Dampening of the momentum, in ``[0, 1]``.
         nesterov: Nesterov momentum (needs momentum > 0 and dampening 0).
-        weight_decay: Decoupled decay, scaled by ``a_t`` (not by ``eta_t``).
+        weight_decay: Decoupled decay, scaled by ``a_t`` (not by ``eta_t``);
+            ``max(lr, min_lr) * weight_decay <= 1``.
         maximize: Maximize the objective.
         nonfinite: ``"skip"``: a non-finite norm leaves params, buffers and ``t`` unchanged
             and counts the skip (no host sync). ``"raise"``: raise ``FloatingPointError``
             before anything changes (reads the flag on the host: one sync per step).
         foreach: Multi-tensor path. ``foreach=False`` (and ``fused`` not set) selects the
-            per-tensor path.
+            per-tensor path. Per group.
         fused: Torch's fused SGD kernel with a tensor lr ``a_t * eta_t`` (CPU, CUDA, ...;
             float dtypes). Default (both ``None``): fused on accelerators (float16/bfloat16/
             float32), foreach otherwise. Under ``torch.compile`` the foreach path is used.
+            Per group; the norm is global either way.
         capturable: Allow CUDA-graph capture of ``step()`` (torch refuses it otherwise) and
             check its preconditions (params on an accelerator, ``nonfinite="skip"``).
             Every path is already free of host syncs; a float ``lr`` is baked into a
             captured graph.
+        shard_group: A ``torch.distributed`` process group whose ranks each own a disjoint
+            shard of the parameters (``ZeroRedundancyOptimizer``, FSDP1): the squared
+            norm is summed over it with one all-reduce (no host sync), so every rank uses
+            the norm of the full gradient. ``None`` for DDP, FSDP2 (DTensors are reduced
+            over their mesh automatically) and one process. A runtime handle: not part
+            of ``state_dict()``; pass it again when rebuilding the optimizer.
 
     Example:
         >>> opt = SuperLevelSGD(model.parameters(), lr=0.1, decay=1e-3)  # doctest: +SKIP
@@ -132,23 +118,8 @@ class SuperLevelSGD(Optimizer):
         foreach: bool | None = None,
         fused: bool | None = None,
         capturable: bool = False,
+        shard_group: Any = None,
     ) -> None:
-        if not (
-            isinstance(norm_scale, (int, float)) and norm_scale > 0 and math.isfinite(norm_scale)
-        ):
-            raise ValueError(f"norm_scale must be a finite number > 0, got {norm_scale!r}")
-        if nonfinite not in _NONFINITE:
-            raise ValueError(f"nonfinite must be one of {_NONFINITE}, got {nonfinite!r}")
-        if fused and foreach:
-            raise ValueError(
-                f"fused=True and foreach=True exclude each other, got "
-                f"fused={fused!r}, foreach={foreach!r}"
-            )
-        if capturable and nonfinite == "raise":
-            raise ValueError(
-                "capturable=True needs nonfinite='skip' (nonfinite='raise' reads "
-                "the norm on the host), got nonfinite='raise'"
-            )
         defaults = dict(
             lr=lr,
             decay=decay,
@@ -164,243 +135,325 @@ class SuperLevelSGD(Optimizer):
             fused=fused,
             capturable=capturable,
         )
+        group_hyper(defaults, read_tensors=True)  # bad arguments fail here, named
         # Mutated in place by step(): torch.compile cannot trace a new attribute binding.
-        self._last: dict[str, Tensor] = {}
-        self._bucket_cache: dict[int, tuple[tuple[int, ...], Buckets]] = {}
+        self._last: dict[str, Any] = {}
+        self.shard_group = shard_group
         super().__init__(params, defaults)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.__dict__.setdefault("_last", {})
-        self.__dict__.setdefault("_bucket_cache", {})
+        self.__dict__.setdefault("shard_group", None)
         for group in self.param_groups:
-            for key, value in (
-                ("decay", 0.0),
-                ("min_lr", 0.0),
-                ("momentum", 0.0),
-                ("dampening", 0.0),
-                ("nesterov", False),
-                ("weight_decay", 0.0),
-                ("maximize", False),
-                ("norm_scale", 1.0),
-                ("nonfinite", "skip"),
-                ("foreach", None),
-                ("fused", None),
-                ("capturable", False),
-            ):
+            for key, value in GROUP_DEFAULTS.items():
                 group.setdefault(key, value)
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        if self.shard_group is not None:
+            # A process group does not pickle: copying must fail loudly, not drop it.
+            state["shard_group"] = self.shard_group
+        return state
+
+    # ------------------------------------------------------------ groups and state
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a group; its ``t`` starts at the optimizer's current ``t``."""
-        for key in _GLOBAL_KEYS:
-            if key in param_group and param_group[key] != self.defaults[key]:
-                raise ValueError(
-                    f"{key} is one setting for the whole optimizer, not per group;"
-                    f" got {key}={param_group[key]!r} in a group"
-                )
+        """Add a group (checked); its ``t`` starts at the optimizer's current ``t``."""
+        if self.param_groups:
+            first = self.param_groups[0]
+            for key in GLOBAL_KEYS:
+                if key in param_group and param_group[key] != first[key]:
+                    raise ValueError(
+                        f"{key} is one setting for the whole optimizer (the norm is global);"
+                        f" got {key}={param_group[key]!r} in a group, {first[key]!r} in group 0"
+                    )
+        candidate = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
+        group_hyper(candidate, read_tensors=True)
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        _validate_group(group)
         if len(self.param_groups) > 1 and "step" in self.param_groups[0]:
             # t is global: a late group joins at the current count.
-            group["step"] = self.param_groups[0]["step"].clone()
-            group["skipped"] = self.param_groups[0]["skipped"].clone()
+            for key in _COUNTERS:
+                group[key] = self.param_groups[0][key].clone()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load state; the step counters are moved next to each group's params."""
+        """Load a SuperLevelSGD state dict, checked in full before anything changes.
+
+        Settings (``norm_scale``, ``nonfinite``, ``foreach``, ``fused``, ``capturable``
+        and the per-group hyperparameters) are restored with the groups. Refused with
+        ``ValueError``: another optimizer's state dict, a value outside its domain, a
+        step count that is not a finite integer >= 0, a momentum buffer whose shape is
+        not its param's.
+        """
+        _check_state_dict(state_dict, self.param_groups)
         super().load_state_dict(state_dict)
         for group in self.param_groups:
-            if "step" in group and group["params"]:
-                device = local(group["params"][0]).device
-                group["step"] = group["step"].to(device, torch.float32).clone()
-                group["skipped"] = group["skipped"].to(device, torch.float32).clone()
-
-    def _ensure_counters(self, device: torch.device) -> None:
-        for group in self.param_groups:
-            for key in ("step", "skipped"):
-                if key not in group:
-                    group[key] = torch.zeros((), dtype=torch.float32, device=device)
-                elif group[key].device != device:
-                    group[key] = group[key].to(device)
-
-    def _collect(
-        self,
-    ) -> list[tuple[dict[str, Any], list[Tensor], list[Tensor], list[Tensor | None]]]:
-        out = []
-        for gi, group in enumerate(self.param_groups):
-            params, grads, bufs = [], [], []
-            for pi, p in enumerate(group["params"]):
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError(
-                        f"SuperLevelSGD does not support sparse gradients (group {gi}, param "
-                        f"{pi}, shape {tuple(p.shape)}); use a dense embedding "
-                        f"(sparse=False) or a sparse-aware optimizer for that parameter"
-                    )
-                params.append(p)
-                grads.append(p.grad)
-                if group["momentum"] != 0.0:
-                    bufs.append(self.state[p].get("momentum_buffer"))
-            out.append((group, params, grads, bufs))
-        return out
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One step of the rule; returns ``closure()``'s loss (``None`` without closure).
-
-        Params without a gradient are left untouched. A step where no param has a gradient
-        changes nothing and is not counted.
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        collected = self._collect()
-        all_grads = [g for _, _, grads, _ in collected for g in grads]
-        if not all_grads:
-            return loss
-        sharded = has_dtensor(all_grads)
-        # DTensor (FSDP2) params and grads are updated through their local shards.
-        loc = (lambda ts: [local(t) for t in ts]) if sharded else (lambda ts: ts)
-        home = local(all_grads[0]).device
-        # torch's check: capturing a step needs capturable=True (older torch: cuda name).
-        # Skipped under torch.compile: dynamo cannot trace the check (a graph break).
-        if not torch.compiler.is_compiling():
-            check = getattr(self, "_accelerator_graph_capture_health_check", None)
-            check = check or getattr(self, "_cuda_graph_capture_health_check", None)
-            if check is not None:
-                check()
-        if self.defaults["capturable"]:
-            bad = [p for _, ps, _, _ in collected for p in loc(ps) if p.device.type == "cpu"]
-            if bad:
-                raise ValueError(
-                    f"capturable=True needs params on an accelerator, got a param on "
-                    f"{bad[0].device}"
-                )
-        # (device, dtype) grouping, cached per group while its params with grads stay the same.
-        group_buckets = [self._buckets(gi, loc(ps)) for gi, (_, ps, _, _) in enumerate(collected)]
-        all_buckets = _merge(group_buckets, [len(ps) for _, ps, _, _ in collected])
-        impl = resolve_impl(
-            loc(all_grads),
-            foreach=self.defaults["foreach"],
-            fused=self.defaults["fused"],
-            buckets=all_buckets,
-        )
-        norm = global_grad_norm(all_grads, foreach=impl != "single", buckets=all_buckets)
-        # CPU, eager: norm, flag and t are in host memory; Python floats replace ~15 tiny
-        # tensor ops per step (no device sync exists to avoid there).
-        host = (
-            impl != "fused"
-            and all(dev.type == "cpu" for dev, _ in all_buckets)
-            and all(_on_cpu(g["lr"]) for g in self.param_groups)
-            and host_scalars(home)
-        )
-        if host:
-            eta, ok = modulation_host(float(norm), self.defaults["norm_scale"])
-        else:
-            eta, ok = modulation(norm, self.defaults["norm_scale"])
-        if self.defaults["nonfinite"] == "raise" and not bool(ok):
-            raise FloatingPointError(
-                f"SuperLevelSGD: non-finite gradient norm {float(norm)} (nonfinite='raise'); "
-                f"nothing was changed"
-            )
-        self._ensure_counters(home)
-        last_lr = None
-        for (group, params, grads, bufs), buckets in zip(collected, group_buckets, strict=True):
-            if host:
-                a = decayed_lr_host(
-                    float(group["step"]), group["lr"], group["decay"], group["min_lr"]
-                )
-            else:
-                a = decayed_lr(
-                    group["step"], group["lr"], group["decay"], group["min_lr"], dtype=norm.dtype
-                )
-            if last_lr is None:
-                last_lr = a
-            if not params:
-                continue
-            momentum = group["momentum"]
-            local_bufs = loc(bufs) if sharded else list(bufs)
-            superlevel_update_(
-                loc(params),
-                loc(grads),
-                local_bufs,
-                lr=a,
-                eta=eta,
-                ok=ok,
-                weight_decay=group["weight_decay"],
-                momentum=momentum,
-                dampening=group["dampening"],
-                nesterov=group["nesterov"],
-                maximize=group["maximize"],
-                impl=impl,
-                buckets=buckets,
-            )
-            if momentum != 0.0:
-                for p, old, new in zip(params, bufs, local_bufs, strict=True):
-                    if old is None:
-                        self.state[p]["momentum_buffer"] = _like_param(new, p)
-        if host:
-            counter = "step" if ok else "skipped"
-            for group in self.param_groups:
-                group[counter].add_(1.0)
-        else:
-            bad = torch.logical_not(ok)
-            for group in self.param_groups:
-                group["step"].add_(ok)
-                group["skipped"].add_(bad)
-        # Floats on the host path; stats() makes tensors (and the product) when asked.
-        self._last.update(grad_norm=norm, scale=eta, lr=last_lr)
-        return loss
-
-    def _buckets(self, gi: int, params: list[Tensor]) -> Buckets:
-        if torch.compiler.is_compiling():
-            return _buckets(params)
-        key = tuple(map(id, params))
-        hit = self._bucket_cache.get(gi)
-        if hit is None or hit[0] != key:
-            hit = self._bucket_cache[gi] = (key, _buckets(params))
-        return hit[1]
+            if "step" in group:
+                device = local(group["params"][0]).device if group["params"] else None
+                for key in _COUNTERS:
+                    group[key] = _counter(group[key], device)
+        self._last.clear()
 
     def stats(self) -> dict[str, Tensor]:
-        """Last step's numbers as 0-dim tensors (no host sync).
+        """The last step's numbers as detached 0-dim tensor copies (no host sync).
 
         Keys: ``step`` (t), ``grad_norm`` (n_t), ``scale`` (eta_t, 0 when skipped), ``lr``
         (a_t of group 0), ``effective_lr`` (a_t * eta_t of group 0), ``skipped`` (count).
-        Zeros before the first step.
+        Before any step since construction or ``load_state_dict``: ``step`` and
+        ``skipped`` as stored, ``lr`` the a_t the next step will use, the others 0.
         """
         group = self.param_groups[0]
-        zero = torch.zeros(())
-        last = self._last or {}
-        norm = last.get("grad_norm", zero)
-
-        def tensor(key: str) -> Tensor:
-            value = last.get(key, zero)
-            # Host-path steps keep Python floats; same dtype/device as the norm then.
-            return value if isinstance(value, Tensor) else norm.new_tensor(value)
-
-        lr, scale = tensor("lr"), tensor("scale")
-        return {
-            "step": group.get("step", zero),
+        device = local(group["params"][0]).device if group["params"] else torch.device("cpu")
+        zero = torch.zeros((), dtype=torch.int64, device=device)
+        step = group.get("step", zero)
+        last = self._last
+        if "grad_norm" in last:
+            norm, scale, lr = last["grad_norm"], last["scale"], last["lr"]
+        else:
+            h = group_hyper(group)
+            norm = scale = torch.zeros((), dtype=torch.float64, device=device)
+            lr = F.decayed_lr(step, h.lr, h.decay, h.min_lr)
+        norm = torch.as_tensor(norm, dtype=torch.float64)
+        scale, lr = (torch.as_tensor(v, dtype=norm.dtype, device=norm.device) for v in (scale, lr))
+        out = {
+            "step": step,
             "grad_norm": norm,
             "scale": scale,
             "lr": lr,
             "effective_lr": lr * scale,
             "skipped": group.get("skipped", zero),
         }
+        return {k: v.detach().clone() for k, v in out.items()}
+
+    # ------------------------------------------------------------ the step
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One step: collect and check, norm and flag, update each group, count.
+
+        Returns ``closure()``'s loss (``None`` without closure). Params without a
+        gradient are left untouched; a step where no param has a gradient changes
+        nothing and is not counted. Every check runs before the first change, so a step
+        that raises has changed nothing.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        groups = self._collect()
+        if groups is None:
+            return loss
+        home = _home(groups)
+        host = F.host_scalars(
+            [dev for g in groups for dev, _ in g.buckets], [g.hyper.lr for g in groups]
+        )
+        norm, eta, ok = self._norm_and_flag(groups, host)
+        self._ensure_counters(home)
+        lrs = [self._update_group(g, eta, ok, host) for g in groups]
+        self._count(ok)
+        # Host steps keep Python floats; stats() makes tensors (and the product) when asked.
+        self._last.update(grad_norm=norm, scale=eta, lr=lrs[0])
+        return loss
+
+    def _collect(self) -> list[_Group] | None:
+        """Every group's params with a gradient, checked; ``None`` if there is nothing."""
+        first = self.param_groups[0]
+        for key in GLOBAL_KEYS:
+            check_global(key, first[key])
+            for gi, group in enumerate(self.param_groups[1:], 1):
+                if group[key] != first[key]:
+                    raise ValueError(
+                        f"{key} is one setting for the whole optimizer; group {gi} has "
+                        f"{group[key]!r}, group 0 {first[key]!r}: set it in every group"
+                    )
+        out = [self._collect_group(gi, group) for gi, group in enumerate(self.param_groups)]
+        if not any(g.params for g in out) and self.shard_group is None:
+            return None
+        capture_health_check(self)
+        for g in out:
+            _fix_buffer_layouts(self.state, g)
+        return out
+
+    def _collect_group(self, gi: int, group: dict[str, Any]) -> _Group:
+        hyper = group_hyper(group)
+        params, grads = [], []
+        for pi, p in enumerate(group["params"]):
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError(
+                    f"SuperLevelSGD does not support sparse gradients (group {gi}, param "
+                    f"{pi}, shape {tuple(p.shape)}); use a dense embedding "
+                    f"(sparse=False) or a sparse-aware optimizer for that parameter"
+                )
+            params.append(p)
+            grads.append(p.grad)
+        sharded = has_dtensor(params)
+        lp = [local(p) for p in params] if sharded else params
+        lg = [local(g) for g in grads] if sharded else grads
+        bufs: list[Tensor | None] = []
+        if hyper.momentum != 0.0:
+            bufs = [self.state[p].get("momentum_buffer") for p in params]
+            bufs = [None if b is None else local(b) for b in bufs] if sharded else bufs
+        buckets = group_by_device_and_dtype(lp)
+        # torch.compile sets capturable=True in every group while tracing: not the user's.
+        capturable = group["capturable"] and not torch.compiler.is_compiling()
+        for dev, dt in buckets:
+            if not (dt.is_floating_point or dt.is_complex):
+                raise TypeError(
+                    f"SuperLevelSGD updates floating-point and complex params; group {gi} "
+                    f"has a {dt} param with a gradient (on {dev})"
+                )
+            if capturable and dev.type == "cpu":
+                raise ValueError(
+                    f"capturable=True needs params on an accelerator, got a param on {dev} "
+                    f"(group {gi})"
+                )
+        impl = F.resolve_impl(foreach=group["foreach"], fused=group["fused"], buckets=buckets)
+        if impl == "fused":
+            F.check_fused(buckets)
+        return _Group(group, hyper, impl, params, lp, lg, bufs, buckets)
+
+    def _norm_and_flag(self, groups: list[_Group], host: bool) -> tuple[Any, Any, Any]:
+        """``n_t``, ``eta_t`` and the finite flag; raises first under ``nonfinite="raise"``."""
+        scale = self.param_groups[0]["norm_scale"]
+        grads = [p.grad for item in groups for p in item.params]
+        dense = not has_dtensor(grads)
+        all_local = [g for item in groups for g in item.local_grads]
+        buckets = _merge([g.buckets for g in groups], [len(g.params) for g in groups])
+        if host and dense:
+            norm: Any = host_grad_norm(all_local, buckets=buckets, shard_group=self.shard_group)
+        else:
+            norm = global_grad_norm(
+                grads if not dense else all_local,
+                buckets=buckets if dense else None,
+                shard_group=self.shard_group,
+            )
+            norm = float(norm) if host else norm
+        eta, ok = F.modulation_host(norm, scale) if host else F.modulation(norm, scale)
+        if self.param_groups[0]["nonfinite"] == "raise" and not bool(ok):
+            raise FloatingPointError(
+                f"SuperLevelSGD: non-finite gradient norm {float(norm)} (nonfinite='raise'); "
+                f"nothing was changed"
+            )
+        return norm, eta, ok
+
+    def _update_group(self, g: _Group, eta: Any, ok: Any, host: bool) -> Any:
+        """Update one group's params (and buffers); returns its ``a_t``."""
+        h, step = g.hyper, g.group["step"]
+        if host:
+            a: Any = F.decayed_lr_host(float(step), h.lr, h.decay, h.min_lr)
+        else:
+            a = F.decayed_lr(step, h.lr, h.decay, h.min_lr)
+        if not g.params:
+            return a
+        bufs = list(g.bufs)
+        F.superlevel_update_(
+            g.local_params, g.local_grads, bufs, lr=a, eta=eta, ok=ok,
+            impl=g.impl, buckets=g.buckets, hyper=h,
+        )  # fmt: skip
+        if h.momentum != 0.0:
+            for p, old, new in zip(g.params, g.bufs, bufs, strict=True):
+                if old is None:
+                    self.state[p]["momentum_buffer"] = _like_param(new, p)
+        return a
+
+    def _ensure_counters(self, device: torch.device) -> None:
+        for group in self.param_groups:
+            for key in _COUNTERS:
+                if key not in group:
+                    group[key] = torch.zeros((), dtype=torch.int64, device=device)
+                elif group[key].device != device:
+                    group[key] = group[key].to(device)
+
+    def _count(self, ok: Any) -> None:
+        if isinstance(ok, bool):
+            counter = "step" if ok else "skipped"
+            for group in self.param_groups:
+                group[counter].add_(1)
+            return
+        bad = torch.logical_not(ok)
+        for group in self.param_groups:
+            group["step"].add_(ok)
+            group["skipped"].add_(bad)
 
 
-def _on_cpu(value: Any) -> bool:
-    """A float, or a tensor in host memory (readable without a device sync)."""
-    return not isinstance(value, Tensor) or value.device.type == "cpu"
+def _home(groups: list[_Group]) -> torch.device:
+    """Where the scalars live: the first gradient's device (first param's without one)."""
+    for g in groups:
+        if g.local_grads:
+            return g.local_grads[0].device
+    for g in groups:
+        if g.group["params"]:
+            return local(g.group["params"][0]).device
+    return torch.device("cpu")
+
+
+def _counter(value: Any, device: torch.device | None) -> Tensor:
+    """A loaded step count as an int64 tensor (exact to 2**63; float32 stops at 2**24)."""
+    t = torch.as_tensor(value)
+    return t.to(device=device or t.device, dtype=torch.int64).clone()
+
+
+def _check_state_dict(state_dict: Any, groups: list[dict[str, Any]]) -> None:
+    """Refuse (``ValueError``) a state dict this optimizer cannot load exactly."""
+    if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict):
+        raise ValueError("not an optimizer state dict (needs 'state' and 'param_groups')")
+    saved = state_dict["param_groups"]
+    if len(saved) != len(groups):
+        raise ValueError(f"state dict has {len(saved)} param groups, optimizer {len(groups)}")
+    owner: dict[Any, Tensor] = {}
+    for gi, (sg, g) in enumerate(zip(saved, groups, strict=True)):
+        lacking = [k for k in _REQUIRED if k not in sg]
+        if lacking:
+            raise ValueError(
+                f"not a SuperLevelSGD state dict: param group {gi} lacks {lacking} "
+                f"(a state dict of another optimizer?)"
+            )
+        if len(sg["params"]) != len(g["params"]):
+            raise ValueError(
+                f"param group {gi}: state dict has {len(sg['params'])} params, "
+                f"optimizer {len(g['params'])}"
+            )
+        try:
+            group_hyper(sg, read_tensors=True)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"state dict param group {gi}: {exc}") from exc
+        for key in _COUNTERS:
+            if key in sg:
+                v = sg[key]
+                x = float(v) if isinstance(v, (Tensor, int, float)) and not isinstance(v, bool) \
+                    else math.nan  # fmt: skip
+                if not (math.isfinite(x) and x >= 0 and x == int(x)):
+                    raise ValueError(
+                        f"state dict param group {gi}: {key} must be a finite integer count "
+                        f">= 0, got {v!r}"
+                    )
+        owner.update(zip(sg["params"], g["params"], strict=True))
+    for key, entry in state_dict["state"].items():
+        p = owner.get(key)
+        buf = entry.get("momentum_buffer") if isinstance(entry, dict) else None
+        if p is None or buf is None:
+            continue
+        if tuple(buf.shape) != tuple(p.shape):
+            raise ValueError(
+                f"state dict: momentum buffer of param {key} has shape {tuple(buf.shape)}, "
+                f"the param {tuple(p.shape)}"
+            )
+
+
+def _fix_buffer_layouts(state: Any, g: _Group) -> None:
+    """Buffers follow their params' dtype and device (after ``.half()``, ``.to(...)``)."""
+    for j, (p, b) in enumerate(zip(g.local_params, g.bufs, strict=False)):
+        if b is not None and (b.dtype != p.dtype or b.device != p.device):
+            g.bufs[j] = b.to(device=p.device, dtype=p.dtype)
+            state[g.params[j]]["momentum_buffer"] = _like_param(g.bufs[j], g.params[j])
 
 
 def _merge(buckets: list[Buckets], sizes: list[int]) -> Buckets:
     """Buckets of the concatenation of lists whose own buckets are given."""
-    nonempty = [(b, n) for b, n in zip(buckets, sizes, strict=True) if n]
-    if len(nonempty) == 1 and nonempty[0][0] is buckets[0]:
-        return buckets[0]
+    nonempty = [b for b, n in zip(buckets, sizes, strict=True) if n]
+    if len(nonempty) == 1:  # the groups before it are empty: its indices hold as they are
+        return nonempty[0]
     out: Buckets = {}
     offset = 0
     for b, n in zip(buckets, sizes, strict=True):
@@ -412,7 +465,7 @@ def _merge(buckets: list[Buckets], sizes: list[int]) -> Buckets:
 
 def _like_param(buf: Tensor, p: Tensor) -> Tensor:
     """Wrap a buffer built from a DTensor's local shard back into a DTensor like ``p``."""
-    if not _is_dtensor(p):
+    if not is_dtensor(p):
         return buf
     from torch.distributed.tensor import DTensor
 

@@ -11,7 +11,8 @@ syncs freely and is written to be read next to the rule::
     d     = g + momentum * buf if nesterov else buf      (d = g without momentum)
     p    <- p - a_t * eta_t * d
 
-A non-finite ``n_t`` skips the step (``t`` unchanged, ``skipped += 1``); a momentum
+The norm is scaled by the largest ``|g|``, so no finite gradient overflows it. A
+non-finite ``n_t`` skips the step (``t`` unchanged, ``skipped += 1``); a momentum
 buffer first seen on a skipped step is created as zeros.
 """
 
@@ -41,6 +42,16 @@ _GROUP_KEYS = (
 def _wide(t: Tensor) -> Tensor:
     """float64 (complex128 for complex tensors) copy of ``t``."""
     return t.to(torch.complex128 if t.is_complex() else torch.float64)
+
+
+def _norm(mags: list[Tensor]) -> float:
+    """``sqrt(sum |g|^2)`` as ``m * sqrt(sum (|g| / m)^2)``, ``m = max |g|``: no overflow."""
+    m = max((float(x.max()) for x in mags if x.numel()), default=0.0)
+    if m == 0.0 or not math.isfinite(m):
+        return m
+    if any(bool(torch.isnan(x).any()) for x in mags):
+        return math.nan
+    return m * math.sqrt(sum(float(((x / m) ** 2).sum()) for x in mags))
 
 
 class ReferenceSuperLevelSGD:
@@ -97,10 +108,7 @@ class ReferenceSuperLevelSGD:
     def step(self) -> None:
         """One step of the rule on the params' current ``.grad``."""
         with_grad = [(g, p) for g in self.param_groups for p in g["params"] if p.grad is not None]
-        sq = 0.0
-        for _, p in with_grad:
-            sq += float((_wide(p.grad).abs() ** 2).sum())
-        n = math.sqrt(sq)
+        n = _norm([_wide(p.grad).abs() for _, p in with_grad])
         self.last_norm = n
         self.last_lr = self.lr_at(0)
         if not math.isfinite(n):

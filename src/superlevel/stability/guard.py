@@ -7,23 +7,31 @@ and the step is retried with every group's ``lr`` scaled by ``shrink**k``
 (a backtracking line search on the optimizer's own direction).
 
 The snapshot/restore machinery is a small functional core (:class:`Snapshot`) so that it
-can be tested on its own; :class:`LyapunovGuard` is the thin loop around it.
+can be tested on its own; :class:`LyapunovGuard` is the thin loop around it. The guard is
+a ``torch.optim.Optimizer`` itself (the inner optimizer's groups and state, its own
+``step(closure)``), so frameworks that take an optimizer take it; written here rather than
+taken from a library because no maintained PyTorch package offers a same-batch
+accept/reject step around an arbitrary optimizer (optax's backtracking line search is the
+nearest relative, in JAX).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 __all__ = ["GuardRecord", "LyapunovGuard", "Snapshot"]
 
 _ON_FAILURE = ("skip", "accept")
+_COUNTERS = ("steps", "violations", "retries", "skips", "forced")
+_STATE_KEY = "lyapunov_guard"  # the guard's entry in its state_dict
 
 
 def _copy_into(dst: list[Tensor], src: list[Tensor]) -> None:
@@ -198,6 +206,27 @@ class Snapshot:
             state[owner] = copy.deepcopy(entry)
 
 
+class _TensorCopy:
+    """Reusable bit-exact copy of a list of tensors (module buffers): take, restore."""
+
+    def __init__(self) -> None:
+        self._live: list[Tensor] = []
+        self._buf: list[Tensor] = []
+
+    def take(self, tensors: list[Tensor]) -> None:
+        """Copy ``tensors`` into buffers, reused while the layouts stay the same."""
+        if len(self._buf) != len(tensors) or any(
+            not _same_layout(b, t) for b, t in zip(self._buf, tensors, strict=True)
+        ):
+            self._buf = [torch.empty_like(t) for t in tensors]
+        self._live = list(tensors)
+        _copy_into(self._buf, [t.detach() for t in tensors])
+
+    def restore(self) -> None:
+        """Write the copies back in place into the tensors of the last :meth:`take`."""
+        _copy_into([t.detach() for t in self._live], self._buf)
+
+
 def _same_layout(a: Tensor, b: Tensor) -> bool:
     return a.shape == b.shape and a.dtype == b.dtype and a.device == b.device
 
@@ -223,19 +252,49 @@ class GuardRecord:
     scale: float
 
 
-class LyapunovGuard:
+_NEEDS_CLOSURE = (
+    "LyapunovGuard.step needs a closure: it re-evaluates the loss on the same batch after "
+    "each trial step, so it must be able to recompute it. Call guard.step(closure) with a "
+    "closure that zeroes the grads, computes the loss, calls backward() and returns the loss "
+    "(Lightning's automatic optimization passes one). Loops that call optimizer.step() with no "
+    "argument (the Hugging Face Trainer, a GradScaler under 16-bit mixed precision) cannot "
+    "drive the guard: give them the inner optimizer instead."
+)
+
+
+class LyapunovGuard(torch.optim.Optimizer):
     """Wrap any optimizer so that every step satisfies ``L(theta_new) <= L(theta) + tol``.
 
     Per call of :meth:`step`: evaluate ``L0 = closure()`` (forward + backward), snapshot,
     then for ``k = 0 .. max_retries``: scale every group's ``lr`` by ``shrink**k``, call
-    ``optimizer.step()``, evaluate ``L1`` on the same batch, accept when
-    ``L1 <= L0 + tol`` and ``L1`` is finite; else restore everything bit-exactly and
-    retry. The original ``lr`` is put back after the call in every case: the shrink is
-    per call, not permanent.
+    ``optimizer.step()``, evaluate ``L1`` on the same batch, accept when ``L1`` is finite
+    and ``L1 <= L0 + tol`` (a NaN on either side rejects); else restore everything
+    bit-exactly and retry. The original ``lr`` is put back after the call in every case:
+    the shrink is per call, not permanent.
+
+    The guard is itself a ``torch.optim.Optimizer``: ``param_groups``, ``state`` and
+    ``defaults`` *are* the wrapped optimizer's (shared, not copied, so an lr scheduler
+    built on the guard drives the inner optimizer), ``zero_grad`` and ``add_param_group``
+    forward to it, and ``state_dict()`` is the inner optimizer's with the guard's
+    counters under the key ``"lyapunov_guard"``. So it can be returned from Lightning's
+    ``configure_optimizers``: Lightning passes a closure to ``step``, and one call is one
+    ``global_step`` whatever the number of trials. ``step()`` without a closure raises.
+
+    Module buffers (BatchNorm running statistics) change whenever the closure runs in
+    train mode. Pass ``model=`` (or ``buffers=``) so that they are part of "as before":
+    a skipped step leaves them exactly as before the call, and an accepted step leaves
+    them as the first closure call left them (the re-evaluations do not count twice).
+    Without it buffers are not touched by the guard.
+
+    Exceptions: if anything inside :meth:`step` raises (the closure, the inner step), the
+    params, grads (as after the first closure call; if that call itself raised, as it
+    left them), optimizer state, the groups' hyperparameters, the buffers and the
+    counters are restored to their values before the call, then the exception propagates.
 
     Cost:
         * per call: one closure (forward + backward), one snapshot copy of the params,
-          their grads and the optimizer state, reusing preallocated buffers;
+          their grads and the optimizer state (and two of the buffers when given),
+          reusing preallocated buffers;
         * per trial: one ``optimizer.step()``, one re-evaluation — a forward pass with
           ``evaluate`` or a forward + backward with the closure — and **one host sync**
           (the accept/reject decision reads ``L0`` and ``L1`` together with one
@@ -254,20 +313,25 @@ class LyapunovGuard:
         optimizer: any ``torch.optim.Optimizer`` (``SGD``, ``Adam``, ``SuperLevelSGD``...)
             whose ``step()`` works without a closure (not ``LBFGS``). State kept outside
             ``optimizer.state`` and ``param_groups`` (e.g. ``SuperLevelSGD.stats()``'s
-            last values) is not restored.
+            last values, which describe the last trial) is not restored.
         tol: accept when ``L1 <= L0 + tol``; a negative ``tol`` demands a strict decrease.
         shrink: lr factor per retry, in ``(0, 1)``.
         max_retries: trials after the first, ``>= 0``.
-        on_failure: ``"skip"`` leaves params, state and grads exactly as before the call;
-            ``"accept"`` keeps the last trial.
+        on_failure: ``"skip"`` leaves params, state, grads (and buffers) exactly as
+            before the call; ``"accept"`` keeps the last trial.
         evaluate: optional forward-only callable returning the loss at the current params
             on the same batch as the closure (it is run under ``torch.no_grad()``).
+        model: a module whose buffers (``model.buffers()``, read at every call) are
+            snapshot and restored with the params.
+        buffers: the tensors to snapshot instead of a model's buffers (fixed list).
 
     Attributes:
+        optimizer: the wrapped optimizer.
         last: the :class:`GuardRecord` of the latest call (``None`` before the first).
         counters: totals over the run: ``steps`` (calls), ``violations`` (rejected
             trials), ``retries`` (trials after the first), ``skips`` (calls that left the
-            params unchanged), ``forced`` (calls that kept a violating trial).
+            params unchanged), ``forced`` (calls that kept a violating trial). Accepted
+            steps are ``steps - skips - forced``.
     """
 
     def __init__(
@@ -278,6 +342,9 @@ class LyapunovGuard:
         max_retries: int = 4,
         on_failure: str = "skip",
         evaluate: Callable[[], Tensor | float] | None = None,
+        *,
+        model: nn.Module | None = None,
+        buffers: Iterable[Tensor] | None = None,
     ) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise ValueError(f"optimizer must be a torch.optim.Optimizer, got {optimizer!r}")
@@ -291,26 +358,123 @@ class LyapunovGuard:
             raise ValueError(f"on_failure must be one of {_ON_FAILURE}, got {on_failure!r}")
         if evaluate is not None and not callable(evaluate):
             raise ValueError(f"evaluate must be callable or None, got {evaluate!r}")
+        if model is not None and not isinstance(model, nn.Module):
+            raise ValueError(f"model must be an nn.Module or None, got {model!r}")
+        if model is not None and buffers is not None:
+            raise ValueError("pass model= or buffers=, not both")
+        fixed: list[Tensor] | None = None
+        if buffers is not None:
+            fixed = list(buffers)
+            bad = [b for b in fixed if not isinstance(b, Tensor)]
+            if bad:
+                raise ValueError(f"buffers must be tensors, got {type(bad[0]).__name__}")
+        # Optimizer.__init__ is not called: groups, state and defaults are the inner
+        # optimizer's (properties below); only the hook registries are the guard's own.
+        self._optimizer_step_pre_hooks = OrderedDict()
+        self._optimizer_step_post_hooks = OrderedDict()
+        self._optimizer_state_dict_pre_hooks = OrderedDict()
+        self._optimizer_state_dict_post_hooks = OrderedDict()
+        self._optimizer_load_state_dict_pre_hooks = OrderedDict()
+        self._optimizer_load_state_dict_post_hooks = OrderedDict()
+        self._patch_step_function()
         self.optimizer = optimizer
         self.tol = float(tol)
         self.shrink = float(shrink)
         self.max_retries = max_retries
         self.on_failure = on_failure
         self.evaluate = evaluate
+        self.model = model
+        self._fixed_buffers = fixed
         self.last: GuardRecord | None = None
-        self.counters: dict[str, int] = dict.fromkeys(
-            ("steps", "violations", "retries", "skips", "forced"), 0
-        )
+        self.counters: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
         self._snapshot = Snapshot(optimizer)
+        self._buffers_before = _TensorCopy()  # before the call: skip and exceptions
+        self._buffers_l0 = _TensorCopy()  # after the L0 closure: accepted steps
+
+    # -- the torch.optim.Optimizer surface, forwarded to the inner optimizer ----------
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        """The inner optimizer's groups (the same list)."""
+        return self.optimizer.param_groups
+
+    @param_groups.setter
+    def param_groups(self, value: list[dict[str, Any]]) -> None:
+        self.optimizer.param_groups = value
+
+    @property
+    def state(self) -> Any:  # type: ignore[override]
+        """The inner optimizer's state (the same mapping)."""
+        return self.optimizer.state
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        self.optimizer.state = value
+
+    @property
+    def defaults(self) -> dict[str, Any]:  # type: ignore[override]
+        """The inner optimizer's defaults."""
+        return self.optimizer.defaults
+
+    @defaults.setter
+    def defaults(self, value: dict[str, Any]) -> None:
+        self.optimizer.defaults = value
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        return (
+            f"LyapunovGuard(tol={self.tol}, shrink={self.shrink}, max_retries="
+            f"{self.max_retries}, on_failure={self.on_failure!r},\n  {self.optimizer!r})"
+        )
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """The inner optimizer's ``zero_grad``."""
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group to the inner optimizer (the guard snapshots it from the next call)."""
+        self.optimizer.add_param_group(param_group)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The inner optimizer's ``state_dict()`` plus ``"lyapunov_guard": {"counters"}``."""
+        out = dict(self.optimizer.state_dict())
+        out[_STATE_KEY] = {"counters": dict(self.counters)}
+        return out
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a :meth:`state_dict` (or a plain inner one: the counters then stay)."""
+        state_dict = dict(state_dict)
+        saved = state_dict.pop(_STATE_KEY, None)
+        counters = None
+        if saved is not None:
+            counters = saved.get("counters") if isinstance(saved, dict) else None
+            if not isinstance(counters, dict) or set(counters) != set(_COUNTERS):
+                raise ValueError(
+                    f"state_dict[{_STATE_KEY!r}] must hold counters with keys {_COUNTERS}, "
+                    f"got {saved!r}"
+                )
+        self.optimizer.load_state_dict(state_dict)
+        if counters is not None:
+            self.counters.update({k: int(v) for k, v in counters.items()})
+
+    # -- the guarded step ---------------------------------------------------------------
+    def _buffer_list(self) -> list[Tensor]:
+        if self._fixed_buffers is not None:
+            return self._fixed_buffers
+        return list(self.model.buffers()) if self.model is not None else []
 
     def _reevaluate(self, closure: Callable[[], Tensor]) -> Tensor:
         if self.evaluate is not None:
             with torch.no_grad():
                 out = self.evaluate()
-        else:
-            with torch.enable_grad():
-                out = closure()
-        return torch.as_tensor(out).detach()
+            return _scalar_loss(torch.as_tensor(out), "evaluate")
+        with torch.enable_grad():
+            out = closure()
+        return _scalar_loss(out, "closure")
 
     def _scale_lr(self, scale: float) -> None:
         for i, group in enumerate(self.optimizer.param_groups):
@@ -320,7 +484,7 @@ class LyapunovGuard:
             else:
                 group["lr"] = lr * scale
 
-    def step(self, closure: Callable[[], Tensor]) -> Tensor:
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor:  # type: ignore[override]
         """Take one guarded step; returns ``L0``, the closure's loss before the step.
 
         Args:
@@ -328,50 +492,73 @@ class LyapunovGuard:
                 ``backward()`` and returns the loss (as for ``torch.optim`` closures).
                 It must be deterministic for a fixed batch (no dropout in train mode),
                 or the comparison ``L1 <= L0`` is between different functions.
+
+        Raises:
+            ValueError: no closure (the guard cannot work without one), a closure that
+                is not callable, or a loss that is not a one-element tensor.
         """
+        if closure is None:
+            raise ValueError(_NEEDS_CLOSURE)
         if not callable(closure):
             raise ValueError(f"closure must be callable, got {closure!r}")
-        with torch.enable_grad():
-            loss0 = closure()
-        if not isinstance(loss0, Tensor):
-            raise ValueError(f"closure must return a loss tensor, got {type(loss0).__name__}")
-        l0 = loss0.detach().reshape(())
+        counters = dict(self.counters)
+        buffers = self._buffer_list()
+        self._buffers_before.take(buffers)
+        taken = False
+        try:
+            with torch.enable_grad():
+                loss0 = closure()
+            l0 = _scalar_loss(loss0, "closure")
+            self._buffers_l0.take(buffers)
+            # grads too, even with `evaluate`: an optimizer may modify them in its step
+            self._snapshot.take(grads=True)
+            taken = True
+            self.counters["steps"] += 1
+            self.last = self._search(closure, l0)
+        except BaseException:
+            if taken:
+                self._snapshot.restore()
+            self._buffers_before.restore()
+            self.counters.update(counters)
+            raise
+        return loss0
+
+    def _search(self, closure: Callable[[], Tensor], l0: Tensor) -> GuardRecord:
+        """The trials of one call: backtrack on the lr until ``L1 <= L0 + tol``."""
+        snap = self._snapshot
         # compare in at least float32, in the loss's own precision when higher (float64)
         dtype = torch.promote_types(l0.dtype, torch.float32)
         l0 = l0.to(dtype)
-        snap = self._snapshot
-        # grads too, even with `evaluate`: an optimizer may modify them in its step
-        snap.take(grads=True)
-        self.counters["steps"] += 1
-
         scale, before, after, accepted = 1.0, math.nan, math.nan, False
         for k in range(self.max_retries + 1):
             scale = self.shrink**k
             if k:
                 self._scale_lr(scale)
             self.optimizer.step()
-            l1 = self._reevaluate(closure)
+            l1 = self._reevaluate(closure).to(device=l0.device, dtype=dtype)
             # the one host sync of this trial: both losses at once
-            l1 = l1.reshape(()).to(device=l0.device, dtype=dtype)
             before, after = torch.stack([l0, l1]).tolist()
-            if after <= before + self.tol:  # False for NaN / inf-inf
+            # NaN on either side compares False; inf <= inf does not: L1 must be finite
+            if math.isfinite(after) and after <= before + self.tol:
                 accepted = True
                 break
             self.counters["violations"] += 1
             if k < self.max_retries:
                 self.counters["retries"] += 1
                 snap.restore()
+                self._buffers_l0.restore()
             elif self.on_failure == "skip":
                 snap.restore()
 
         applied = accepted or self.on_failure == "accept"
         if applied:
             snap.restore_groups(("lr",))  # the shrink is per call
-        if not applied:
+            self._buffers_l0.restore()  # the re-evaluations do not count in the buffers
+            self.counters["forced"] += int(not accepted)
+        else:
+            self._buffers_before.restore()
             self.counters["skips"] += 1
-        elif not accepted:
-            self.counters["forced"] += 1
-        self.last = GuardRecord(
+        return GuardRecord(
             accepted=accepted,
             applied=applied,
             retries=k,
@@ -379,4 +566,15 @@ class LyapunovGuard:
             loss_after=after,
             scale=scale,
         )
-        return loss0
+
+
+def _scalar_loss(loss: Any, source: str) -> Tensor:
+    """The detached 0-dim loss, or a ``ValueError`` naming what ``source`` returned."""
+    if not isinstance(loss, Tensor):
+        raise ValueError(f"{source} must return a loss tensor, got {type(loss).__name__}")
+    if loss.numel() != 1:
+        raise ValueError(
+            f"{source} must return a scalar loss (one element), got a tensor of shape "
+            f"{tuple(loss.shape)}: reduce it first (e.g. loss.mean())"
+        )
+    return loss.detach().reshape(())

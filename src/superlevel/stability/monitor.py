@@ -32,6 +32,9 @@ from __future__ import annotations
 import csv
 import math
 import os
+import shutil
+import warnings
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -89,6 +92,16 @@ class StabilityMonitor:
             norm), which on a small CPU model is a few percent of a step: hence the
             default of 10.
         seed: seed of the sharpness start vector.
+        keep: records held in memory, at most (the oldest are dropped beyond it; a record
+            is ~0.5 kB, so the default bounds the monitor to ~50 MB); ``None``: all.
+            :meth:`summary` and :attr:`violations` count every step regardless.
+        stream_to: a CSV file that receives every record as it is flushed (created, or
+            truncated, here). With it nothing is lost when records are dropped from
+            memory: :meth:`to_csv` and :meth:`plot` then read the whole run from it.
+            Without it a warning says when the first record is dropped.
+
+    The optimizer may be a :class:`~superlevel.stability.LyapunovGuard`: the monitor
+    then reads the inner optimizer (effective lr, stability rule) and logs the guard.
 
     Attributes:
         DEFAULT_EVERY: the default probe period (class attribute).
@@ -114,6 +127,8 @@ class StabilityMonitor:
         guard: Any = None,
         norm_every: int = 10,
         seed: int = 0,
+        keep: int | None = 100_000,
+        stream_to: str | os.PathLike[str] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be an nn.Module, got {model!r}")
@@ -137,12 +152,20 @@ class StabilityMonitor:
                 raise ValueError(f"probe_batch must be an (x, y) pair, got {type(probe_batch)}")
             if loss_fn is None or not callable(loss_fn):
                 raise ValueError(f"loss_fn must be callable when probe_batch is given: {loss_fn!r}")
+            _check_probe_batch(*probe_batch)
+        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
+            raise ValueError(f"keep must be an int >= 1 or None, got {keep!r}")
         try:
             check_solver_args(sharpness_iters, sharpness_tol, sharpness_method)
         except ValueError as exc:
             raise ValueError(f"sharpness_{exc}") from None
         if guard is not None and not hasattr(guard, "last"):
             raise ValueError(f"guard must be a LyapunovGuard, got {guard!r}")
+        from superlevel.stability.guard import LyapunovGuard
+
+        if isinstance(optimizer, LyapunovGuard):
+            guard = optimizer if guard is None else guard
+            optimizer = optimizer.optimizer
         self.model = model
         self.optimizer = optimizer
         self.probe_batch = tuple(probe_batch) if probe_batch is not None else None
@@ -171,7 +194,17 @@ class StabilityMonitor:
         self._dtype = torch.float64 if self._params[0].dtype == torch.float64 else torch.float32
         self._step = 0
         self._last_loss = math.nan
-        self._records: list[dict[str, Any]] = []
+        self._records: deque[dict[str, Any]] = deque(maxlen=keep)
+        self.keep = keep
+        self.dropped = 0  # records that fell out of memory
+        self._stored = 0  # records flushed so far
+        self._probes = 0
+        self._max: dict[str, float] = {}  # running maxima of the probe fields
+        self.stream_to = Path(stream_to) if stream_to is not None else None
+        if self.stream_to is not None:
+            self.stream_to.parent.mkdir(parents=True, exist_ok=True)
+            with self.stream_to.open("w", newline="") as fh:
+                csv.DictWriter(fh, fieldnames=list(self.fields)).writeheader()
         # per pending step: (loss, lr, [||g||, ||dtheta||] or None, guard extras or None);
         # tensors stay on the device until the flush reads them all back at once
         self._pending: list[tuple[Any, Any, Tensor | None, dict[str, Any] | None]] = []
@@ -180,10 +213,11 @@ class StabilityMonitor:
             self._anchor = self._flat_params()
 
     # -- per step -----------------------------------------------------------------------
-    def _effective_lr(self) -> Tensor | float:
+    def _effective_lr(self, key: str = "effective_lr") -> Tensor | float:
+        """``stats()[key]`` of an optimizer that has one, else the first group's lr."""
         stats = getattr(self.optimizer, "stats", None)
         if callable(stats):
-            return stats()["effective_lr"]
+            return stats()[key]
         return self.optimizer.param_groups[0]["lr"]
 
     @staticmethod
@@ -201,7 +235,7 @@ class StabilityMonitor:
         number of tensors). It keeps aliases of the parameters' storage: create it
         after moving the model to its device.
         """
-        value: Tensor | float = loss.detach() if isinstance(loss, Tensor) else float(loss)
+        value = _loss_value(loss)  # refused here, before it can break later flushes
         lr = self._effective_lr()
         # a tensor lr may be updated in place later (schedulers, the guard): snapshot it
         lr_value: Tensor | float = lr.detach().clone() if isinstance(lr, Tensor) else float(lr)
@@ -228,10 +262,10 @@ class StabilityMonitor:
         self._pending.append((value, lr_value, norms, extras))
         self._step = t
         probe = self.every and t % self.every == 0
+        # the probe goes into this step's record before it is stored (and streamed)
+        found = self.probe() if probe else None
         if probe or len(self._pending) >= self.flush_every:
-            self.flush()
-        if probe:
-            self._records[-1].update(self.probe())
+            self._flush(found)
 
     def _read_back(self) -> list[tuple[float, float, float | None, float | None]]:
         """``(loss, lr, ||g||, ||dtheta||)`` per pending step: every tensor in one sync."""
@@ -255,10 +289,15 @@ class StabilityMonitor:
 
     def flush(self) -> None:
         """Read the pending per-step values back to the host (one sync) and store them."""
+        self._flush(None)
+
+    def _flush(self, probe: dict[str, Any] | None) -> None:
+        """:meth:`flush`, with ``probe``'s fields added to the last pending step."""
         if not self._pending:
             return
         first = self._step - len(self._pending) + 1
         rows = self._read_back()
+        out: list[dict[str, Any]] = []
         for i, ((loss, lr, gnorm, unorm), pending) in enumerate(
             zip(rows, self._pending, strict=True)
         ):
@@ -277,9 +316,37 @@ class StabilityMonitor:
             )
             if pending[3]:
                 rec.update(pending[3])
-            self._records.append(rec)
+            out.append(rec)
             self._last_loss = loss
+        if probe is not None:
+            out[-1].update(probe)
         self._pending.clear()
+        self._store(out)
+
+    def _store(self, rows: list[dict[str, Any]]) -> None:
+        """Keep ``rows`` in memory (dropping the oldest beyond ``keep``), stream them."""
+        if self.stream_to is not None:
+            with self.stream_to.open("a", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=list(self.fields))
+                writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
+        for rec in rows:
+            if rec["sharpness"] is not None:
+                self._probes += 1
+                for key in ("sharpness", "barrier_sub", "barrier_super"):
+                    if rec[key] is not None:
+                        self._max[key] = max(self._max.get(key, -math.inf), rec[key])
+        full = self.keep is not None and len(self._records) + len(rows) > self.keep
+        if full and self.dropped == 0 and self.stream_to is None:
+            warnings.warn(
+                f"StabilityMonitor keeps the last {self.keep} records in memory; older ones "
+                f"are dropped from now on. Pass stream_to='run.csv' to keep every record on "
+                f"disk, or keep=None to hold all of them in memory.",
+                stacklevel=3,
+            )
+        if full:
+            self.dropped += len(self._records) + len(rows) - self.keep
+        self._records.extend(rows)
+        self._stored += len(rows)
 
     # -- probes -------------------------------------------------------------------------
     def _flat_params(self) -> Tensor:
@@ -317,10 +384,10 @@ class StabilityMonitor:
         out["sharpness"] = res.value
         out["preconditioned"] = precond is not None
         if rule is not None:
-            lr = self._effective_lr()
-            lr = float(lr.item()) if isinstance(lr, Tensor) else float(lr)
-            out["threshold"] = rule.threshold(lr)
-            out["stable_lr"] = rule.max_lr(res.value)
+            eff = float(self._effective_lr())
+            a_t = float(self._effective_lr("lr"))  # the rate of a decoupled decay
+            out["threshold"] = rule.threshold(eff, lr=a_t)
+            out["stable_lr"] = rule.max_lr(res.value, lr=a_t)
         if self.barrier_points:
             out.update(self._barriers())
         return out
@@ -342,36 +409,48 @@ class StabilityMonitor:
     # -- export -------------------------------------------------------------------------
     @property
     def records(self) -> list[dict[str, Any]]:
-        """All records so far (flushes first), one dict per step with :attr:`fields` keys.
+        """The records in memory (flushes first), one dict per step with :attr:`fields` keys.
 
-        Values not measured at a step (probe fields between probes, ``dV`` at the first
-        step) are ``None``.
+        The last ``keep`` steps (all of them with ``keep=None``); :meth:`all_records`
+        also reads the dropped ones back from ``stream_to``. Values not measured at a
+        step (probe fields between probes, ``dV`` at the first step) are ``None``.
         """
         self.flush()
         return [dict(r) for r in self._records]
 
-    def summary(self) -> dict[str, Any]:
-        """Totals: steps, violations, violation rate, probes, max sharpness, max barriers."""
+    def all_records(self) -> list[dict[str, Any]]:
+        """Every record of the run: from ``stream_to`` when records were dropped."""
         recs = self.records
-        probes = [r for r in recs if r["sharpness"] is not None]
+        if self.dropped and self.stream_to is not None:
+            with self.stream_to.open(newline="") as fh:
+                return [_parse_row(row) for row in csv.DictReader(fh)]
+        return recs
 
-        def _max(key: str) -> float | None:
-            vals = [r[key] for r in probes if r[key] is not None]
-            return max(vals) if vals else None
-
+    def summary(self) -> dict[str, Any]:
+        """Totals over every step (dropped ones too): steps, violations, probes, maxima."""
+        self.flush()
         return {
-            "steps": len(recs),
+            "steps": self._stored,
             "violations": self.violations,
-            "violation_rate": self.violations / max(len(recs) - 1, 1),
-            "probes": len(probes),
-            "max_sharpness": _max("sharpness"),
-            "max_barrier_sub": _max("barrier_sub"),
-            "max_barrier_super": _max("barrier_super"),
+            "violation_rate": self.violations / max(self._stored - 1, 1),
+            "probes": self._probes,
+            "max_sharpness": self._max.get("sharpness"),
+            "max_barrier_sub": self._max.get("barrier_sub"),
+            "max_barrier_super": self._max.get("barrier_super"),
         }
 
     def to_csv(self, path: str | os.PathLike[str]) -> Path:
-        """Write the records as CSV (header = :attr:`fields`; ``None`` -> empty cell)."""
+        """Write the records as CSV (header = :attr:`fields`; ``None`` -> empty cell).
+
+        With ``stream_to`` the streamed file (the whole run) is copied; otherwise the
+        records in memory are written.
+        """
         path = Path(path)
+        self.flush()
+        if self.stream_to is not None:
+            if path.resolve() != self.stream_to.resolve():
+                shutil.copyfile(self.stream_to, path)
+            return path
         with path.open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(self.fields))
             writer.writeheader()
@@ -397,7 +476,7 @@ class StabilityMonitor:
                     "pip install 'superlevel[tensorboard]'"
                 ) from exc
             writer, own = SummaryWriter(log_dir=str(writer_or_logdir)), True
-        for rec in self.records:
+        for rec in self.all_records():
             for key in self.fields[1:]:
                 val = rec[key]
                 if val is not None:
@@ -412,4 +491,41 @@ class StabilityMonitor:
         """
         from superlevel.stability._plot import plot_records
 
-        return plot_records(self.records, Path(path), title=title)
+        return plot_records(self.all_records(), Path(path), title=title)
+
+
+def _loss_value(loss: Any) -> Tensor | float:
+    """A detached one-element loss tensor or a float; ``ValueError`` for anything else."""
+    if isinstance(loss, Tensor):
+        if loss.numel() != 1:
+            raise ValueError(
+                f"record() needs a scalar loss, got a tensor of shape {tuple(loss.shape)}"
+            )
+        return loss.detach()
+    if isinstance(loss, bool) or not isinstance(loss, (int, float)):
+        raise ValueError(f"record() needs a scalar loss, got {type(loss).__name__}")
+    return float(loss)
+
+
+def _check_probe_batch(x: Any, y: Any) -> None:
+    """Refuse an empty probe batch (its loss is NaN) or inputs and targets of unequal size."""
+    n = len(x) if isinstance(x, Tensor) and x.ndim else None
+    if n == 0:
+        raise ValueError(f"probe_batch is empty: x has shape {tuple(x.shape)}")
+    if n is not None and isinstance(y, Tensor) and y.ndim and len(y) != n:
+        raise ValueError(f"probe_batch has {n} inputs but {len(y)} targets")
+
+
+def _parse_row(row: dict[str, str]) -> dict[str, Any]:
+    """A CSV row of :meth:`StabilityMonitor.to_csv` back as a record."""
+    out: dict[str, Any] = {}
+    for key, text in row.items():
+        if text == "":
+            out[key] = None
+        elif text in ("True", "False"):
+            out[key] = text == "True"
+        elif key in ("step", "guard_retries"):
+            out[key] = int(text)
+        else:
+            out[key] = float(text)
+    return out

@@ -66,6 +66,12 @@ def hessian_vector_product(
         loss = loss_fn()
         if not isinstance(loss, Tensor) or loss.numel() != 1:
             raise ValueError(f"loss_fn must return a scalar tensor, got {loss!r}")
+        value = float(loss.detach())  # one host sync: a NaN loss has no curvature to find
+        if not math.isfinite(value):
+            raise ValueError(
+                f"loss_fn returned a non-finite loss ({value}): the sharpness is undefined "
+                f"(an empty batch gives nan)"
+            )
         grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
     # only gradients that still depend on the params carry curvature
     live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
@@ -94,12 +100,22 @@ def hessian_vector_product(
     return hvp, n
 
 
+def _check_finite(i: int, *values: float) -> None:
+    """Raise when a Hessian-vector product went non-finite (inf/nan curvature)."""
+    if not all(math.isfinite(x) for x in values):
+        raise ValueError(
+            f"the Hessian-vector product is not finite at iteration {i} (got {values}): "
+            f"the loss has an infinite or undefined second derivative at these params"
+        )
+
+
 def _power(hvp: Callable[[Tensor], Tensor], v: Tensor, iters: int, tol: float) -> SharpnessResult:
     v = v / v.norm()
     lam_prev = math.nan
     for i in range(1, iters + 1):
         hv = hvp(v)
         lam_t, norm_t = torch.stack([torch.dot(v, hv), hv.norm()]).tolist()  # one sync
+        _check_finite(i, lam_t, norm_t)
         if norm_t == 0.0:  # v is in the null space: H v = 0 along the whole orbit
             return SharpnessResult(0.0, 0.0, i, True)
         v = hv / norm_t
@@ -127,6 +143,7 @@ def _lanczos(hvp: Callable[[Tensor], Tensor], v: Tensor, iters: int, tol: float)
         for _ in range(2):
             w = w - stacked.T @ (stacked @ w)
         alpha_f, beta_f = torch.stack([alpha, w.norm()]).tolist()  # one sync
+        _check_finite(j, alpha_f, beta_f)
         alphas.append(alpha_f)
         t = torch.diag(torch.tensor(alphas, dtype=torch.float64))
         if betas:

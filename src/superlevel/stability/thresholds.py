@@ -12,7 +12,16 @@ On ``L = 0.5 * lambda * x^2`` the update ``x <- x - eta * g`` of
 
 ``SuperLevelSGD`` takes the step ``eta_eff = a(t) / (1 + ||g||)`` (its
 ``stats()["effective_lr"]``), so its threshold is the plain one with ``eta = eta_eff``
-(times the momentum factor when it uses momentum).
+(times the momentum factor when it uses momentum). Its weight decay is *decoupled* and
+scaled by ``a = a(t)``, not by ``eta_eff``: ``p <- (1 - a*wd) p - eta_eff * d``. On the
+quadratic, with ``c = 1 - a*wd``, the characteristic polynomial of heavy ball is
+``z^2 - (c - h + mu) z + mu*c`` with ``h = eta_eff*(1-d)*lambda``, whose roots stay in the
+unit circle iff ``h < (1 + c)(1 + mu)``; Nesterov's gives ``h (1 + 2mu) < (1 + c)(1 + mu)``.
+Both are the coupled-free rule with its constant scaled by ``(1 + c)/2 = 1 - a*wd/2``::
+
+    eta_eff * lambda < factor * (1 - a*wd/2)        (plain GD: lambda < (2 - a*wd) / eta_eff)
+
+so the decayed rate ``a`` enters the rule, and ``a*wd >= 2`` is unstable at any curvature.
 
 Adam and AdamW: their stability is governed by the *preconditioned* sharpness
 ``lambda_max(P^{-1} H)`` with ``P = diag(sqrt(v_hat) + eps)`` (Adam's current
@@ -53,11 +62,16 @@ def momentum_factor(momentum: float = 0.0, dampening: float = 0.0, nesterov: boo
 
 @dataclass(frozen=True)
 class StabilityRule:
-    """``eta * (lambda + weight_decay) < factor``: the stable region of one param group.
+    """``eta * (lambda + wd) < factor * (1 - a * dwd / 2)``: the stable region of one group.
+
+    ``wd`` is coupled (L2) decay, ``dwd`` decoupled decay applied as ``p <- (1 - a*dwd) p``
+    with ``a`` the rate that scales it (``SuperLevelSGD``'s decayed ``a(t)``, whose
+    ``eta = a(t) * eta_t`` is the effective lr).
 
     Attributes:
         factor: ``c`` from :func:`momentum_factor`.
-        weight_decay: L2 coefficient added to the curvature (coupled decay only).
+        weight_decay: L2 coefficient added to the curvature (coupled decay).
+        decoupled_weight_decay: decoupled coefficient ``dwd`` (``SuperLevelSGD``).
         kind: ``"sgd"``, ``"heavy_ball"``, ``"nesterov"``, ``"superlevel"`` or ``"adam"``.
         preconditioned: the sharpness to compare is that of ``P^{-1} H``
             (:func:`adam_preconditioner`), not of ``H``.
@@ -67,17 +81,39 @@ class StabilityRule:
     weight_decay: float = 0.0
     kind: str = "sgd"
     preconditioned: bool = False
+    decoupled_weight_decay: float = 0.0
 
-    def threshold(self, eta: float) -> float:
-        """Largest stable sharpness at step size ``eta``: ``factor / eta - weight_decay``."""
+    def _factor(self, lr: float | None) -> float:
+        """``factor * (1 - lr * dwd / 2)``; ``lr`` is required when ``dwd != 0``."""
+        if self.decoupled_weight_decay == 0.0:
+            return self.factor
+        if lr is None or not math.isfinite(lr) or lr < 0.0:
+            raise ValueError(
+                f"this rule has decoupled weight decay {self.decoupled_weight_decay}: pass "
+                f"lr=a_t (the rate that scales it, SuperLevelSGD.stats()['lr']), got {lr!r}"
+            )
+        return self.factor * (1.0 - 0.5 * lr * self.decoupled_weight_decay)
+
+    def threshold(self, eta: float, lr: float | None = None) -> float:
+        """Largest stable sharpness at step ``eta``: ``factor*(1 - lr*dwd/2) / eta - wd``.
+
+        ``lr`` is the rate ``a`` of the decoupled decay (needed only when it is nonzero).
+        A negative value means no curvature is stable (``lr * dwd >= 2``).
+        """
+        factor = self._factor(lr)
         if eta <= 0.0:
             return math.inf
-        return self.factor / eta - self.weight_decay
+        return factor / eta - self.weight_decay
 
-    def max_lr(self, sharpness: float) -> float:
-        """Largest stable step size at ``sharpness``: ``factor / (sharpness + weight_decay)``."""
+    def max_lr(self, sharpness: float, lr: float | None = None) -> float:
+        """Largest stable step at ``sharpness``: ``factor*(1 - lr*dwd/2) / (sharpness + wd)``.
+
+        With decoupled decay this is the largest stable *effective* lr at the current
+        ``lr = a`` (``0`` when ``lr * dwd >= 2``).
+        """
+        factor = max(self._factor(lr), 0.0)
         curv = sharpness + self.weight_decay
-        return math.inf if curv <= 0.0 else self.factor / curv
+        return math.inf if curv <= 0.0 else factor / curv
 
 
 def _value(x: Any) -> float:
@@ -88,13 +124,19 @@ def stability_rule(optimizer: torch.optim.Optimizer, group: int = 0) -> Stabilit
     """The :class:`StabilityRule` of ``optimizer.param_groups[group]``, or ``None``.
 
     Recognised: ``torch.optim.SGD`` and ``SuperLevelSGD`` (by their ``momentum``,
-    ``dampening``, ``nesterov`` and ``weight_decay`` group entries), ``Adam`` and
-    ``AdamW`` (a preconditioned rule). ``None`` for other optimizers.
+    ``dampening``, ``nesterov`` and ``weight_decay`` group entries; SuperLevelSGD's
+    decay as decoupled), ``Adam`` and ``AdamW`` (a preconditioned rule), and a
+    :class:`~superlevel.stability.LyapunovGuard` by its inner optimizer. ``None`` for
+    other optimizers.
     """
     try:
         from superlevel.optim import SuperLevelSGD
     except ImportError:  # the optimizer package is optional for this module
         SuperLevelSGD = ()  # noqa: N806
+    from superlevel.stability.guard import LyapunovGuard
+
+    if isinstance(optimizer, LyapunovGuard):
+        optimizer = optimizer.optimizer
     g = optimizer.param_groups[group]
     if isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
         beta1 = _value(g["betas"][0])
@@ -104,11 +146,12 @@ def stability_rule(optimizer: torch.optim.Optimizer, group: int = 0) -> Stabilit
     mu = _value(g.get("momentum", 0.0))
     nesterov = bool(g.get("nesterov", False))
     factor = momentum_factor(mu, _value(g.get("dampening", 0.0)), nesterov)
+    wd = _value(g.get("weight_decay", 0.0))
     if isinstance(optimizer, torch.optim.SGD):
         kind = "sgd" if mu == 0.0 else ("nesterov" if nesterov else "heavy_ball")
-    else:
-        kind = "superlevel"
-    return StabilityRule(factor=factor, weight_decay=_value(g.get("weight_decay", 0.0)), kind=kind)
+        return StabilityRule(factor=factor, weight_decay=wd, kind=kind)
+    # SuperLevelSGD's decay is decoupled (scaled by a_t): see the module docstring
+    return StabilityRule(factor=factor, kind="superlevel", decoupled_weight_decay=wd)
 
 
 def adam_preconditioner(

@@ -1,0 +1,220 @@
+"""The task registry: :class:`TaskSpec`, option validation and :func:`build_task`.
+
+A task *family* module (``synthetic``, ``images``, ``text``, ...) builds its specs and
+calls :func:`register` at import time; the package ``__init__`` imports every family
+module, so adding a family is one import line there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from superlevel.bench import models
+from superlevel.bench.registry import UnknownNameError, lookup
+from superlevel.bench.task import Budget, TaskInstance
+
+__all__ = [
+    "OPTION_VALIDATORS",
+    "TASKS",
+    "TaskSpec",
+    "UnknownNameError",
+    "build_task",
+    "check_path",
+    "get_task",
+    "non_negative",
+    "positive",
+    "register",
+    "task_names",
+]
+
+Validator = Callable[[Any], None]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A registered task: what it is, its budgets, its options and the data it needs.
+
+    Everything here is static: reading it never builds the task or loads its data.
+
+    Attributes:
+        name: registry name.
+        description: one line for ``bench list``.
+        budgets: ``{"quick": Budget, "full": Budget}`` (each with its ``target``).
+        options: allowed option names with their defaults.
+        needs_data: data set folder the task reads (``None``: generated or bundled).
+        builder: ``builder(spec, seed, device, budget, data_dir, options) -> TaskInstance``.
+        metric_name: the validation metric, e.g. ``"accuracy"`` (the built task's too).
+        higher_is_better: the metric's direction.
+    """
+
+    name: str
+    description: str
+    budgets: dict[str, Budget]
+    options: Mapping[str, Any]
+    needs_data: str | None
+    builder: Callable[..., TaskInstance] = field(repr=False, compare=False)
+    metric_name: str = field(kw_only=True)
+    higher_is_better: bool = field(kw_only=True)
+
+
+# --------------------------------------------------------------------------- options
+
+
+def _check_subset(v: Any) -> None:
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+        raise ValueError(f"option subset must be None or a positive int, got {v!r}")
+
+
+def _check_label_noise(v: Any) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
+        raise ValueError(f"option label_noise must be a rate in [0, 1), got {v!r}")
+
+
+def _check_imbalance(v: Any) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 1.0 <= v < math.inf:
+        raise ValueError(f"option imbalance must be a finite ratio >= 1, got {v!r}")
+
+
+def _check_activation(v: Any) -> None:
+    if v not in models.ACTIVATIONS:
+        raise ValueError(
+            f"option activation must be one of {sorted(models.ACTIVATIONS)}, got {v!r}"
+        )
+
+
+def positive(name: str, kind: type = float) -> Validator:
+    def check(v: Any) -> None:
+        ok_type = isinstance(v, int) if kind is int else isinstance(v, (int, float))
+        if isinstance(v, bool) or not ok_type or not 0 < v < math.inf:
+            raise ValueError(f"option {name} must be a positive {kind.__name__}, got {v!r}")
+
+    return check
+
+
+def non_negative(name: str) -> Validator:
+    def check(v: Any) -> None:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
+            raise ValueError(f"option {name} must be a finite number >= 0, got {v!r}")
+
+    return check
+
+
+def check_path(name: str) -> Validator:
+    def check(v: Any) -> None:
+        if v is not None and not isinstance(v, str):
+            raise ValueError(f"option {name} must be a path string or None, got {v!r}")
+
+    return check
+
+
+OPTION_VALIDATORS: dict[str, Validator] = {
+    "subset": _check_subset,
+    "label_noise": _check_label_noise,
+    "imbalance": _check_imbalance,
+    "activation": _check_activation,
+    "noise": non_negative("noise"),
+    "dim": positive("dim", int),
+    "condition": positive("condition"),
+    "n_wells": positive("n_wells", int),
+    "seq_len": positive("seq_len", int),
+    "corpus": check_path("corpus"),
+}
+
+# ------------------------------------------------------------------------ registry
+
+TASKS: dict[str, TaskSpec] = {}
+
+
+def register(spec: TaskSpec, validators: Mapping[str, Validator] | None = None) -> None:
+    """Add ``spec`` to the registry (ladder order is registration order).
+
+    Args:
+        spec: the task.
+        validators: ``{option: check(value)}`` for options of ``spec`` not yet known; a
+            check raises ``ValueError`` naming the bad value.
+
+    Raises:
+        ValueError: the name is taken, a validator replaces another one of a known
+            option, or an option of ``spec`` has no validator.
+    """
+    if spec.name in TASKS:
+        raise ValueError(f"task {spec.name!r} is already registered")
+    new = dict(validators or {})
+    clash = sorted(k for k, v in new.items() if OPTION_VALIDATORS.get(k, v) is not v)
+    if clash:
+        raise ValueError(f"{spec.name}: options {clash} already have a validator")
+    unknown = sorted(set(spec.options) - set(OPTION_VALIDATORS) - set(new))
+    if unknown:
+        raise ValueError(f"{spec.name}: options without a validator: {unknown}")
+    OPTION_VALIDATORS.update(new)
+    TASKS[spec.name] = spec
+
+
+def task_names() -> list[str]:
+    """Registered task names, in ladder order."""
+    return list(TASKS)
+
+
+def get_task(name: str) -> TaskSpec:
+    """The :class:`TaskSpec` registered as ``name``.
+
+    Raises:
+        UnknownNameError: ``name`` is not registered.
+    """
+    return lookup("task", TASKS, name)
+
+
+def build_task(
+    name: str,
+    *,
+    seed: int,
+    device: str | torch.device = "cpu",
+    budget: str | Budget = "quick",
+    data_dir: str | None = None,
+    **options: Any,
+) -> TaskInstance:
+    """Build task ``name`` for one seed: data on ``device``, a fresh model, loss and metric.
+
+    Args:
+        name: a registered task name.
+        seed: chooses the model initialisation and the training batch order.
+        device: where the data and the model live.
+        budget: ``"quick"``, ``"full"`` or an explicit :class:`Budget`.
+        data_dir: data directory; ``None`` means ``$SUPERLEVEL_DATA`` (else ``./data``).
+        **options: task options (see ``get_task(name).options``).
+
+    Raises:
+        UnknownNameError: unknown task.
+        ValueError: unknown option, bad option value or unknown budget name.
+        superlevel.data.MissingDataError: the task's data files are absent.
+    """
+    spec = get_task(name)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if isinstance(budget, str):
+        if budget not in spec.budgets:
+            raise ValueError(
+                f"unknown budget {budget!r} for task {name}; valid: {', '.join(spec.budgets)}"
+            )
+        chosen = spec.budgets[budget]
+    elif isinstance(budget, Budget):
+        chosen = budget
+    else:
+        raise ValueError(f"budget must be a budget name or a Budget, got {budget!r}")
+    if chosen.batch_size < 1 or chosen.epochs < 0:
+        raise ValueError(f"budget needs batch_size >= 1 and epochs >= 0, got {chosen}")
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        allowed = ", ".join(spec.options) or "none"
+        raise ValueError(f"unknown option(s) {unknown} for task {name}; allowed: {allowed}")
+    opts = {**spec.options, **options}
+    for key, value in opts.items():
+        OPTION_VALIDATORS[key](value)
+    dev = torch.device(device)
+    return spec.builder(spec, int(seed), dev, chosen, data_dir, opts)

@@ -1,0 +1,120 @@
+"""Character language models on a text corpus (by default the KJV Bible).
+
+An example is one window of ``seq_len`` characters; ``metric_fn`` sums the per-sequence
+mean accuracy over the batch, so the mean over rows is the per-character accuracy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from superlevel.bench import models
+from superlevel.bench.task import Budget, TaskInstance
+from superlevel.bench.tasks.assembly import (
+    SPLIT_SEED,
+    Builder,
+    accuracy_instance,
+    init_model,
+    parameter_count,
+    train_cap,
+)
+from superlevel.bench.tasks.registry import TaskSpec, register
+from superlevel.data.tensors import Splits
+
+_TEXT_OPTIONS = {"subset": None, "corpus": None}
+
+
+def _sequence_cross_entropy(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(out.reshape(-1, out.shape[-1]), target.reshape(-1))
+
+
+def _sequence_accuracy(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # Per-sequence mean accuracy, summed over sequences (see the module docstring).
+    return (out.argmax(-1) == target).float().mean(-1).sum()
+
+
+def _char_model(make: Callable[[int, int], nn.Module], model_desc: str) -> Builder:
+    """A builder for a character language model ``make(vocab_size, seq_len)``."""
+
+    def build(
+        spec: TaskSpec,
+        seed: int,
+        device: torch.device,
+        budget: Budget,
+        data_dir: str | None,
+        opts: dict[str, Any],
+    ) -> TaskInstance:
+        from superlevel.data.text import load_char_corpus
+
+        corpus = load_char_corpus(opts["corpus"], data_dir=data_dir)
+        seq_len = opts["seq_len"]
+        windows = {s: corpus.windows(s, seq_len) for s in ("train", "val", "test")}
+        tx, ty = windows["train"]
+        cap = train_cap(opts, budget, len(ty))
+        # Training windows are taken in a fixed shuffled order so a cap samples the whole text.
+        perm = torch.randperm(len(ty), generator=torch.Generator().manual_seed(SPLIT_SEED))[:cap]
+        data = Splits(tx[perm], ty[perm], *windows["val"], *windows["test"]).to(device)
+        vocab = corpus.vocab_size
+        model = init_model(seed, device, lambda: make(vocab, seq_len))
+        info = {
+            "data": f"{corpus.source} ({corpus.sizes()} chars)",
+            "model": model_desc,
+            "vocab_size": vocab,
+            "sizes": data.sizes(),
+            "parameters": parameter_count(model),
+            **opts,
+        }
+        return accuracy_instance(
+            spec,
+            seed,
+            device,
+            budget,
+            data,
+            model,
+            info,
+            loss_fn=_sequence_cross_entropy,
+            metric_fn=_sequence_accuracy,
+            eval_batch_size=256,
+        )
+
+    return build
+
+
+for _spec in [
+    TaskSpec(
+        "char_lstm",
+        "character language model on the KJV Bible, DeepOBS tolstoi-style 2x128 LSTM",
+        {
+            "quick": Budget(50, 1, target=0.3, max_train_examples=2_000),
+            "full": Budget(50, 200, target=0.6),
+        },
+        {**_TEXT_OPTIONS, "seq_len": 50},
+        "kjv",
+        _char_model(lambda vocab, _seq_len: models.CharLSTM(vocab), "LSTM 2x128, embedding 128"),
+        metric_name="accuracy",
+        higher_is_better=True,
+    ),
+    TaskSpec(
+        "char_transformer",
+        "character language model on the KJV Bible, small decoder-only Transformer",
+        {
+            "quick": Budget(32, 1, target=0.25, max_train_examples=2_000),
+            "full": Budget(64, 50, target=0.6),
+        },
+        {**_TEXT_OPTIONS, "seq_len": 64},
+        "kjv",
+        _char_model(
+            lambda vocab, seq_len: models.CharTransformer(vocab, context=seq_len),
+            "decoder-only Transformer, 2 layers, d=128, 4 heads",
+        ),
+        metric_name="accuracy",
+        higher_is_better=True,
+    ),
+]:
+    register(_spec)
+del _spec

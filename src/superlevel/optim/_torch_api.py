@@ -1,0 +1,154 @@
+"""The one module that calls torch's private APIs, each behind a feature check.
+
+SuperLevelSGD leans on five private pieces of torch, because they are what torch's own
+optimizers use and nothing public does the same job:
+
+* ``torch._C._group_tensors_by_device_and_dtype``: (device, dtype) grouping in C++
+  (~0.2 us per tensor against ~1 us for a Python loop);
+* ``torch._foreach_powsum``: sum of ``|g|^2`` per tensor without a sqrt-then-square;
+* ``torch._fused_sgd_``: the fused SGD kernel, with a tensor lr and ``found_inf``;
+* ``torch.utils._foreach_utils._get_fused_kernels_supported_devices``;
+* ``Optimizer._accelerator_graph_capture_health_check`` (older torch:
+  ``_cuda_graph_capture_health_check``): refuses a captured step without ``capturable``.
+
+Every other module goes through the functions here. Each has a public fallback, so a
+torch that drops one still runs (slower); ``missing()`` names what is gone, and
+``tests/optim/test_torch_api.py`` fails loudly when that list is not empty or a
+signature changed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "Buckets",
+    "capture_health_check",
+    "foreach_sum_of_squares",
+    "fused_devices",
+    "fused_sgd_",
+    "group_by_device_and_dtype",
+    "missing",
+]
+
+Buckets = dict[tuple[torch.device, torch.dtype], list[int]]
+
+_GROUP = getattr(torch._C, "_group_tensors_by_device_and_dtype", None)
+_POWSUM = getattr(torch, "_foreach_powsum", None)
+_FUSED_SGD = getattr(torch, "_fused_sgd_", None)
+_HEALTH_CHECKS = ("_accelerator_graph_capture_health_check", "_cuda_graph_capture_health_check")
+
+
+def _fused_devices_fn() -> Any:
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+    except ImportError:
+        return None
+    return _get_fused_kernels_supported_devices
+
+
+_FUSED_DEVICES = _fused_devices_fn()
+
+
+def missing() -> list[str]:
+    """Names of the private torch APIs this torch lacks (each then uses its fallback)."""
+    found = {
+        "torch._C._group_tensors_by_device_and_dtype": _GROUP is not None,
+        "torch._foreach_powsum": _POWSUM is not None,
+        "torch._fused_sgd_": _FUSED_SGD is not None,
+        "torch.utils._foreach_utils._get_fused_kernels_supported_devices": (
+            _FUSED_DEVICES is not None
+        ),
+        "Optimizer graph-capture health check": any(
+            hasattr(torch.optim.Optimizer, n) for n in _HEALTH_CHECKS
+        ),
+    }
+    return [name for name, ok in found.items() if not ok]
+
+
+def group_by_device_and_dtype(tensors: Sequence[Tensor]) -> Buckets:
+    """Indices of ``tensors`` grouped by (device, dtype), in order of first appearance."""
+    if len(tensors) == 0:
+        return {}
+    if _GROUP is None or torch.compiler.is_compiling():
+        # Traced once at compile time; the C++ grouping is opaque to dynamo.
+        out: Buckets = defaultdict(list)
+        for i, t in enumerate(tensors):
+            out[(t.device, t.dtype)].append(i)
+        return dict(out)
+    grouped = _GROUP([list(tensors)], True)
+    return {key: idx for key, (_, idx) in grouped.items()}
+
+
+def foreach_sum_of_squares(tensors: list[Tensor], dtype: torch.dtype | None) -> list[Tensor]:
+    """``sum |t|^2`` of each tensor as 0-dim tensors (accumulated in ``dtype``).
+
+    ``torch._foreach_powsum`` where it exists and is implemented (CPU, eager), else the
+    square of ``torch._foreach_norm`` (one sqrt and one square more per tensor).
+    """
+    if _POWSUM is not None and not torch.compiler.is_compiling():
+        try:
+            return list(_POWSUM(tensors, 2, dtype=dtype))
+        except (RuntimeError, NotImplementedError) as exc:
+            if "not implemented" not in str(exc).lower():
+                raise  # e.g. a sync flagged by set_sync_debug_mode: do not hide it
+    return list(torch._foreach_pow(torch._foreach_norm(tensors, 2, dtype=dtype), 2))
+
+
+def fused_devices() -> tuple[str, ...]:
+    """Device types with torch's fused optimizer kernels (empty without ``_fused_sgd_``)."""
+    if _FUSED_SGD is None:
+        return ()
+    if _FUSED_DEVICES is None:
+        return ("cuda", "cpu")
+    return tuple(_FUSED_DEVICES())
+
+
+def fused_sgd_(
+    params: list[Tensor],
+    grads: list[Tensor],
+    bufs: list[Tensor],
+    *,
+    lr: Tensor,
+    found_inf: Tensor,
+    momentum: float,
+    dampening: float,
+    nesterov: bool,
+    maximize: bool,
+    is_first_step: bool,
+) -> None:
+    """torch's fused SGD kernel (no weight decay) with a tensor lr and ``found_inf``."""
+    if _FUSED_SGD is None:
+        raise RuntimeError("this torch has no torch._fused_sgd_; use foreach=True")
+    _FUSED_SGD(
+        params,
+        grads,
+        bufs,
+        weight_decay=0.0,
+        momentum=momentum,
+        lr=lr,
+        dampening=dampening,
+        nesterov=nesterov,
+        maximize=maximize,
+        is_first_step=is_first_step,
+        found_inf=found_inf,
+    )
+
+
+def capture_health_check(optimizer: torch.optim.Optimizer) -> None:
+    """torch's check that a step captured in a graph has ``capturable`` in every group.
+
+    Skipped under ``torch.compile`` (dynamo cannot trace it; inductor checks itself).
+    """
+    if torch.compiler.is_compiling():
+        return
+    for name in _HEALTH_CHECKS:
+        check = getattr(optimizer, name, None)
+        if check is not None:
+            check()
+            return

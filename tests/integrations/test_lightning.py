@@ -1,0 +1,191 @@
+"""A real lightning.Trainer on real MNIST: stats logged, exact resume, the guard as optimizer."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("lightning", reason="the lightning extra is not installed")
+import lightning.pytorch as pl  # noqa: E402
+from lightning.pytorch.loggers import CSVLogger  # noqa: E402
+
+from superlevel.data import MissingDataError, load_mnist  # noqa: E402
+from superlevel.data.tensors import epoch_permutation  # noqa: E402
+from superlevel.integrations import find_guard, find_superlevel  # noqa: E402
+from superlevel.integrations.lightning import SuperLevelCallback  # noqa: E402
+from superlevel.optim import SuperLevelSGD  # noqa: E402
+from superlevel.stability import LyapunovGuard  # noqa: E402
+
+N_TRAIN, BATCH = 2048, 64  # 32 steps per epoch
+STEPS_PER_EPOCH = N_TRAIN // BATCH
+LR, DECAY = 0.5, 2e-3
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    try:
+        data = load_mnist(os.environ.get("SUPERLEVEL_DATA"))
+    except MissingDataError as exc:
+        pytest.skip(f"real MNIST is not in the data directory ($SUPERLEVEL_DATA): {exc}")
+    x = torch.from_numpy(data["train_images"][:N_TRAIN].copy()).float().div(255).flatten(1)
+    y = torch.from_numpy(data["train_labels"][:N_TRAIN].copy()).long()
+    return x, y
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """A seeded permutation per epoch (Lightning calls set_epoch): resumable data order."""
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        return iter(epoch_permutation(self.n, self.seed, self.epoch).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class MLP(pl.LightningModule):
+    def __init__(self, guarded: bool = False, lr: float = LR) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10))
+        self.guarded, self.lr = guarded, lr
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.cross_entropy(self(x), y)
+
+    def configure_optimizers(self):
+        opt = SuperLevelSGD(self.parameters(), lr=self.lr, decay=DECAY)
+        return LyapunovGuard(opt, max_retries=30, model=self) if self.guarded else opt
+
+
+def _loader(mnist):
+    ds = torch.utils.data.TensorDataset(*mnist)
+    return torch.utils.data.DataLoader(ds, batch_size=BATCH, sampler=EpochSampler(len(ds)))
+
+
+def _trainer(tmp_path, epochs, callbacks=(), name="run"):
+    return pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=epochs,
+        logger=CSVLogger(tmp_path, name=name),
+        callbacks=list(callbacks),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        log_every_n_steps=1,
+    )
+
+
+def _metrics(trainer) -> list[dict[str, str]]:
+    with open(os.path.join(trainer.logger.log_dir, "metrics.csv"), newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_callback_logs_the_real_rate_and_writes_the_monitor_files(tmp_path, mnist):
+    x, y = mnist
+    cb = SuperLevelCallback(
+        probe_batch=(x[:128], y[:128]),
+        loss_fn=nn.functional.cross_entropy,
+        every=64,
+        sharpness_iters=5,
+        barrier_points=3,
+    )
+    model = MLP()
+    trainer = _trainer(tmp_path, 6, [cb])
+    trainer.fit(model, _loader(mnist))
+    steps = 6 * STEPS_PER_EPOCH
+    assert trainer.global_step == steps
+    rows = [r for r in _metrics(trainer) if r.get("superlevel/lr")]
+    assert len(rows) == steps  # every step logged (log_every_n_steps=1)
+    for r in rows:
+        t = float(r["superlevel/step"])  # t after the step; a_t was computed at t - 1
+        assert float(r["superlevel/lr"]) == pytest.approx(LR * math.exp(-DECAY * (t - 1)), rel=1e-6)
+        eff = float(r["superlevel/lr"]) * float(r["superlevel/scale"])
+        assert float(r["superlevel/effective_lr"]) == pytest.approx(eff, rel=1e-6)
+        assert float(r["superlevel/grad_norm"]) > 0
+    last = rows[-1]
+    assert float(last["superlevel/step"]) == steps
+    # what LearningRateMonitor would show: group["lr"] is still a0
+    assert find_superlevel(trainer.optimizers[0]).param_groups[0]["lr"] == LR
+    assert float(last["superlevel/lr"]) < 0.7 * LR
+    # the monitor's CSV (every step, 3 probes) and PNG are in the logger's folder
+    with open(os.path.join(trainer.log_dir, "stability.csv"), newline="") as fh:
+        recs = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in recs] == list(range(1, steps + 1))
+    assert sum(r["sharpness"] != "" for r in recs) == steps // 64
+    assert os.path.getsize(os.path.join(trainer.log_dir, "stability.png")) > 0
+    assert cb.monitor.summary()["steps"] == steps
+
+
+def _state(model, trainer):
+    opt = trainer.optimizers[0]
+    stats = {k: float(v) for k, v in find_superlevel(opt).stats().items()}
+    guard = find_guard(opt)
+    return (
+        {k: v.clone() for k, v in model.state_dict().items()},
+        stats,
+        dict(guard.counters) if guard is not None else None,
+    )
+
+
+@pytest.mark.parametrize("guarded", [False, True], ids=["superlevel", "guarded"])
+def test_checkpoint_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path, mnist, guarded):
+    lr = 3.0 if guarded else LR  # large enough that the guard backtracks
+    whole = MLP(guarded, lr)
+    t_whole = _trainer(tmp_path, 4, [SuperLevelCallback()], "whole")
+    t_whole.fit(whole, _loader(mnist))
+
+    first = MLP(guarded, lr)
+    t_first = _trainer(tmp_path, 2, [SuperLevelCallback()], "first")
+    t_first.fit(first, _loader(mnist))
+    ckpt = tmp_path / "half.ckpt"
+    t_first.save_checkpoint(ckpt)
+
+    resumed = MLP(guarded, lr)
+    t_resumed = _trainer(tmp_path, 4, [SuperLevelCallback()], "resumed")
+    t_resumed.fit(resumed, _loader(mnist), ckpt_path=ckpt)
+
+    params, stats, counters = _state(whole, t_whole)
+    params2, stats2, counters2 = _state(resumed, t_resumed)
+    assert t_resumed.global_step == t_whole.global_step == 4 * STEPS_PER_EPOCH
+    assert params.keys() == params2.keys()
+    for k in params:
+        assert torch.equal(params[k], params2[k]), k  # bitwise
+    assert stats == stats2  # t, a_t, eta_t, the norm: identical floats
+    assert counters == counters2
+    if guarded:
+        # one global_step per guarded step, whatever the retries: none was skipped here,
+        # so every global step is an accepted step and the optimizer's t counts them
+        assert counters["retries"] > 0 and counters["skips"] == counters["forced"] == 0
+        accepted = counters["steps"] - counters["skips"] - counters["forced"]
+        assert t_whole.global_step == accepted == stats["step"]
+
+
+def test_guard_refuses_gradient_accumulation(tmp_path, mnist):
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        accumulate_grad_batches=2,
+        logger=False,
+        callbacks=[SuperLevelCallback()],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    with pytest.raises(ValueError, match="accumulate_grad_batches=2"):
+        trainer.fit(MLP(guarded=True), _loader(mnist))

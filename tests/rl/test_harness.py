@@ -11,7 +11,8 @@ pytest.importorskip("sb3_contrib", reason="the rl extra (sb3-contrib) is not ins
 
 from superlevel.bench.optimizers import get_optimizer  # noqa: E402
 from superlevel.bench.runner import evaluate  # noqa: E402
-from superlevel.rl.harness import RLBudget, build_rl_task  # noqa: E402
+from superlevel.bench.tasks.rl import RLBudget  # noqa: E402
+from superlevel.rl.harness import build_rl_task  # noqa: E402
 from superlevel.rl.ppo import PPOConfig  # noqa: E402
 
 SMALL = PPOConfig(n_envs=4, n_steps=16, n_epochs=2, lstm_hidden_size=16, net_arch=(16,))
@@ -90,3 +91,16 @@ def test_rl_task_refuses_clipping_and_batch_evaluation():
         next(_task().eval_batches("val"))
     with pytest.raises(ValueError, match="unknown split"):
         _task().evaluate("dev")
+
+
+def test_rl_tasks_are_registered_with_static_metadata():
+    from superlevel.bench.tasks import build_task, get_task
+
+    spec = get_task("cartpole_novel")
+    assert spec.metric_name == "return" and spec.higher_is_better
+    full = spec.budgets["full"]
+    assert full.epochs * full.rollouts_per_epoch * 8 * 32 == 100_096  # the Zoo's 1e5 steps
+    task = build_task("cartpole_noisy", seed=1, budget=BUDGET, obs_noise=0.2)
+    assert task.info["env_options"] == {"obs_noise": 0.2} and task.evaluate is not None
+    with pytest.raises(ValueError, match="obs_noise must be a finite number >= 0"):
+        build_task("cartpole_noisy", seed=1, budget=BUDGET, obs_noise=-0.1)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,22 +37,10 @@ import torch
 from superlevel.bench.task import Budget, TaskInstance
 from superlevel.rl.ppo import Minibatch, PolicyOutput, PPOConfig, RecurrentPPO
 
-__all__ = ["EVAL_SEEDS", "RL_TASKS", "RLBudget", "RLTaskDef", "build_registered", "build_rl_task"]
+__all__ = ["EVAL_SEEDS", "build_rl_task"]
 
 #: First episode seed of each evaluation split (``n_eval`` consecutive seeds each).
 EVAL_SEEDS = {"train": 1000, "val": 2000, "test": 3000}
-
-
-@dataclass(frozen=True)
-class RLBudget(Budget):
-    """A :class:`Budget` for RL: ``epochs`` evaluation points, ``rollouts_per_epoch`` each.
-
-    ``batch_size`` is PPO's minibatch size in transitions. A run collects
-    ``epochs * rollouts_per_epoch * n_envs * n_steps`` environment steps.
-    """
-
-    rollouts_per_epoch: int = 1
-    n_eval: int = 10
 
 
 def build_rl_task(
@@ -73,8 +60,9 @@ def build_rl_task(
         env: an environment of :data:`superlevel.rl.envs.ENVS`.
         seed: seeds the model initialisation, the environments and the minibatch cuts.
         device: where the model lives.
-        budget: an :class:`RLBudget` (a plain :class:`Budget` means one rollout per epoch
-            and 10 evaluation episodes); its ``batch_size`` replaces ``config``'s.
+        budget: a :class:`~superlevel.bench.tasks.rl.RLBudget` (its
+            ``rollouts_per_epoch`` and ``n_eval``; a plain :class:`Budget` means one rollout
+            per epoch and 10 evaluation episodes); its ``batch_size`` replaces ``config``'s.
         config: PPO hyperparameters (default :class:`PPOConfig`, no gradient clipping).
         env_options: options of the environment.
 
@@ -152,71 +140,4 @@ def build_rl_task(
         device=torch.device(device),
         info=info,
         evaluate=evaluate,
-    )
-
-
-@dataclass(frozen=True)
-class RLTaskDef:
-    """What the harness registry needs to know about one RL task.
-
-    Attributes:
-        env: the environment (:data:`superlevel.rl.envs.ENVS`).
-        description: one line for ``bench list``.
-        budgets: ``{"quick": RLBudget, "full": RLBudget}``.
-        options: task options and their defaults (passed to the environment).
-    """
-
-    env: str
-    description: str
-    budgets: dict[str, RLBudget]
-    options: dict[str, Any]
-
-
-def _budgets(target: float | None) -> dict[str, RLBudget]:
-    # full: 17 x 23 = 391 rollouts of 8 x 32 = 100,096 env steps, the RL Zoo's budget
-    # for CartPoleNoVel-v1 (SB3's learn(1e5) collects whole rollouts: ceil(1e5 / 256));
-    # quick: 4 x 10 rollouts = 10,240 steps, about two CPU minutes.
-    return {
-        "quick": RLBudget(batch_size=256, epochs=4, target=target, rollouts_per_epoch=10),
-        "full": RLBudget(batch_size=256, epochs=17, target=target, rollouts_per_epoch=23),
-    }
-
-
-RL_TASKS: dict[str, RLTaskDef] = {
-    "cartpole_novel": RLTaskDef(
-        "cartpole_novel",
-        "recurrent PPO on CartPole without velocities (RL Zoo CartPoleNoVel-v1); "
-        "metric: greedy return over 10 fixed episodes",
-        _budgets(450.0),
-        {},
-    ),
-    "cartpole_noisy": RLTaskDef(
-        "cartpole_noisy",
-        "recurrent PPO on CartPole without velocities, N(0, obs_noise^2) on the positions",
-        _budgets(450.0),
-        {"obs_noise": 0.1},
-    ),
-    "repeat_previous": RLTaskDef(
-        "repeat_previous",
-        "recurrent PPO on POPGym RepeatPreviousEasy (return in [-1, 1]); needs popgym",
-        _budgets(None),
-        {},
-    ),
-}
-
-
-def build_registered(
-    name: str, seed: int, device: torch.device, budget: Budget, options: Mapping[str, Any]
-) -> TaskInstance:
-    """Build the registered RL task ``name`` (see :data:`RL_TASKS`) with ``options``."""
-    if name not in RL_TASKS:
-        raise ValueError(f"unknown RL task {name!r}; valid: {', '.join(RL_TASKS)}")
-    spec = RL_TASKS[name]
-    return build_rl_task(
-        name,
-        spec.env,
-        seed=seed,
-        device=device,
-        budget=budget,
-        env_options={**spec.options, **options},
     )

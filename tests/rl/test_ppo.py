@@ -168,3 +168,15 @@ def test_bad_configs_are_refused():
         PPOConfig(max_grad_norm=0.0)
     with pytest.raises(ValueError, match="total_rollouts must be an int >= 1"):
         RecurrentPPO("cartpole_novel", SMALL, seed=0, total_rollouts=0)
+
+
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("popgym") is None, reason="popgym is not installed"
+)
+def test_popgym_memory_task_trains_one_rollout():
+    agent = _agent("repeat_previous")  # discrete observations: SB3 one-hot encodes them
+    opt = torch.optim.Adam(agent.model.parameters(), lr=1e-3)
+    assert train(agent, opt, rollouts=1) == "finished"
+    assert math.isfinite(agent.log[-1]["pg_norm"])
+    returns = agent.evaluate([0, 1])
+    assert (np.abs(returns) <= 1.0).all()

@@ -124,6 +124,10 @@ def render(records: list[dict[str, Any]]) -> str:
             f"({r['eval_std']:.1f}, {r['eval_min']:.0f}) | {r['collapses']} | {r['status']} "
             f"| {r['wall_s'] / 60:.0f} min | {r['hardware']}, torch {r['torch']} |"
         )
+    lines += ["", "Greedy return on 10 of those episodes during training (env steps: return):", ""]
+    for r in sorted(records, key=lambda r: (r["config"], r["env_steps"], r["seed"])):
+        curve = ", ".join(f"{steps // 1000}k: {ret:.0f}" for steps, ret in r["curve"])
+        lines.append(f"- {r['config']}, seed {r['seed']}: {curve}")
     lines += ["", END]
     return "\n".join(lines)
 
@@ -149,7 +153,11 @@ def main() -> None:
     ap.add_argument("--curve-every", type=int, default=40, help="rollouts between evaluations")
     ap.add_argument("--out", type=Path, default=Path("docs/results/rl_reference.json"))
     ap.add_argument("--doc", type=Path, default=Path("docs/data_and_tasks.md"))
+    ap.add_argument("--render", action="store_true", help="only rewrite --doc from --out")
     args = ap.parse_args()
+    if args.render:
+        update_doc(args.doc, json.loads(args.out.read_text()))
+        return
     torch.set_num_threads(args.threads)
     for seed in (int(s) for s in args.seeds.split(",")):
         rec = run(args.config, seed, BUDGETS[args.budget], args.curve_every)

@@ -86,6 +86,8 @@ def run(config: str, seed: int, timesteps: int, curve_every: int) -> dict[str, A
     status = train(agent, optimizer, rollouts=rollouts, scheduler=scheduler, on_rollout=on_rollout)
     wall = time.perf_counter() - t0
     returns = agent.evaluate(EVAL_SEEDS)
+    # The RL Zoo scores PPO agents with sampled actions (enjoy.py's default): both here.
+    sampled = agent.evaluate(EVAL_SEEDS, deterministic=False)
     summary = agent.summary()
     return {
         "config": config,
@@ -96,6 +98,7 @@ def run(config: str, seed: int, timesteps: int, curve_every: int) -> dict[str, A
         "eval_mean": float(np.mean(returns)),
         "eval_std": float(np.std(returns)),
         "eval_min": float(np.min(returns)),
+        "eval_mean_sampled": float(np.mean(sampled)),
         "curve": curve,
         "collapses": summary["collapses"],
         "train_return_last": summary["log"][-1].get("train_return"),
@@ -106,22 +109,29 @@ def run(config: str, seed: int, timesteps: int, curve_every: int) -> dict[str, A
     }
 
 
+def _sampled(r: dict[str, Any]) -> str:
+    v = r.get("eval_mean_sampled")
+    return "not measured" if v is None else f"{v:.1f}"
+
+
 def render(records: list[dict[str, Any]]) -> str:
     """The Markdown table of all records, with how they were measured."""
     lines = [
         BEGIN,
         "",
-        "Written by `benchmarks/rl_reference.py` (greedy evaluation of the final policy on "
-        f"{len(EVAL_SEEDS)} fixed episode seeds {EVAL_SEEDS[0]}..{EVAL_SEEDS[-1]}):",
+        "Written by `benchmarks/rl_reference.py` (evaluation of the final policy on "
+        f"{len(EVAL_SEEDS)} fixed episode seeds {EVAL_SEEDS[0]}..{EVAL_SEEDS[-1]}, greedy "
+        "and with sampled actions; collapses: of the training return, see docs/rl.md):",
         "",
-        "| config | seed | env steps | mean return (std, min) | collapses | status | time "
-        "| hardware |",
-        "|---|---|---|---|---|---|---|---|",
+        "| config | seed | env steps | greedy mean return (std, min) | sampled actions "
+        "| collapses | status | time | hardware |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(records, key=lambda r: (r["config"], r["env_steps"], r["seed"])):
         lines.append(
             f"| {r['config']} | {r['seed']} | {r['env_steps']} | {r['eval_mean']:.1f} "
-            f"({r['eval_std']:.1f}, {r['eval_min']:.0f}) | {r['collapses']} | {r['status']} "
+            f"({r['eval_std']:.1f}, {r['eval_min']:.0f}) | {_sampled(r)} "
+            f"| {r['collapses']} | {r['status']} "
             f"| {r['wall_s'] / 60:.0f} min | {r['hardware']}, torch {r['torch']} |"
         )
     lines += ["", "Greedy return on 10 of those episodes during training (env steps: return):", ""]

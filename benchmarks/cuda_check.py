@@ -15,7 +15,11 @@ Sections, each reported on its own (a failing section does not stop the others):
 3. CUDA graph: capture ``opt.step()`` (norm, lr tensor, fused update) and replay it on new
    gradients; parameters must equal an eager twin; a tensor ``lr`` changed in place is seen;
 4. torch.compile(fullgraph=True) of the step on CUDA, equal to eager foreach;
-5. speed: ``step_cost.py``'s table on CUDA (eager), then eager vs CUDA-graph step times.
+5. speed: ``step_cost.py``'s table on CUDA (eager), then eager vs CUDA-graph step times;
+6. edges: huge finite float32 (1e20) and float64 (1e200) gradients on every path, taken
+   like the reference (the float64-accumulated norm and the ``torch.where`` fallback)
+   without a host sync; per-group foreach/fused/single in one optimizer; ``.half()``
+   after construction; the int64 step count past 2**24.
 
 Prints Markdown; exit status 1 if any section failed.
 """
@@ -286,6 +290,86 @@ def make_speed_section(big: str, repeats: int) -> Callable[[], None]:
     return check_speed
 
 
+def _sync_free(fn: Callable[[], None]) -> None:
+    """Run ``fn`` with host syncs turned into errors (CUDA only)."""
+    if DEVICE != "cuda":
+        fn()
+        return
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        fn()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@section("6. edges: huge gradients, per-group paths, casts, long runs")
+def check_edges() -> str:
+    done = []
+    for path in ("single", "foreach", "fused", "default"):
+        for dtype, scale in ((torch.float32, 1e20), (torch.float64, 1e200)):
+            gen = torch.Generator().manual_seed(2)
+            init = [torch.randn(s, generator=gen, dtype=dtype) for s in SHAPES]
+            fast = [p.clone().to(DEVICE) for p in init]
+            slow = [p.clone() for p in init]
+            opt = SuperLevelSGD(fast, lr=0.5, **PATHS[path])
+            ref = ReferenceSuperLevelSGD(slow, lr=0.5)
+            gs = [torch.randn(s, generator=gen, dtype=torch.float64).mul(scale).to(dtype)
+                  for s in SHAPES]  # fmt: skip
+            for p, q, g in zip(fast, slow, gs, strict=True):
+                p.grad, q.grad = g.to(DEVICE), g.clone()
+            _sync_free(opt.step)
+            ref.step()
+            assert opt.stats()["skipped"].item() == 0, (path, dtype)
+            n = opt.stats()["grad_norm"].item()
+            assert abs(n - ref.last_norm) <= 1e-6 * ref.last_norm, (path, dtype, n)
+            for p, q in zip(fast, slow, strict=True):
+                torch.testing.assert_close(p.cpu(), q, rtol=1e-5, atol=1e-6)
+            done.append(f"{path}/{str(dtype)[6:]}")
+    # Per-group paths, one optimizer, equal to the reference.
+    init = [torch.randn(s, dtype=torch.float32) for s in SHAPES]
+    fast = [p.clone().to(DEVICE) for p in init]
+    slow = [p.clone() for p in init]
+    groups = [{"params": [0], "foreach": False}, {"params": [1], "fused": True},
+              {"params": [2, 3], "foreach": True, "momentum": 0.9}]  # fmt: skip
+    opt = SuperLevelSGD([{**g, "params": [fast[i] for i in g["params"]]} for g in groups])
+    ref = ReferenceSuperLevelSGD(
+        [
+            {k: v for k, v in g.items() if k not in ("foreach", "fused")}
+            | {"params": [slow[i] for i in g["params"]]}
+            for g in groups
+        ]  # fmt: skip
+    )
+    for gs in grads_seq(4, torch.float32):
+        for p, q, g in zip(fast, slow, gs, strict=True):
+            p.grad, q.grad = g.to(DEVICE), g.clone()
+        _sync_free(opt.step)
+        ref.step()
+    for p, q in zip(fast, slow, strict=True):
+        torch.testing.assert_close(p.cpu(), q, rtol=1e-5, atol=1e-6)
+    # .half() after construction: true norm, not skipped.
+    torch.manual_seed(0)
+    m = torch.nn.Linear(300, 300).to(DEVICE)
+    o = SuperLevelSGD(m.parameters(), lr=0.1, momentum=0.9)
+    x = torch.randn(8, 300, device=DEVICE)
+    m(x).square().mean().backward()
+    o.step()
+    o.zero_grad()
+    m.half()
+    m(x.half()).float().square().sum().backward()
+    want = sum(float(p.grad.double().square().sum()) for p in m.parameters()) ** 0.5
+    _sync_free(o.step)
+    assert o.stats()["skipped"].item() == 0
+    assert abs(o.stats()["grad_norm"].item() - want) <= 1e-3 * want
+    # int64 step count past float32's 2**24.
+    sd = o.state_dict()
+    sd["param_groups"][0]["step"] = torch.tensor(2**24 + 1)
+    o.load_state_dict(sd)
+    _sync_free(o.step)
+    assert o.stats()["step"].item() == 2**24 + 2
+    return f"huge grads on {len(done)} path/dtype pairs, per-group paths, .half(), t > 2**24"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--skip-speed", action="store_true")
@@ -297,7 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run_cpu:
         global DEVICE
         DEVICE = "cpu"
-        for check in (check_correctness, check_compile, make_speed_section("1e5x10", 3)):
+        for check in (
+            check_correctness, check_compile, check_edges, make_speed_section("1e5x10", 3)
+        ):  # fmt: skip
             check()
         print("\n".join(f"| {n} | {s} | {d} |" for n, s, d in RESULTS))
         return 0 if all(s == "PASS" for _, s, _ in RESULTS) else 1
@@ -307,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     props = torch.cuda.get_device_properties(0)
     print(f"# SuperLevelSGD CUDA check\n\ntorch {torch.__version__}, {props.name}, "
           f"{props.total_memory / 2**30:.0f} GiB")  # fmt: skip
-    checks = [check_correctness, check_syncs, check_graph]
+    checks = [check_correctness, check_syncs, check_graph, check_edges]
     if not args.skip_compile:
         checks.append(check_compile)
     if not args.skip_speed:

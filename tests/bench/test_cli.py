@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import re
 import sqlite3
 from pathlib import Path
 
@@ -142,7 +144,7 @@ def test_report_writes_markdown_html_and_png_figures(
     row = next(
         line
         for line in md.splitlines()
-        if line.startswith("| sgd | default | 1,2 |") and f"{mean:.4g} ±" in line
+        if line.startswith("| sgd | default | lr=0.1 | 1,2 |") and f"{mean:.4g} ±" in line
     )
     assert "2/2" not in row.split("|")[-2]  # diverged column: 0/2
     assert "Seeds 1,2; budget `quick` (2 epochs); hardware:" in md
@@ -273,8 +275,9 @@ def test_demo_runs_the_quick_suite_and_writes_the_report(
     assert code == 0
     assert "2 runs (2 finished)" in stdout and str(out / "report.html") in stdout
     md = (out / "report.md").read_text()
-    assert "| sgd | default | 1 |" in md and "| superlevel | default | 1 |" in md
-    assert "| sgd | tuned | 1 |" in md and "| superlevel | tuned | 1 |" in md
+    assert "| sgd | default | lr=0.1 | 1 |" in md and "| superlevel | default | lr=0.5 | 1 |" in md
+    for opt in ("sgd", "superlevel"):  # one seed of the selected lr
+        assert re.search(rf"\| {opt} \| tuned \| lr=[^|]+ \| 1 \|", md), opt
     assert (out / "figures" / "bench_quadratic_quick_e20_lr.png").exists()
     assert len(Store(db).runs(tag="grid")) == 4
     assert Store(db).get_run(Store(db).runs()[0]["run_id"])["env"]["torch_threads"] == 1
@@ -330,4 +333,163 @@ def test_demo_skips_the_lr_grid_of_a_task_whose_data_is_missing(
         f"lr grid on mnist_logreg: SKIPPED, its data is missing (no folder {empty / 'mnist'})"
         in stdout
     )
-    assert "| sgd | tuned | 1 |" in (out / "report.md").read_text()  # the quadratic's grid ran
+    md = (out / "report.md").read_text()
+    assert re.search(r"\| sgd \| tuned \| lr=[^|]+ \| 1 \|", md)  # the quadratic's grid ran
+
+
+# ----------------------------------------------------------- round 2: errors and pooling
+
+QUICK_RUN = [*RUN_SGD_ON_QUADRATIC, "--epochs", "1", "--quiet"]
+
+
+def test_report_never_pools_configurations(tmp_path: Path, capsys) -> None:
+    db, out = str(tmp_path / "x.db"), tmp_path / "rep"
+    for lr in ("0.01", "1.0"):
+        argv = [*RUN_SGD_ON_QUADRATIC, "--seeds", "2", "--epochs", "2", "--hp", f"lr={lr}"]
+        assert main([*argv, "--quiet", "--db", db]) == 0
+    assert _run(["bench", "report", "--db", db, "--out", str(out)], capsys)[0] == 0
+    md = (out / "report.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| sgd | default |")]
+    assert [r.split(" | ")[2:4] for r in rows] == [["lr=0.01", "1,2"], ["lr=1", "1,2"]]
+    assert "1,1,2,2" not in md
+
+
+def test_foreign_and_empty_files_are_never_written(foreign_db, tmp_path: Path, capsys) -> None:
+    foreign, before = foreign_db
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    out = str(tmp_path / "rep")
+    for argv in (
+        [*QUICK_RUN, "--db", str(foreign)],
+        ["bench", "results", "--db", str(foreign)],
+        ["bench", "report", "--db", str(foreign), "--out", out],
+    ):
+        code, _, err = _run(argv, capsys)
+        assert code == 2 and "another application" in err and str(foreign) in err
+        assert foreign.read_bytes() == before
+    for argv in (["bench", "results", "--db", str(empty)], ["bench", "report", "--db", str(empty)]):
+        code, _, err = _run(argv, capsys)
+        assert code == 2 and "is empty" in err
+        assert empty.stat().st_size == 0  # a read command wrote no schema into it
+
+
+@pytest.fixture
+def done_db(tmp_path: Path) -> Path:
+    db = tmp_path / "done.db"
+    assert main([*QUICK_RUN, "--db", str(db)]) == 0
+    return db
+
+
+def test_a_read_only_database_is_an_error_even_when_every_run_is_done(
+    done_db: Path, monkeypatch, capsys
+) -> None:
+    from superlevel.bench import store as store_mod
+
+    connect = store_mod.Store._connect
+
+    def read_only(self, *, readonly):  # what SQLite does with a file it may not write
+        conn = connect(self, readonly=readonly)
+        conn.execute("PRAGMA query_only = ON")
+        return conn
+
+    monkeypatch.setattr(store_mod.Store, "_connect", read_only)
+    before = done_db.read_bytes()
+    code, _, err = _run([*QUICK_RUN, "--db", str(done_db)], capsys)
+    assert code == 2 and f"{done_db} is read-only" in err and "nothing was written" in err
+    assert done_db.read_bytes() == before
+    code, out, _ = _run(["bench", "results", "--db", str(done_db)], capsys)
+    assert code == 0 and "(1 runs)" in out  # reading needs no write access
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into read-only files and folders")
+def test_read_only_files_and_folders_for_real(done_db: Path, tmp_path: Path, capsys) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    done_db.chmod(0o444)
+    try:
+        code, _, err = _run([*QUICK_RUN, "--db", str(done_db)], capsys)
+        assert code == 2 and "read-only" in err
+        code, _, err = _run(
+            ["bench", "report", "--db", str(done_db), "--out", str(ro / "r")], capsys
+        )
+        assert code == 2 and "Permission denied" in err and str(ro / "r") in err
+        argv = [*QUICK_RUN, "--seeds", "2", "--db", str(tmp_path / "new.db")]
+        code, _, err = _run([*argv, "--checkpoint-dir", str(ro / "ck")], capsys)
+        assert code == 2 and "Permission denied" in err and str(ro / "ck") in err
+    finally:
+        ro.chmod(0o755)
+        done_db.chmod(0o644)
+
+
+def test_unusable_paths_name_the_path_and_the_cause(done_db: Path, tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code, _, err = _run([*QUICK_RUN, "--db", str(blocker / "r.db")], capsys)
+    assert code == 2 and "cannot create the folder" in err and f"in the way ({blocker})" in err
+    out = blocker / "report"
+    code, _, err = _run(["bench", "report", "--db", str(done_db), "--out", str(out)], capsys)
+    assert code == 2 and err.startswith("error: Not a directory:") and str(out) in err
+    argv = [*QUICK_RUN, "--seeds", "2", "--db", str(done_db), "--checkpoint-dir", str(out)]
+    code, _, err = _run(argv, capsys)
+    assert code == 2 and "Not a directory" in err and str(out) in err
+    assert Store(done_db, readonly=True).count("runs") == 1  # the done run, untouched
+
+
+def test_a_failed_checkpoint_write_is_reported_and_loses_nothing(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    import errno
+
+    from superlevel.bench import checkpoint
+
+    def full_disk(obj, fh):
+        fh.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    db, ck = tmp_path / "r.db", tmp_path / "ck"
+    argv = [*QUICK_RUN, "--db", str(db), "--checkpoint-dir", str(ck)]
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    code, _, err = _run(argv, capsys)
+    assert code == 2 and "cannot write checkpoint" in err and "No space left on device" in err
+    assert str(ck) in err and list(ck.iterdir()) == []  # no half-written file left behind
+    monkeypatch.undo()
+    code, out, _ = _run(argv, capsys)  # the same command again, with space: the run completes
+    assert code == 0 and "1 finished" in out
+
+
+def test_a_corrupted_checkpoint_is_reported_with_its_path(tmp_path: Path, capsys) -> None:
+    from superlevel.bench.runner import make_config
+
+    db, ck = tmp_path / "r.db", tmp_path / "ck"
+    ck.mkdir()
+    run_id = make_config("quadratic", "sgd", 1, epochs=1).run_id
+    bad = ck / f"{run_id}.pt"
+    bad.write_bytes(b"PK\x03\x04 truncated")
+    code, _, err = _run([*QUICK_RUN, "--db", str(db), "--checkpoint-dir", str(ck)], capsys)
+    assert code == 2 and f"checkpoint {bad} is unreadable or corrupted" in err
+    assert bad.read_bytes() == b"PK\x03\x04 truncated"
+
+
+def test_hyperparameters_outside_their_domain_are_refused(tmp_path: Path, capsys) -> None:
+    db = tmp_path / "r.db"
+    for hp, fragment in (
+        ("T_0=-1", "T_0=-1 of 'sgdr' must be in (0, inf)"),
+        ("momentum=1.5", "momentum=1.5 of 'sgdr' must be in [0, 1)"),
+        ("T_mult=0", "T_mult=0 of 'sgdr' must be an integer in [1, inf)"),
+    ):
+        argv = ["bench", "run", "--task", "quadratic", "--optimizers", "sgdr", "--hp", hp]
+        code, _, err = _run([*argv, "--quiet", "--db", str(db)], capsys)
+        assert code == 2 and fragment in err, err
+    assert not db.exists() or Store(db).count("runs") == 0
+
+
+def test_a_bug_keeps_its_traceback(tmp_path: Path, monkeypatch) -> None:
+    from superlevel.bench import runner
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug, not bad input")
+
+    monkeypatch.setattr(runner, "run_many", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        main([*QUICK_RUN, "--db", str(tmp_path / "r.db")])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from superlevel.bench.store import Store, StoreError
+from superlevel.bench.store import APPLICATION_ID, Store, StoreError
 
 CONFIG = {
     "task": "quadratic",
@@ -147,3 +147,110 @@ def test_foreign_database_and_directory_are_refused(tmp_path: Path) -> None:
         Store(path)
     with pytest.raises(StoreError, match="directory"):
         Store(tmp_path)
+
+
+def test_a_foreign_file_with_a_runs_table_stays_byte_identical(foreign_db) -> None:
+    path, before = foreign_db
+    for readonly in (False, True):
+        with pytest.raises(StoreError, match=r"another application.*tables: runs.*untouched"):
+            Store(path, readonly=readonly)
+        assert path.read_bytes() == before
+
+
+def test_read_only_open_never_creates_or_changes_a_file(tmp_path: Path) -> None:
+    absent = tmp_path / "sub" / "absent.db"
+    with pytest.raises(StoreError, match="does not exist"):
+        Store(absent, readonly=True)
+    assert not absent.parent.exists()
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    with pytest.raises(StoreError, match="is empty"):
+        Store(empty, readonly=True)
+    assert empty.stat().st_size == 0
+    path = tmp_path / "r.db"
+    _filled(path).close()
+    before = path.read_bytes()
+    with Store(path, readonly=True) as store:
+        assert store.get_run("r1")["status"] == "finished" and store.count("runs") == 1
+        with pytest.raises(StoreError, match="read-only"):
+            store.add_tags("r1", ["x"])
+    assert path.read_bytes() == before
+
+
+def test_our_files_are_marked_and_an_unmarked_store_is_recognised(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    _filled(path).close()
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    con.execute("PRAGMA application_id = 0")  # as written before the mark existed
+    con.commit()
+    con.close()
+    with Store(path, readonly=True) as store:
+        assert store.status("r1") == "finished"
+    with Store(path) as store:
+        assert store.status("r1") == "finished"
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    con.close()
+
+
+def test_a_read_only_database_is_reported_with_its_path(tmp_path: Path) -> None:
+    store = _filled(tmp_path / "r.db")
+    store._conn.execute("PRAGMA query_only = ON")  # what SQLite does on a read-only file
+    with pytest.raises(StoreError, match=r"r\.db is read-only \(attempt to write a readonly"):
+        store.add_tags("r1", ["tuned"])
+    with pytest.raises(StoreError, match="read-only"):
+        store.environment_id({"torch": "y"})
+    assert store.get_run("r1")["tags"] == ["default"]
+
+
+def test_a_full_disk_reports_the_real_cause_and_keeps_earlier_results(tmp_path: Path) -> None:
+    store = _filled(tmp_path / "r.db")
+    store.start_run("r2", CONFIG, env_id=1, tags=["default"])
+    pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
+    store._conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full now
+    row = {"loss": 1.0, "grad_norm": 2.0, "lr": 0.1, "effective_lr": 0.1}
+    many = [{"step": i, **row} for i in range(5000)]
+    with pytest.raises(StoreError, match="database or disk is full") as err:
+        store.finish_run("r2", status="finished", summary={}, epochs=[], steps=many)
+    assert "rollback" not in str(err.value).split(";")[0]
+    assert store.status("r2") == "running" and store.status("r1") == "finished"
+    assert store.count("step_metrics") == 4
+
+
+def test_a_database_under_a_regular_file_is_refused_with_the_cause(tmp_path: Path) -> None:
+    blocker = tmp_path / "results"
+    blocker.write_text("a file, not a folder")
+    with pytest.raises(StoreError, match=r"cannot create the folder.*a file is in the way"):
+        Store(blocker / "r.db")
+    with pytest.raises(StoreError, match=r"cannot create the folder.*Not a directory"):
+        Store(blocker / "sub" / "r.db")
+    assert blocker.read_text() == "a file, not a folder"
+
+
+def test_a_writer_killed_inside_a_transaction_is_recovered_by_the_next_writer(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "r.db"
+    _filled(path).close()
+    # A writer dies (os._exit) in the middle of a large transaction: a hot journal is left.
+    killed = (
+        "import os, sqlite3, sys\n"
+        "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "c.execute('PRAGMA cache_size = 1'); c.execute('BEGIN')\n"
+        "for i in range(3000):\n"
+        "    c.execute('INSERT INTO environment(fingerprint, info, first_seen) "
+        "VALUES (?, ?, 0)', (str(i) * 50, 'x' * 500))\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", killed, str(path)], check=True)
+    assert path.with_name("r.db-journal").exists()
+    with pytest.raises(StoreError, match="unfinished transaction.*run a write command"):
+        Store(path, readonly=True)
+    with Store(path) as store:  # rolls the journal back: the last committed state
+        assert store.count("environment") == 1 and store.status("r1") == "finished"
+    with Store(path, readonly=True) as store:
+        assert store.count("runs") == 1

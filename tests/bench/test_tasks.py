@@ -324,3 +324,19 @@ def test_missing_data_message_names_the_task_data_and_command(tmp_path):
         build_task("fmnist_2c2d", seed=0, data_dir=str(tmp_path))
     with pytest.raises(MissingDataError, match=r"kjv\.txt\.gz"):
         build_task("char_transformer", seed=0, data_dir=str(tmp_path))
+
+
+def test_mnist1d_paper_protocol_trains_on_all_4000_with_the_papers_models():
+    mlp = build_task("mnist1d_mlp", seed=1, budget="full", protocol="paper")
+    assert mlp.info["sizes"] == {"train": 4000, "val": 1000, "test": 1000}
+    assert mlp.steps_per_epoch * mlp.budget.epochs == 6000  # batch 100, the paper's steps
+    assert mlp.info["parameters"] == 15_210 and "skip connection" in mlp.info["model"]
+    # No validation carve-out: the val split is the test split, as the paper evaluates.
+    val = torch.cat([x for x, _ in mlp.eval_batches("val")])
+    assert torch.equal(val, torch.cat([x for x, _ in mlp.eval_batches("test")]))
+    cnn = build_task("mnist1d_cnn", seed=1, budget="full", protocol="paper")
+    assert cnn.info["parameters"] == 5_210 and cnn.info["sizes"]["train"] == 4000
+    ladder = build_task("mnist1d_mlp", seed=1)
+    assert ladder.info["sizes"]["train"] == 3500 and ladder.info["parameters"] == 15_210
+    with pytest.raises(ValueError, match=r"option protocol must be one of \['ladder', 'paper'\]"):
+        build_task("mnist1d_cnn", seed=1, protocol="greydanus")

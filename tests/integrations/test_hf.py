@@ -110,7 +110,7 @@ def _run(tmp_path, corpus, name, resume=None, **kw):
 
 
 def test_with_the_helper_the_rule_is_intact_and_resume_is_exact(tmp_path, corpus):
-    whole, probe = _run(tmp_path, corpus, "whole", save_strategy="steps", save_steps=16)
+    whole, probe = _run(tmp_path, corpus, "whole", save_strategy="steps", save_steps=8)
     # accelerate wraps the optimizer; the helpers see through it
     opt = find_superlevel(whole.optimizer)
     assert type(whole.optimizer).__name__ == "AcceleratedOptimizer" and opt is not None
@@ -125,7 +125,7 @@ def test_with_the_helper_the_rule_is_intact_and_resume_is_exact(tmp_path, corpus
     assert probe.seen == pytest.approx(probe.before, rel=1e-5)
     assert max(probe.seen) > 1.0
 
-    resumed, _ = _run(tmp_path, corpus, "resumed", resume=str(tmp_path / "whole" / "checkpoint-16"))
+    resumed, _ = _run(tmp_path, corpus, "resumed", resume=str(tmp_path / "whole" / "checkpoint-8"))
     assert resumed.state.global_step == whole.state.global_step == STEPS
     a = dict(whole.model.named_parameters())
     b = dict(resumed.model.named_parameters())
@@ -193,3 +193,29 @@ def test_check_trainer_setup_sees_through_wrappers_and_refuses_the_guard():
     assert check_trainer_setup(args, no_decay, cosine, 100) == []  # its only decay: allowed
     assert "closure" in check_trainer_setup(args, LyapunovGuard(opt), sched, 100)[0]
     assert "no SuperLevelSGD" in check_trainer_setup(args, torch.optim.SGD([w], lr=0.1))[0]
+
+
+def test_optimizer_cls_and_kwargs_with_a_constant_schedule(tmp_path, corpus):
+    vocab, x = corpus
+    model = _model(vocab)
+    args = _args(
+        tmp_path / "cls",
+        max_steps=4,
+        lr_scheduler_type="constant",
+        max_grad_norm=0.0,
+        weight_decay=0.01,
+    )
+    trainer = transformers.Trainer(
+        model=model,
+        args=args,
+        train_dataset=Windows(x),
+        optimizer_cls_and_kwargs=(SuperLevelSGD, {"lr": LR, "decay": DECAY}),
+        callbacks=[SuperLevelTrainerCallback()],  # strict: the setup passes
+    )
+    trainer.train()
+    opt = find_superlevel(trainer.optimizer)
+    # the Trainer's two groups: decay on weights, none on biases and norms (decoupled here)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.01, 0.0]
+    stats = superlevel_stats(trainer.optimizer)
+    assert stats["superlevel/step"] == 4
+    assert stats["superlevel/lr"] == pytest.approx(LR * math.exp(-DECAY * 3), rel=1e-6)

@@ -77,17 +77,19 @@ def _loader(mnist):
     return torch.utils.data.DataLoader(ds, batch_size=BATCH, sampler=EpochSampler(len(ds)))
 
 
-def _trainer(tmp_path, epochs, callbacks=(), name="run"):
+def _trainer(tmp_path, epochs, callbacks=(), name="run", **kw):
+    """A quiet CPU trainer; a CSVLogger under ``tmp_path`` (none when it is ``None``)."""
     return pl.Trainer(
         accelerator="cpu",
         devices=1,
         max_epochs=epochs,
-        logger=CSVLogger(tmp_path, name=name),
+        logger=CSVLogger(tmp_path, name=name) if tmp_path is not None else False,
         callbacks=list(callbacks),
         enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=False,
         log_every_n_steps=1,
+        **kw,
     )
 
 
@@ -177,15 +179,34 @@ def test_checkpoint_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path, mn
 
 
 def test_guard_refuses_gradient_accumulation(tmp_path, mnist):
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_steps=2,
-        accumulate_grad_batches=2,
-        logger=False,
-        callbacks=[SuperLevelCallback()],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-    )
+    trainer = _trainer(None, None, [SuperLevelCallback()], max_steps=2, accumulate_grad_batches=2)
     with pytest.raises(ValueError, match="accumulate_grad_batches=2"):
         trainer.fit(MLP(guarded=True), _loader(mnist))
+
+
+class ManualMLP(MLP):
+    """Manual optimization: the user calls the guard's step with a closure."""
+
+    def __init__(self) -> None:
+        super().__init__(guarded=True, lr=3.0)
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        opt = self.optimizers()
+
+        def closure():
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(self(x), y)
+            self.manual_backward(loss)
+            return loss
+
+        return opt.step(closure=closure)
+
+
+def test_manual_optimization_counts_one_global_step_per_guarded_step(tmp_path, mnist):
+    trainer = _trainer(None, None, [SuperLevelCallback()], max_steps=20)
+    trainer.fit(ManualMLP(), _loader(mnist))
+    guard = find_guard(trainer.optimizers[0])
+    assert guard.counters["retries"] > 0  # trials beyond the first happened...
+    assert trainer.global_step == guard.counters["steps"] == 20  # ...and did not count

@@ -1,8 +1,11 @@
 """``superlevel bench``: list, run, tune, results, report.
 
-Every sub-command returns an exit status: 0 on success, 2 on bad input (unknown name,
-bad number, unusable database, missing data) with a one-line ``error:`` message on
-stderr that names the bad value.
+Every sub-command returns an exit status: 0 on success, 2 on bad input or an unusable
+environment (unknown name, bad number, unusable database, missing data, a file or
+folder that cannot be written, a broken checkpoint) with a one-line ``error:`` message
+on stderr that names the bad value or path and the cause. Only the project's own errors
+(and operating-system errors, which name their file) are turned into that message; any
+other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -13,14 +16,36 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
+
+from superlevel.bench.registry import ConfigError  # light: no torch, no data loaders
 
 DEFAULT_DB = "results/superlevel.db"
 
 
-class UsageError(ValueError):
+class UsageError(ConfigError):
     """Bad command-line input (the message names the bad value)."""
+
+
+def _checked(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``func(*args, **kwargs)``, a ``ValueError`` it raises being bad input (UsageError).
+
+    Only for the validation calls made before any work starts (``make_config``,
+    ``resolve_device``), whose ``ValueError`` can mean nothing but a bad argument.
+    """
+    try:
+        return func(*args, **kwargs)
+    except ValueError as exc:
+        if isinstance(exc, UsageError):
+            raise
+        raise UsageError(str(exc)) from exc
+
+
+def _os_error_text(exc: OSError) -> str:
+    """``Permission denied: 'out/report.md'`` (the cause, then the file when known)."""
+    cause = exc.strerror or str(exc)
+    where = [f for f in (exc.filename, exc.filename2) if f is not None]
+    return f"{cause}: {' -> '.join(repr(str(f)) for f in where)}" if where else cause
 
 
 def _names(text: str, what: str) -> list[str]:
@@ -67,6 +92,7 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
     def wrapper(args: argparse.Namespace) -> int:
         import torch
 
+        from superlevel.bench.checkpoint import CheckpointError
         from superlevel.bench.registry import UnknownNameError
         from superlevel.bench.store import StoreError
         from superlevel.data.base import MissingDataError
@@ -79,8 +105,17 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
             if threads:
                 torch.set_num_threads(threads)
             return func(args)
-        except (UnknownNameError, UsageError, ValueError, StoreError, MissingDataError) as exc:
+        except (
+            UnknownNameError,
+            ConfigError,
+            StoreError,
+            CheckpointError,
+            MissingDataError,
+        ) as exc:
             print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:  # a folder or file that cannot be written, a full disk
+            print(f"error: {_os_error_text(exc)}", file=sys.stderr)
             return 2
         finally:
             torch.set_num_threads(before)
@@ -201,10 +236,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_store(args: argparse.Namespace) -> Any:
+def _open_store(args: argparse.Namespace, *, readonly: bool = False) -> Any:
     from superlevel.bench.store import Store
 
-    return Store(args.db, timeout=args.db_timeout)
+    return Store(args.db, timeout=args.db_timeout, readonly=readonly)
 
 
 def _printer(args: argparse.Namespace) -> Callable[[str], None] | None:
@@ -247,9 +282,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     for name in per_opt:
         if name not in optimizers:
             raise UsageError(f"--hp names optimizer {name!r}, which is not in --optimizers")
-    resolve_device(args.device)  # fail on a bad device before any work
+    _checked(resolve_device, args.device)  # fail on a bad device before any work
     configs = [
-        make_config(
+        _checked(
+            make_config,
             t,
             o,
             s,
@@ -285,12 +321,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     """``bench tune``: equal trials per optimizer, validation selection, seeded reruns."""
+    from superlevel.bench.runner import make_config, resolve_device
     from superlevel.bench.tune import tune
 
     _positive("--trials", args.trials)
     _positive("--seeds", args.seeds)
     _positive("--epochs", args.epochs)
     optimizers = _names(args.optimizers, "optimizers")
+    options = _pairs(args.option, "--option")
+    _checked(resolve_device, args.device)
+    for name in optimizers:  # names, budget, epochs and options, before any work
+        _checked(
+            make_config, args.task, name, 1, budget=args.budget, epochs=args.epochs,
+            task_options=options,
+        )  # fmt: skip
     with _open_store(args) as store:
         results = tune(
             args.task,
@@ -300,7 +344,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             store=store,
             budget=args.budget,
             epochs=args.epochs,
-            task_options=_pairs(args.option, "--option"),
+            task_options=options,
             mode=args.mode,
             study_path=args.study_db,
             sampler_seed=args.sampler_seed,
@@ -354,9 +398,7 @@ def _cell(run: dict[str, Any], col: str) -> str:
 
 def cmd_results(args: argparse.Namespace) -> int:
     """``bench results``: one row per run, CSV or an aligned table."""
-    if not Path(args.db).exists():
-        raise UsageError(f"results database {args.db} does not exist")
-    with _open_store(args) as store:
+    with _open_store(args, readonly=True) as store:
         runs = store.runs(task=args.task)
     rows = [[_cell(r, c) for c in RESULT_COLUMNS] for r in runs]
     if args.format == "csv":
@@ -378,9 +420,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     """``bench report``: Markdown + self-contained HTML + PNG figures."""
     from superlevel.bench.report import write_report
 
-    if not Path(args.db).exists():
-        raise UsageError(f"results database {args.db} does not exist")
-    with _open_store(args) as store:
+    with _open_store(args, readonly=True) as store:
         rep = write_report(store, args.out)
     print(f"report: {rep.markdown} and {rep.html} ({len(rep.figures)} figures)")
     return 0

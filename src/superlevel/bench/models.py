@@ -3,7 +3,9 @@
 Where a task copies a published benchmark the architecture follows it:
 
 - ``mnist1d_mlp`` / ``mnist1d_cnn``: the MNIST-1D paper's MLP (40-100-100-10) and CNN
-  (three stride-2 1-D convolutions with 25 channels, then a linear layer).
+  (three stride-2 1-D convolutions with 25 channels, then a linear layer). The paper's
+  own MLP adds a skip connection around its second layer (:class:`SkipMLP`, used by the
+  tasks' ``protocol="paper"`` option).
 - ``fmnist_2c2d``: DeepOBS ``2c2d``: conv 5x5x32 (same) - max-pool 2 - conv 5x5x64 (same)
   - max-pool 2 - fc 1024 - fc 10, ReLU.
 - ``cifar10_3c3d``: DeepOBS ``3c3d``: conv 5x5x64 (valid) - max-pool 3/2 - conv 3x3x96
@@ -28,6 +30,7 @@ __all__ = [
     "CharLSTM",
     "CharTransformer",
     "LandscapeModel",
+    "SkipMLP",
     "cifar_3c3d",
     "fmnist_2c2d",
     "make_activation",
@@ -61,6 +64,23 @@ def mlp(sizes: Sequence[int], activation: str = "relu") -> nn.Sequential:
         if i < len(sizes) - 2:
             layers.append(make_activation(activation))
     return nn.Sequential(*layers)
+
+
+class SkipMLP(nn.Module):
+    """The MNIST-1D paper's MLP: ``h = act(W1 x)``, ``h = h + act(W2 h)``, ``out = W3 h``."""
+
+    def __init__(self, n_in: int, hidden: int, n_out: int, activation: str = "relu") -> None:
+        super().__init__()
+        self.linear1 = nn.Linear(n_in, hidden)
+        self.linear2 = nn.Linear(hidden, hidden)
+        self.linear3 = nn.Linear(hidden, n_out)
+        self.act1 = make_activation(activation)
+        self.act2 = make_activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act1(self.linear1(x.flatten(1)))
+        h = h + self.act2(self.linear2(h))
+        return self.linear3(h)
 
 
 def mnist1d_cnn(activation: str = "relu", channels: int = 25) -> nn.Sequential:

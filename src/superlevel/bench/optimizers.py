@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from superlevel.bench.registry import lookup
+from superlevel.bench.registry import ConfigError, lookup
 
 Closure = Callable[[], torch.Tensor]
 
@@ -61,6 +61,57 @@ class Param:
         else:
             values = [self.low + (self.high - self.low) * i / (points - 1) for i in range(points)]
         return [round(v) if self.integer else float(f"{v:.6g}") for v in values]
+
+
+@dataclass(frozen=True)
+class Domain:
+    """The values a hyperparameter may take: an interval, each end open or closed.
+
+    Attributes:
+        low, high: the ends (``-inf`` / ``inf`` for none).
+        low_open, high_open: the end itself is excluded.
+        integer: only whole numbers.
+    """
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below and (not self.integer or value == int(value))
+
+    def __str__(self) -> str:
+        left = "(" if self.low_open or self.low == -math.inf else "["
+        right = ")" if self.high_open or self.high == math.inf else "]"
+        return f"{left}{self.low:g}, {self.high:g}{right}"
+
+
+_POSITIVE = Domain(0.0, low_open=True)
+_NON_NEGATIVE = Domain(0.0)
+_UNIT = Domain(0.0, 1.0, high_open=True)  # momentum, betas: [0, 1)
+
+# The domain of every numeric hyperparameter of the registry, by name (one place: the
+# same name means the same thing for every optimizer).
+DOMAINS: dict[str, Domain] = {
+    "lr": _POSITIVE,
+    "momentum": _UNIT,
+    "weight_decay": _NON_NEGATIVE,
+    "beta1": _UNIT,
+    "beta2": _UNIT,
+    "eps": _POSITIVE,
+    "T_0": _POSITIVE,  # epochs to the first restart
+    "T_mult": Domain(1.0, integer=True),
+    "eta_min_ratio": Domain(0.0, 1.0),
+    "decay_total": _NON_NEGATIVE,
+    "max_norm": _POSITIVE,
+    "tol": _NON_NEGATIVE,
+    "shrink": Domain(0.0, 1.0, low_open=True, high_open=True),
+    "max_retries": Domain(0.0, integer=True),
+}
 
 
 def _lr_of(optimizer: torch.optim.Optimizer) -> torch.Tensor:
@@ -193,18 +244,31 @@ class OptimizerSpec:
     space: dict[str, Param]
     builder: Builder = field(repr=False)
 
+    def __post_init__(self) -> None:
+        numeric = [k for k, v in self.defaults.items() if not isinstance(v, bool)]
+        missing = sorted(set(numeric) - set(DOMAINS))
+        if missing:
+            raise ValueError(f"optimizer {self.name!r}: no domain for {missing}")
+        self.resolve(self.defaults)  # the defaults lie in their domains
+
     def resolve(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Defaults updated with ``overrides``; unknown names raise ``ValueError``."""
+        """Defaults updated with ``overrides``, each checked against its :data:`DOMAINS` entry.
+
+        Raises:
+            ConfigError: an unknown name, a value of the wrong type or outside its domain.
+        """
         overrides = dict(overrides or {})
         unknown = sorted(set(overrides) - set(self.defaults))
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"optimizer {self.name!r} has no hyperparameter {unknown[0]!r}; "
                 f"valid: {', '.join(sorted(self.defaults))}"
             )
         hp = dict(self.defaults)
         for key, value in overrides.items():
             hp[key] = _coerce(self.name, key, value, self.defaults[key])
+        if hp.get("nesterov") and hp.get("momentum") == 0:  # torch's SGD refuses it
+            raise ConfigError(f"optimizer {self.name!r}: Nesterov momentum needs momentum > 0")
         return hp
 
     def build(
@@ -225,29 +289,29 @@ class OptimizerSpec:
 
 
 def _coerce(opt: str, key: str, value: Any, default: Any) -> Any:
-    """``value`` in the type of ``default`` so that ``lr=1`` and ``lr=1.0`` are one run."""
+    """``value`` in the type of ``default`` (``lr=1`` and ``lr=1.0`` are one run), in its domain."""
     bad = f"hyperparameter {key}={value!r} of {opt!r}"
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise ValueError(f"{bad} must be true or false")
+            raise ConfigError(f"{bad} must be true or false")
         return value
     if isinstance(default, (int, float)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{bad} must be a number")
+            raise ConfigError(f"{bad} must be a number")
         if not math.isfinite(value):
-            raise ValueError(f"{bad} is not finite")
-        if isinstance(default, int):
-            if value != int(value):
-                raise ValueError(f"{bad} must be an integer")
-            return int(value)
-        return float(value)
+            raise ConfigError(f"{bad} is not finite")
+        if isinstance(default, int) and value != int(value):
+            raise ConfigError(f"{bad} must be an integer")
+        domain = DOMAINS[key]
+        if value not in domain:
+            kind = "an integer " if domain.integer else ""
+            raise ConfigError(f"{bad} must be {kind}in {domain}")
+        return int(value) if isinstance(default, int) else float(value)
     return value
 
 
 def _per_step(decay_total: float, ctx: BuildContext) -> float:
     """``beta = decay_total / total_steps`` so that ``lr`` ends at ``lr * exp(-decay_total)``."""
-    if decay_total < 0:
-        raise ValueError(f"decay_total must be >= 0, got {decay_total}")
     return decay_total / ctx.total_steps
 
 
@@ -297,8 +361,6 @@ def _sgd_expdecay(params: list[nn.Parameter], hp: dict[str, Any], ctx: BuildCont
 
 
 def _sgd_clip(params: list[nn.Parameter], hp: dict[str, Any], ctx: BuildContext) -> Stepper:
-    if hp["max_norm"] <= 0:
-        raise ValueError(f"max_norm must be > 0, got {hp['max_norm']}")
     opt = torch.optim.SGD(params, lr=hp["lr"])
     return Stepper(opt, params, max_norm=hp["max_norm"])
 

@@ -1,7 +1,10 @@
-"""Name lookup shared by every registry of the harness (tasks, optimizers, suites).
+"""Name lookup and input errors shared by every registry of the harness.
 
-Kept apart from the registries themselves so that importing the error (the CLI does, to
-turn it into a clear message) loads neither torch models nor data loaders.
+:class:`UnknownNameError` (a name no registry knows) and :class:`ConfigError` (a value
+outside what a task, optimizer or suite accepts) are the harness's own input errors:
+the CLI turns exactly these into ``error: ...`` and exit status 2, while any other
+exception (a bug) keeps its traceback. Kept apart from the registries so that importing
+the errors loads neither torch models nor data loaders.
 """
 
 from __future__ import annotations
@@ -10,9 +13,13 @@ import difflib
 from collections.abc import Mapping
 from typing import TypeVar
 
-__all__ = ["UnknownNameError", "lookup"]
+__all__ = ["ConfigError", "UnknownNameError", "lookup"]
 
 V = TypeVar("V")
+
+
+class ConfigError(ValueError):
+    """A bad value for a task option, a hyperparameter or a run setting (message names it)."""
 
 
 class UnknownNameError(KeyError):

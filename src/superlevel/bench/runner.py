@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from superlevel.bench.checkpoint import load as _load_checkpoint
+from superlevel.bench.checkpoint import save_atomic as _save_atomic
 from superlevel.bench.optimizers import get_optimizer
 from superlevel.bench.store import DONE, Store
 from superlevel.bench.task import TaskInstance
@@ -207,15 +209,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _reached(value: float, target: float | None, higher: bool) -> bool:
     if target is None or not math.isfinite(value):
         return False
@@ -306,7 +299,7 @@ def run_one(
     )
     state = _fresh_state()
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=dev, weights_only=True)
+        state = _load_checkpoint(ckpt_path, map_location=dev)
         if state.get("version") != CHECKPOINT_VERSION:
             raise RuntimeError(f"checkpoint {ckpt_path} has an unknown format; delete it")
         task.model.load_state_dict(state["model"])

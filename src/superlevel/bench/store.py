@@ -14,6 +14,12 @@ Tables:
 A finished run is written in one transaction: readers see all of it or none of it.
 The store never deletes or rewrites a file it cannot read: a corrupted or locked
 database raises :class:`StoreError` with a message saying what to do.
+
+Our files are marked with ``PRAGMA application_id`` (:data:`APPLICATION_ID`); a file is
+recognised as ours (by that mark, or for files written before it, by the ``meta`` row
+and tables) *before* anything is written, so another application's SQLite file stays
+byte-identical. ``Store(path, readonly=True)`` (``bench results``, ``bench report``)
+opens the file read-only and never creates or changes one.
 """
 
 from __future__ import annotations
@@ -21,12 +27,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = "1"
+APPLICATION_ID = 0x534C5642  # "SLVB": PRAGMA application_id of a superlevel results store
+_TABLES = {"meta", "environment", "configs", "runs", "tags", "epoch_metrics", "step_metrics"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -124,34 +133,66 @@ def _finite_or_none(x: Any) -> Any:
 
 
 class Store:
-    """A results database at ``path`` (created with its parent folder if absent).
+    """A results database at ``path``.
 
     Args:
-        path: the SQLite file.
+        path: the SQLite file; created (with its parent folder) if absent, unless
+            ``readonly``.
         timeout: seconds to wait for another process's lock before :class:`StoreError`.
+        readonly: open for reading only: the file must exist and be a results store; it is
+            never created, initialised or changed.
 
     Raises:
-        StoreError: the file is not a readable SQLite database of this schema, or locked.
+        StoreError: the file is not a readable results store of this schema (another
+            application's database, corrupted, empty when ``readonly``), is locked, or
+            its folder cannot be created.
     """
 
-    def __init__(self, path: str | Path, *, timeout: float = 5.0) -> None:
+    def __init__(self, path: str | Path, *, timeout: float = 5.0, readonly: bool = False) -> None:
         self.path = Path(path)
         self.timeout = timeout
-        if self.path.exists() and self.path.is_dir():
+        self.readonly = readonly
+        if self.path.is_dir():
             raise StoreError(f"results database {self.path} is a directory, not a file")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._conn = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open results database {self.path}: {exc}") from exc
-        self._conn.row_factory = sqlite3.Row
-        try:
-            self._check_and_init()
-        except StoreError:
-            self._conn.close()
-            raise
+        exists = self.path.is_file() and self.path.stat().st_size > 0
+        if readonly and not exists:
+            what = "is empty" if self.path.is_file() else "does not exist"
+            raise StoreError(f"results database {self.path} {what}: nothing to read")
+        if not readonly:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                # mkdir says "File exists" when a file is where the folder should be.
+                cause = "a file is in the way" if isinstance(exc, FileExistsError) else None
+                raise StoreError(
+                    f"cannot create the folder of results database {self.path}: "
+                    f"{cause or exc.strerror or exc} ({exc.filename or self.path.parent})"
+                ) from exc
+        state = "blank"
+        if exists:
+            state = self._inspect_file()
+            if state == "blank" and readonly:
+                raise StoreError(f"results database {self.path} has no tables: nothing to read")
+        self._conn = self._connect(readonly=readonly)
+        if not readonly and state != "ours":
+            try:
+                self._init_schema()
+            except StoreError:
+                self._conn.close()
+                raise
 
     # -- plumbing ---------------------------------------------------------------------------
+
+    def _connect(self, *, readonly: bool) -> sqlite3.Connection:
+        target = str(self.path)
+        if readonly:
+            target = f"file:{urllib.parse.quote(str(self.path.resolve()))}?mode=ro"
+        try:
+            conn = sqlite3.connect(target, timeout=self.timeout, isolation_level=None, uri=readonly)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open results database {self.path}: {exc}") from exc
+        conn.row_factory = sqlite3.Row
+        return conn
 
     def _translate(self, exc: sqlite3.Error) -> StoreError:
         msg = str(exc).lower()
@@ -160,6 +201,16 @@ class Store:
                 f"results database {self.path} is locked by another process "
                 f"(waited {self.timeout:g} s); nothing was written - retry when it is free"
             )
+        if "readonly" in msg or "read-only" in msg:
+            return StoreError(
+                f"results database {self.path} is read-only ({exc}); nothing was written - "
+                "make it writable or choose another --db"
+            )
+        if "full" in msg:
+            return StoreError(
+                f"results database {self.path}: {exc}; this write was rolled back, earlier "
+                "results are intact - free some space and run the command again"
+            )
         if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
             return StoreError(
                 f"results database {self.path} is corrupted or not a SQLite file ({exc}); "
@@ -167,23 +218,39 @@ class Store:
             )
         return StoreError(f"results database {self.path}: {exc}")
 
+    def _rollback(self) -> None:
+        """Roll back the open transaction, if SQLite has not already done so.
+
+        After some errors (a full disk, I/O errors) SQLite rolls back by itself; a second
+        ROLLBACK would raise "no transaction is active" and hide the real cause.
+        """
+        if self._conn.in_transaction:
+            # The error being raised is the one that matters, not a failed rollback.
+            with suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; takes the write lock up front (BEGIN IMMEDIATE)."""
+        """One write transaction; takes the write lock up front (BEGIN IMMEDIATE).
+
+        Every SQLite error inside it, the commit included, becomes a :class:`StoreError`
+        naming the database and the cause; the transaction is rolled back.
+        """
+        if self.readonly:
+            raise StoreError(f"results database {self.path} was opened read-only")
         try:
             self._conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
         try:
             yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        try:
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            self._conn.execute("ROLLBACK")
+            self._rollback()
             raise self._translate(exc) from exc
+        except BaseException:
+            self._rollback()
+            raise
 
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         try:
@@ -191,9 +258,49 @@ class Store:
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
 
-    def _check_and_init(self) -> None:
+    def _inspect_file(self) -> str:
+        """:meth:`_inspect` through a read-only connection: nothing is written to a file
+        before it is known to be ours.
+
+        One exception: a writer killed inside a transaction leaves a *hot journal*, which
+        only a read-write connection can roll back (SQLite does so on the first read,
+        restoring the last committed state). A read-only open then refuses with a message
+        saying so; a read-write open inspects through a read-write connection.
+        """
+        journal = self.path.with_name(self.path.name + "-journal")
+        self._conn = self._connect(readonly=True)
+        try:
+            return self._inspect()
+        except StoreError as exc:
+            if not ("readonly" in str(exc.__cause__) and journal.exists()):
+                raise
+            if self.readonly:
+                raise StoreError(
+                    f"results database {self.path} has an unfinished transaction of a "
+                    f"writer that was stopped ({journal}); a read-only command cannot "
+                    "roll it back - run a write command (bench run) on it once"
+                ) from exc
+        finally:
+            self._conn.close()
+        self._conn = self._connect(readonly=False)
+        try:
+            return self._inspect()
+        finally:
+            self._conn.close()
+
+    def _inspect(self) -> str:
+        """Check an existing file is a healthy store of this schema.
+
+        Returns:
+            ``"ours"`` (marked store), ``"unmarked"`` (a store written before the mark) or
+            ``"blank"`` (a valid SQLite database without tables, which may become a store).
+
+        Raises:
+            StoreError: corrupted, another application's database, or another schema.
+        """
         try:
             check = self._conn.execute("PRAGMA quick_check").fetchone()[0]
+            app_id = self._conn.execute("PRAGMA application_id").fetchone()[0]
             tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master")}
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
@@ -202,21 +309,27 @@ class Store:
                 f"results database {self.path} is corrupted (integrity check: {check}); "
                 "it was left untouched - move it aside or choose another --db"
             )
-        if "meta" in tables:
-            row = self._query("SELECT value FROM meta WHERE key='schema_version'")
-            version = row[0][0] if row else None
-            if version != SCHEMA_VERSION:
-                raise StoreError(
-                    f"results database {self.path} has schema version {version!r}, "
-                    f"this superlevel writes {SCHEMA_VERSION!r}; choose another --db"
-                )
-            return
-        if tables and not tables & {"runs", "configs"}:
-            # Some other application's database: refuse rather than add tables to it.
+        if not tables and app_id in (0, APPLICATION_ID):
+            return "blank"
+        # Ours: marked, or (files written before the mark) our meta row and tables.
+        if app_id != APPLICATION_ID and not (app_id == 0 and tables >= _TABLES):
+            listed = ", ".join(sorted(tables)) or "none"
             raise StoreError(
                 f"{self.path} is a SQLite database of another application "
-                f"(tables: {', '.join(sorted(tables))}); choose another --db"
+                f"(application_id {app_id}, tables: {listed}); it was left untouched - "
+                "choose another --db"
             )
+        row = self._query("SELECT value FROM meta WHERE key='schema_version'")
+        version = row[0][0] if row else None
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                f"results database {self.path} has schema version {version!r}, "
+                f"this superlevel writes {SCHEMA_VERSION!r}; choose another --db"
+            )
+        return "ours" if app_id == APPLICATION_ID else "unmarked"
+
+    def _init_schema(self) -> None:
+        """Create the tables (idempotent: also completes an unmarked store) and mark the file."""
         with self._tx() as c:
             # Statement by statement: executescript() would commit the open transaction.
             for statement in _SCHEMA.split(";"):
@@ -226,6 +339,7 @@ class Store:
                 "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
                 (SCHEMA_VERSION,),
             )
+            c.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 
     def close(self) -> None:
         """Close the connection."""

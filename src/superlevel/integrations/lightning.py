@@ -168,7 +168,8 @@ class SuperLevelCallback(pl.Callback):
         self._recorded_step = trainer.global_step
         # Lightning's own "is this a step it writes?" (every log_every_n_steps); values
         # logged on other steps would be dropped anyway, at a cost per step
-        writes = getattr(trainer._logger_connector, "should_update_logs", True)
+        connector = getattr(trainer, "_logger_connector", None)
+        writes = getattr(connector, "should_update_logs", True)
         if writes and find_superlevel(self._optimizer) is not None:
             # tensor copies: Lightning reads them (one sync) only when it writes
             values = superlevel_stats(self._optimizer, self.prefix, tensors=True)

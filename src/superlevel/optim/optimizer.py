@@ -138,12 +138,14 @@ class SuperLevelSGD(Optimizer):
         group_hyper(defaults, read_tensors=True)  # bad arguments fail here, named
         # Mutated in place by step(): torch.compile cannot trace a new attribute binding.
         self._last: dict[str, Any] = {}
+        self._layouts: dict[int, Any] = {}  # group -> (param ids, buckets) buffers match
         self.shard_group = shard_group
         super().__init__(params, defaults)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.__dict__.setdefault("_last", {})
+        self.__dict__.setdefault("_layouts", {})
         self.__dict__.setdefault("shard_group", None)
         for group in self.param_groups:
             for key, value in GROUP_DEFAULTS.items():
@@ -193,6 +195,7 @@ class SuperLevelSGD(Optimizer):
                 for key in _COUNTERS:
                     group[key] = _counter(group[key], device)
         self._last.clear()
+        self._layouts.clear()
 
     def stats(self) -> dict[str, Tensor]:
         """The last step's numbers as detached 0-dim tensor copies (no host sync).
@@ -269,9 +272,25 @@ class SuperLevelSGD(Optimizer):
         if not any(g.params for g in out) and self.shard_group is None:
             return None
         capture_health_check(self)
-        for g in out:
-            _fix_buffer_layouts(self.state, g)
+        for gi, g in enumerate(out):
+            if g.bufs:
+                self._match_buffers(gi, g)
         return out
+
+    def _match_buffers(self, gi: int, g: _Group) -> None:
+        """Momentum buffers follow their params' dtype and device (after ``.half()``...).
+
+        Buffers match their params' layout as of the last step; only a change of the
+        params or of their (device, dtype) grouping can make one stale, so the per-buffer
+        check runs only then.
+        """
+        if torch.compiler.is_compiling():
+            _fix_buffer_layouts(self.state, g)
+            return
+        key = (tuple(map(id, g.params)), g.buckets)
+        if self._layouts.get(gi) != key:
+            _fix_buffer_layouts(self.state, g)
+            self._layouts[gi] = key
 
     def _collect_group(self, gi: int, group: dict[str, Any]) -> _Group:
         hyper = group_hyper(group)
@@ -295,19 +314,7 @@ class SuperLevelSGD(Optimizer):
             bufs = [self.state[p].get("momentum_buffer") for p in params]
             bufs = [None if b is None else local(b) for b in bufs] if sharded else bufs
         buckets = group_by_device_and_dtype(lp)
-        # torch.compile sets capturable=True in every group while tracing: not the user's.
-        capturable = group["capturable"] and not torch.compiler.is_compiling()
-        for dev, dt in buckets:
-            if not (dt.is_floating_point or dt.is_complex):
-                raise TypeError(
-                    f"SuperLevelSGD updates floating-point and complex params; group {gi} "
-                    f"has a {dt} param with a gradient (on {dev})"
-                )
-            if capturable and dev.type == "cpu":
-                raise ValueError(
-                    f"capturable=True needs params on an accelerator, got a param on {dev} "
-                    f"(group {gi})"
-                )
+        _check_buckets(gi, buckets, capturable=group["capturable"])
         impl = F.resolve_impl(foreach=group["foreach"], fused=group["fused"], buckets=buckets)
         if impl == "fused":
             F.check_fused(buckets)
@@ -377,6 +384,22 @@ class SuperLevelSGD(Optimizer):
             group["skipped"].add_(bad)
 
 
+def _check_buckets(gi: int, buckets: Buckets, *, capturable: bool) -> None:
+    """Refuse params the rule cannot update (before anything changes)."""
+    # torch.compile sets capturable=True in every group while tracing: not the user's.
+    capturable = capturable and not torch.compiler.is_compiling()
+    for dev, dt in buckets:
+        if not (dt.is_floating_point or dt.is_complex):
+            raise TypeError(
+                f"SuperLevelSGD updates floating-point and complex params; group {gi} "
+                f"has a {dt} param with a gradient (on {dev})"
+            )
+        if capturable and dev.type == "cpu":
+            raise ValueError(
+                f"capturable=True needs params on an accelerator, got a param on {dev} (group {gi})"
+            )
+
+
 def _home(groups: list[_Group]) -> torch.device:
     """Where the scalars live: the first gradient's device (first param's without one)."""
     for g in groups:
@@ -403,41 +426,42 @@ def _check_state_dict(state_dict: Any, groups: list[dict[str, Any]]) -> None:
         raise ValueError(f"state dict has {len(saved)} param groups, optimizer {len(groups)}")
     owner: dict[Any, Tensor] = {}
     for gi, (sg, g) in enumerate(zip(saved, groups, strict=True)):
-        lacking = [k for k in _REQUIRED if k not in sg]
-        if lacking:
-            raise ValueError(
-                f"not a SuperLevelSGD state dict: param group {gi} lacks {lacking} "
-                f"(a state dict of another optimizer?)"
-            )
-        if len(sg["params"]) != len(g["params"]):
-            raise ValueError(
-                f"param group {gi}: state dict has {len(sg['params'])} params, "
-                f"optimizer {len(g['params'])}"
-            )
-        try:
-            group_hyper(sg, read_tensors=True)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"state dict param group {gi}: {exc}") from exc
-        for key in _COUNTERS:
-            if key in sg:
-                v = sg[key]
-                x = float(v) if isinstance(v, (Tensor, int, float)) and not isinstance(v, bool) \
-                    else math.nan  # fmt: skip
-                if not (math.isfinite(x) and x >= 0 and x == int(x)):
-                    raise ValueError(
-                        f"state dict param group {gi}: {key} must be a finite integer count "
-                        f">= 0, got {v!r}"
-                    )
+        _check_saved_group(gi, sg, g)
         owner.update(zip(sg["params"], g["params"], strict=True))
     for key, entry in state_dict["state"].items():
         p = owner.get(key)
         buf = entry.get("momentum_buffer") if isinstance(entry, dict) else None
-        if p is None or buf is None:
-            continue
-        if tuple(buf.shape) != tuple(p.shape):
+        if p is not None and buf is not None and tuple(buf.shape) != tuple(p.shape):
             raise ValueError(
                 f"state dict: momentum buffer of param {key} has shape {tuple(buf.shape)}, "
                 f"the param {tuple(p.shape)}"
+            )
+
+
+def _check_saved_group(gi: int, sg: dict[str, Any], g: dict[str, Any]) -> None:
+    """One saved param group: SuperLevelSGD's keys, valid values, integer counters."""
+    lacking = [k for k in _REQUIRED if k not in sg]
+    if lacking:
+        raise ValueError(
+            f"not a SuperLevelSGD state dict: param group {gi} lacks {lacking} "
+            f"(a state dict of another optimizer?)"
+        )
+    if len(sg["params"]) != len(g["params"]):
+        raise ValueError(
+            f"param group {gi}: state dict has {len(sg['params'])} params, "
+            f"optimizer {len(g['params'])}"
+        )
+    try:
+        group_hyper(sg, read_tensors=True)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"state dict param group {gi}: {exc}") from exc
+    for key in _COUNTERS:
+        v = sg.get(key, 0)
+        number = isinstance(v, (Tensor, int, float)) and not isinstance(v, bool)
+        x = float(v) if number else math.nan
+        if not (math.isfinite(x) and x >= 0 and x == int(x)):
+            raise ValueError(
+                f"state dict param group {gi}: {key} must be a finite integer count >= 0, got {v!r}"
             )
 
 

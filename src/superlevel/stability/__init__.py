@@ -1,7 +1,9 @@
 """Stability tools: the Lyapunov guard, Hessian sharpness and the stability monitor.
 
 * :class:`LyapunovGuard` enforces ``L(theta_{t+1}) <= L(theta_t) + tol`` on each batch
-  around any ``torch.optim`` optimizer (backtracking on the lr, bit-exact restore).
+  around any ``torch.optim`` optimizer (backtracking on the lr, bit-exact restore of
+  params, state and, with ``model=``, module buffers); it is a ``torch.optim.Optimizer``
+  itself, so frameworks that pass a closure (Lightning) take it.
 * :func:`sharpness` / :func:`top_eigenvalue` estimate ``lambda_max`` of the Hessian
   from Hessian-vector products (power iteration or Lanczos).
 * :class:`StabilityMonitor` records ``dV``, norms, the effective lr, sharpness against

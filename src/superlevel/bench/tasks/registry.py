@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from superlevel.bench import models
-from superlevel.bench.registry import UnknownNameError, lookup
+from superlevel.bench.registry import ConfigError, UnknownNameError, lookup
 from superlevel.bench.task import Budget, TaskInstance
 
 __all__ = [
@@ -68,22 +68,22 @@ class TaskSpec:
 
 def _check_subset(v: Any) -> None:
     if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-        raise ValueError(f"option subset must be None or a positive int, got {v!r}")
+        raise ConfigError(f"option subset must be None or a positive int, got {v!r}")
 
 
 def _check_label_noise(v: Any) -> None:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
-        raise ValueError(f"option label_noise must be a rate in [0, 1), got {v!r}")
+        raise ConfigError(f"option label_noise must be a rate in [0, 1), got {v!r}")
 
 
 def _check_imbalance(v: Any) -> None:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 1.0 <= v < math.inf:
-        raise ValueError(f"option imbalance must be a finite ratio >= 1, got {v!r}")
+        raise ConfigError(f"option imbalance must be a finite ratio >= 1, got {v!r}")
 
 
 def _check_activation(v: Any) -> None:
     if v not in models.ACTIVATIONS:
-        raise ValueError(
+        raise ConfigError(
             f"option activation must be one of {sorted(models.ACTIVATIONS)}, got {v!r}"
         )
 
@@ -92,7 +92,7 @@ def positive(name: str, kind: type = float) -> Validator:
     def check(v: Any) -> None:
         ok_type = isinstance(v, int) if kind is int else isinstance(v, (int, float))
         if isinstance(v, bool) or not ok_type or not 0 < v < math.inf:
-            raise ValueError(f"option {name} must be a positive {kind.__name__}, got {v!r}")
+            raise ConfigError(f"option {name} must be a positive {kind.__name__}, got {v!r}")
 
     return check
 
@@ -100,7 +100,7 @@ def positive(name: str, kind: type = float) -> Validator:
 def non_negative(name: str) -> Validator:
     def check(v: Any) -> None:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
-            raise ValueError(f"option {name} must be a finite number >= 0, got {v!r}")
+            raise ConfigError(f"option {name} must be a finite number >= 0, got {v!r}")
 
     return check
 
@@ -108,7 +108,7 @@ def non_negative(name: str) -> Validator:
 def check_path(name: str) -> Validator:
     def check(v: Any) -> None:
         if v is not None and not isinstance(v, str):
-            raise ValueError(f"option {name} must be a path string or None, got {v!r}")
+            raise ConfigError(f"option {name} must be a path string or None, got {v!r}")
 
     return check
 
@@ -137,7 +137,8 @@ def register(spec: TaskSpec, validators: Mapping[str, Validator] | None = None) 
     Args:
         spec: the task.
         validators: ``{option: check(value)}`` for options of ``spec`` not yet known; a
-            check raises ``ValueError`` naming the bad value.
+            check raises :class:`~superlevel.bench.registry.ConfigError` naming the
+            bad value.
 
     Raises:
         ValueError: the name is taken, a validator replaces another one of a known
@@ -191,28 +192,29 @@ def build_task(
 
     Raises:
         UnknownNameError: unknown task.
-        ValueError: unknown option, bad option value or unknown budget name.
+        ConfigError: unknown option, bad option value or unknown budget name (a
+            ``ValueError``).
         superlevel.data.MissingDataError: the task's data files are absent.
     """
     spec = get_task(name)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        raise ConfigError(f"seed must be a non-negative int, got {seed!r}")
     if isinstance(budget, str):
         if budget not in spec.budgets:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown budget {budget!r} for task {name}; valid: {', '.join(spec.budgets)}"
             )
         chosen = spec.budgets[budget]
     elif isinstance(budget, Budget):
         chosen = budget
     else:
-        raise ValueError(f"budget must be a budget name or a Budget, got {budget!r}")
+        raise ConfigError(f"budget must be a budget name or a Budget, got {budget!r}")
     if chosen.batch_size < 1 or chosen.epochs < 0:
-        raise ValueError(f"budget needs batch_size >= 1 and epochs >= 0, got {chosen}")
+        raise ConfigError(f"budget needs batch_size >= 1 and epochs >= 0, got {chosen}")
     unknown = sorted(set(options) - set(spec.options))
     if unknown:
         allowed = ", ".join(spec.options) or "none"
-        raise ValueError(f"unknown option(s) {unknown} for task {name}; allowed: {allowed}")
+        raise ConfigError(f"unknown option(s) {unknown} for task {name}; allowed: {allowed}")
     opts = {**spec.options, **options}
     for key, value in opts.items():
         OPTION_VALIDATORS[key](value)

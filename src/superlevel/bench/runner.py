@@ -231,7 +231,10 @@ def evaluate(task: TaskInstance, split: str) -> tuple[float, float]:
 
     ``loss = sum_b loss_b * n_b / sum_b n_b`` and ``metric = sum_b metric_sum_b / sum_b n_b``
     with ``n_b`` the number of targets in batch ``b`` (exact means, whatever the batching).
+    A task with its own ``evaluate`` hook (RL: episodes, not batches) is asked instead.
     """
+    if task.evaluate is not None:
+        return task.evaluate(split)
     model = task.model
     was_training = model.training
     model.eval()

@@ -52,6 +52,8 @@ class TaskInstance:
         steps_per_epoch: number of optimizer steps in one training epoch.
         device: where model and data live.
         info: free-form description (data sizes, options) stored with the run.
+        evaluate: optional ``evaluate(split) -> (loss, metric)`` that replaces batch
+            evaluation (RL tasks score episodes, not batches); ``None``: use batches.
     """
 
     name: str
@@ -66,3 +68,4 @@ class TaskInstance:
     steps_per_epoch: int
     device: torch.device
     info: dict[str, Any] = field(default_factory=dict)
+    evaluate: Callable[[str], tuple[float, float]] | None = None

@@ -31,6 +31,7 @@ from superlevel.bench.tasks.registry import (
 from superlevel.bench.tasks import synthetic  # noqa: F401
 from superlevel.bench.tasks import images  # noqa: F401
 from superlevel.bench.tasks import text  # noqa: F401
+from superlevel.bench.tasks import rl  # noqa: F401
 # isort: on
 
 __all__ = [

@@ -2,18 +2,18 @@
 
 Sections describe runs as :class:`~superlevel.bench.runner.RunConfig` (through
 :func:`config`) and hand them to :func:`run`; they read results back with
-:func:`results`. Everything that depends on the harness's evolving API (worker pools,
+:func:`results`. Everything that depends on the harness's API (worker pools,
 executors) is decided here, so a change of the harness touches this module only.
 """
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from superlevel.bench.runner import RunConfig, make_config, run_many
+from superlevel.bench.executors import make_executor
+from superlevel.bench.runner import WARNING, RunConfig, make_config, run_many
 from superlevel.study.common import Context
 
 
@@ -49,7 +49,8 @@ def _unique(configs: Sequence[RunConfig]) -> list[RunConfig]:
 def run(ctx: Context, configs: Sequence[RunConfig], tag: str) -> None:
     """Run every config not yet done (each once), tagging it ``tag``; logs progress with an ETA.
 
-    Uses the harness's worker pool when it has one and ``ctx.workers > 1``.
+    With ``ctx.workers > 1`` the runs train in the harness's local worker pool (the
+    results do not depend on the number of workers).
     """
     todo = _unique(configs)
     pending = [c for c in todo if ctx.store.status(c.run_id) not in ("finished", "diverged")]
@@ -63,28 +64,25 @@ def run(ctx: Context, configs: Sequence[RunConfig], tag: str) -> None:
     done = [0]
 
     def log(line: str) -> None:
+        if line.startswith(WARNING):  # a note about a run, not a finished run
+            ctx.log(f"  {line}")
+            return
         done[0] += 1
         elapsed = time.perf_counter() - start
         eta = elapsed / done[0] * (len(pending) - done[0])
         ctx.log(f"  {line} | {done[0]}/{len(pending)}, ETA {eta / 60:.1f} min")
 
-    kwargs: dict[str, Any] = {}
-    if ctx.workers > 1:
-        if "workers" not in inspect.signature(run_many).parameters:
-            raise ValueError(
-                f"--workers {ctx.workers}: this harness runs in one process only; use --workers 1"
-            )
-        kwargs["workers"] = ctx.workers
-    run_many(
-        pending,
-        ctx.store,
-        device=ctx.device,
-        data_dir=ctx.data_dir,
-        checkpoint_dir=ctx.checkpoint_dir,
-        tags=(tag,),
-        log=log,
-        **kwargs,
-    )
+    with make_executor("local", workers=ctx.workers) as executor:
+        run_many(
+            pending,
+            ctx.store,
+            executor=executor,
+            device=ctx.device,
+            data_dir=ctx.data_dir,
+            checkpoint_dir=ctx.checkpoint_dir,
+            tags=(tag,),
+            log=log,
+        )
 
 
 def results(ctx: Context, configs: Sequence[RunConfig]) -> dict[str, dict[str, Any]] | None:

@@ -43,7 +43,7 @@ def run_sections(ctx: Context, ids: Sequence[str]) -> None:
     for sid in ids:
         module = SECTIONS[sid]
         if not hasattr(module, "run"):
-            ctx.log(f"{sid}: not run (no runner yet)")
+            ctx.log(f"{sid}: not run (see its section for why)")
             continue
         if sid not in sized:
             ctx.log(f"{sid}: not run (profile {ctx.profile} does not size it)")

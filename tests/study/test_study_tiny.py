@@ -28,7 +28,7 @@ def test_tiny_study_runs_resumes_and_rebuilds(tmp_path, capsys):
     assert "## Claims" in text and "| C5 |" in text
     for sid in ("E1", "E2", "E3", "N2", "Q1", "Q2", "Q3"):
         assert f"## {sid}" in text
-    assert "Q3" in text and "the harness has no RL tasks yet" in text
+    assert "Q3" in text and "the Adam reference on cartpole_novel has not reached" in text
     assert "**Verdict.**" in text and "not yet run" in text
     assert (out / "figures" / "e2_phase.png").stat().st_size > 0
     with Store(out / "raw" / "study.db") as store:

@@ -12,6 +12,7 @@ import torch
 
 from superlevel.optim import ReferenceSuperLevelSGD, SuperLevelSGD, damp_grad_norm_
 from superlevel.optim.functional import global_grad_norm, resolve_impl
+from superlevel.optim.norm import host_grad_norm
 
 from .helpers import PATHS, grad_sequence, init_params
 
@@ -347,14 +348,17 @@ def test_damp_grad_norm_errors():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_global_norm_mixes_blas_and_foreach_pieces_exactly(dtype):
-    # Large contiguous tensors go through BLAS dot, small or strided ones through powsum.
+def test_global_norm_of_large_small_and_strided_tensors_is_exact(dtype):
+    # Both norms (host and sync-free) over large, small and non-contiguous gradients.
     gen = torch.Generator().manual_seed(0)
     big = torch.randn(70_000, generator=gen).to(dtype)
     small = torch.randn(10, generator=gen).to(dtype)
     strided = torch.randn(300, 400, generator=gen).to(dtype).t()
     grads = [big, small, strided]
     want = torch.linalg.vector_norm(torch.cat([g.reshape(-1).double() for g in grads]))
+    assert host_grad_norm(grads) == pytest.approx(
+        want.item(), rel=1e-6 if dtype == torch.float32 else 1e-13
+    )
     got = global_grad_norm(grads)
     assert got.dtype == torch.float64  # squares accumulated wide: no finite grad overflows
     assert got.item() == pytest.approx(want.item(), rel=1e-6 if dtype == torch.float32 else 1e-13)

@@ -36,6 +36,7 @@ class _Group:
     local_grads: list[Tensor]
     bufs: list[Tensor | None]  # local shards, None where not created yet
     buckets: Buckets
+    sharded: bool  # DTensor params (FSDP2)
 
 
 class SuperLevelSGD(Optimizer):
@@ -296,16 +297,17 @@ class SuperLevelSGD(Optimizer):
         hyper = group_hyper(group)
         params, grads = [], []
         for pi, p in enumerate(group["params"]):
-            if p.grad is None:
+            g = p.grad
+            if g is None:
                 continue
-            if p.grad.is_sparse:
+            if g.is_sparse:
                 raise RuntimeError(
                     f"SuperLevelSGD does not support sparse gradients (group {gi}, param "
                     f"{pi}, shape {tuple(p.shape)}); use a dense embedding "
                     f"(sparse=False) or a sparse-aware optimizer for that parameter"
                 )
             params.append(p)
-            grads.append(p.grad)
+            grads.append(g)
         sharded = has_dtensor(params)
         lp = [local(p) for p in params] if sharded else params
         lg = [local(g) for g in grads] if sharded else grads
@@ -318,20 +320,21 @@ class SuperLevelSGD(Optimizer):
         impl = F.resolve_impl(foreach=group["foreach"], fused=group["fused"], buckets=buckets)
         if impl == "fused":
             F.check_fused(buckets)
-        return _Group(group, hyper, impl, params, lp, lg, bufs, buckets)
+        return _Group(group, hyper, impl, params, lp, lg, bufs, buckets, sharded)
 
     def _norm_and_flag(self, groups: list[_Group], host: bool) -> tuple[Any, Any, Any]:
         """``n_t``, ``eta_t`` and the finite flag; raises first under ``nonfinite="raise"``."""
         scale = self.param_groups[0]["norm_scale"]
-        grads = [p.grad for item in groups for p in item.params]
-        dense = not has_dtensor(grads)
+        dense = not any(item.sharded for item in groups)
         all_local = [g for item in groups for g in item.local_grads]
+        # DTensor grads (FSDP2) go whole to the norm: it reduces them over their mesh.
+        grads = all_local if dense else [p.grad for item in groups for p in item.params]
         buckets = _merge([g.buckets for g in groups], [len(g.params) for g in groups])
         if host and dense:
             norm: Any = host_grad_norm(all_local, buckets=buckets, shard_group=self.shard_group)
         else:
             norm = global_grad_norm(
-                grads if not dense else all_local,
+                grads,
                 buckets=buckets if dense else None,
                 shard_group=self.shard_group,
             )

@@ -256,8 +256,14 @@ def header(threads: int, runs: int, repeats: int, stat: str, load: tuple[float, 
         f"torch {torch.__version__}, {cpu}, {os.cpu_count()} cores, {threads} threads; "
         f"{runs} runs x {repeats} interleaved steps per candidate ({stat} per run, median "
         f"ratio over runs, range in brackets); load average {load[0]:.1f} before / "
-        f"{load[1]:.1f} after (the machine is shared)"
+        f"{load[1]:.1f} after{_busy_note(load)}"
     )
+
+
+def _busy_note(load: tuple[float, ...]) -> str:
+    # A load above the core count means other jobs took time slices from the steps.
+    busy = max(load) > (os.cpu_count() or 1)
+    return " (other jobs were running: read with care)" if busy else " (a quiet machine)"
 
 
 def _cpu_name() -> str:

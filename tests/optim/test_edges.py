@@ -95,6 +95,45 @@ def test_editing_norm_scale_in_param_groups_takes_effect():
         assert torch.equal(p, q)
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "error"),
+    [
+        ("momentum", -0.5, ValueError),
+        ("weight_decay", math.nan, ValueError),
+        ("maximize", 1, TypeError),  # 1 == True: the check must see the type change
+        ("lr", "0.1", TypeError),
+    ],
+)
+def test_a_setting_edited_between_steps_is_checked_again(key, value, error):
+    # step() keeps the last checked settings; an edit after a good step must not slip by.
+    ps = _params()
+    gs = grad_sequence(2)
+    opt = SuperLevelSGD(ps, lr=0.3, maximize=key == "maximize" or False)
+    _set_grads(ps, gs[0][:2])
+    opt.step()
+    before = [p.detach().clone() for p in ps]
+    opt.param_groups[0][key] = value
+    _set_grads(ps, gs[1][:2])
+    with pytest.raises(error, match=key):
+        opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(ps, before, strict=True))
+
+
+def test_a_setting_edited_between_steps_takes_effect():
+    a, b = _params(), _params()
+    gs = grad_sequence(2)
+    opt_a = SuperLevelSGD(a, lr=0.3)
+    opt_b = ReferenceSuperLevelSGD(b, lr=0.3)
+    for t, g in enumerate(gs):
+        for ps, opt in ((a, opt_a), (b, opt_b)):
+            if t == 1:
+                opt.param_groups[0].update(momentum=0.9, weight_decay=0.01, lr=0.1)
+            _set_grads(ps, g[:2])
+            opt.step()
+    for p, q in zip(a, b, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-13, atol=0)
+
+
 def test_load_state_dict_refuses_another_optimizers_state():
     ps = _params()
     opt = SuperLevelSGD(ps, lr=0.5, decay=0.1)

@@ -14,7 +14,14 @@ from torch.optim import Optimizer
 from . import functional as F
 from ._torch_api import Buckets, capture_health_check, group_by_device_and_dtype
 from .norm import global_grad_norm, has_dtensor, host_grad_norm, is_dtensor, local
-from .settings import GLOBAL_KEYS, GROUP_DEFAULTS, Hyper, check_global, group_hyper
+from .settings import (
+    GLOBAL_KEYS,
+    GROUP_DEFAULTS,
+    Hyper,
+    check_global,
+    group_hyper,
+    settings_key,
+)
 
 __all__ = ["SuperLevelSGD"]
 
@@ -140,6 +147,7 @@ class SuperLevelSGD(Optimizer):
         # Mutated in place by step(): torch.compile cannot trace a new attribute binding.
         self._last: dict[str, Any] = {}
         self._layouts: dict[int, Any] = {}  # group -> (param ids, buckets) buffers match
+        self._checked: dict[int, Any] = {}  # group -> (settings_key, Hyper) last checked
         self.shard_group = shard_group
         super().__init__(params, defaults)
 
@@ -147,6 +155,7 @@ class SuperLevelSGD(Optimizer):
         super().__setstate__(state)
         self.__dict__.setdefault("_last", {})
         self.__dict__.setdefault("_layouts", {})
+        self.__dict__.setdefault("_checked", {})
         self.__dict__.setdefault("shard_group", None)
         for group in self.param_groups:
             for key, value in GROUP_DEFAULTS.items():
@@ -197,6 +206,7 @@ class SuperLevelSGD(Optimizer):
                     group[key] = _counter(group[key], device)
         self._last.clear()
         self._layouts.clear()
+        self._checked.clear()
 
     def stats(self) -> dict[str, Tensor]:
         """The last step's numbers as detached 0-dim tensor copies (no host sync).
@@ -293,8 +303,18 @@ class SuperLevelSGD(Optimizer):
             _fix_buffer_layouts(self.state, g)
             self._layouts[gi] = key
 
+    def _hyper(self, gi: int, group: dict[str, Any]) -> Hyper:
+        """The group's checked settings; checked again only when one of them changed."""
+        if torch.compiler.is_compiling():
+            return group_hyper(group)
+        key = settings_key(group)
+        cached = self._checked.get(gi)
+        if cached is None or cached[0] != key:
+            cached = self._checked[gi] = (key, group_hyper(group))
+        return cached[1]
+
     def _collect_group(self, gi: int, group: dict[str, Any]) -> _Group:
-        hyper = group_hyper(group)
+        hyper = self._hyper(gi, group)
         params, grads = [], []
         for pi, p in enumerate(group["params"]):
             g = p.grad

@@ -26,6 +26,7 @@ __all__ = [
     "check_global",
     "check_real",
     "group_hyper",
+    "settings_key",
 ]
 
 # Per-group keys with their defaults (what __setstate__ fills into old pickles).
@@ -114,6 +115,18 @@ def check_global(name: str, value: Any) -> None:
         check_real("norm_scale", value, positive=True, high=_LR_MAX)
     elif not isinstance(value, str) or value not in NONFINITE:
         raise ValueError(f"nonfinite must be one of {NONFINITE}, got {value!r}")
+
+
+def settings_key(group: dict[str, Any]) -> tuple[Any, ...]:
+    """What :func:`group_hyper`'s result depends on: each setting's type and value.
+
+    A tensor lr counts by identity (step() never reads its value). The type is part of
+    the key so that ``1`` after ``True`` is checked again; ``nan != nan`` never matches.
+    """
+    return tuple(
+        (type(v), id(v) if isinstance(v, Tensor) else v)
+        for v in (group["lr"], *(group[k] for k in GROUP_DEFAULTS))
+    )
 
 
 def group_hyper(group: dict[str, Any], *, read_tensors: bool = False) -> Hyper:

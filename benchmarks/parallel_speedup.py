@@ -54,6 +54,24 @@ def _numbers(store: Store) -> dict:
     }
 
 
+def _differences(a: dict, b: dict) -> list[str]:
+    """One line per run whose numbers differ between the two stores: what differs first."""
+    fields = ("status", "steps", "test_metric", "val_metric", "train_loss", "epochs", "steps_log")
+    out = []
+    for run_id in sorted(set(a) | set(b)):
+        x, y = a.get(run_id), b.get(run_id)
+        if x == y:
+            continue
+        if x is None or y is None:
+            out.append(
+                f"{run_id}: only in {'the pool pass' if x is None else 'the in-process pass'}"
+            )
+            continue
+        first = next(f for f, u, v in zip(fields, x, y, strict=True) if u != v)
+        out.append(f"{run_id}: {first} differs")
+    return out
+
+
 def _spin(seconds: float) -> int:
     n, end = 0, time.perf_counter() + seconds
     while time.perf_counter() < end:
@@ -108,8 +126,12 @@ def main() -> int:
         folder = Path(tmp)
         one = _pass(configs, InProcessExecutor(), folder, "workers-1")
         many = _pass(configs, LocalPoolExecutor(args.workers), folder, f"workers-{args.workers}")
-    if one[3] != many[3]:
-        print("error: the two passes gave different numbers", file=sys.stderr)
+    differ = _differences(one[3], many[3])
+    if differ:
+        print(f"error: the two passes gave different numbers for {len(differ)} runs:",
+              file=sys.stderr)  # fmt: skip
+        for line in differ[:20]:
+            print(f"  {line}", file=sys.stderr)
         return 1
     env = environment(torch.device("cpu"))
     ratio = one[0] / many[0]

@@ -60,6 +60,18 @@ def test_workers_2_give_the_results_of_workers_1_run_for_run(
     assert {o.status for o in again} == {"skipped"} and two.count("runs") == 7
 
 
+def test_a_run_does_not_depend_on_the_runs_before_it_in_its_process(
+    tmp_path: Path, store_numbers
+) -> None:
+    # A pool hands each worker a different sequence of runs: any state one run leaves in
+    # its process (global RNGs, caches, torch settings) would change the next one's numbers.
+    suite = _suite() + [make_config("multiwell", "superlevel_momentum", 2, epochs=1)]
+    forward, backward = Store(tmp_path / "f.db"), Store(tmp_path / "b.db")
+    run_many(suite, forward)
+    run_many(suite[::-1], backward)
+    assert store_numbers(backward) == store_numbers(forward)
+
+
 def test_a_killed_worker_is_replaced_and_its_run_resumed_and_stored_once(
     tmp_path: Path, pool, kill_first
 ) -> None:

@@ -359,3 +359,29 @@ def test_progress_in_a_terminal_is_one_overall_bar(monkeypatch) -> None:
     bar.advance()
     assert bar.bar.n == 2 and lines == ["[1/2] a run"]  # no plain progress lines
     bar.close()
+
+
+def test_the_guarded_stepper_restores_batchnorm_buffers_on_a_rejected_step() -> None:
+    from superlevel.bench.optimizers import get_optimizer
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 1)
+    )
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    # A huge step and no retries: the loss rises, the step is rejected, nothing may change.
+    stepper = get_optimizer("superlevel_guarded").build(
+        model.parameters(), {"lr": 100.0, "max_retries": 0}, buffers=model.buffers()
+    )
+    before = [b.clone() for b in model.buffers()]
+
+    def closure() -> torch.Tensor:
+        stepper.optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)  # train mode: updates the BN stats
+        loss.backward()
+        return loss
+
+    stepper.step(closure)
+    assert not stepper.guard.last.applied
+    for b, ref in zip(model.buffers(), before, strict=True):
+        assert torch.equal(b, ref)

@@ -212,10 +212,13 @@ class Stepper:
 
 @dataclass(frozen=True)
 class BuildContext:
-    """What a builder may know about the run: its length, to turn per-run rates per-step."""
+    """What a builder may know about the run: its length (to turn per-run rates per-step)
+    and the model's buffers (BatchNorm statistics), which a guard must restore with the
+    params when it rejects a step."""
 
     steps_per_epoch: int
     epochs: int
+    buffers: tuple[torch.Tensor, ...] = ()
 
     @property
     def total_steps(self) -> int:
@@ -278,13 +281,18 @@ class OptimizerSpec:
         *,
         steps_per_epoch: int = 1,
         epochs: int = 1,
+        buffers: Iterable[torch.Tensor] = (),
     ) -> Stepper:
-        """Build the stepper for ``params`` with resolved hyperparameters."""
+        """Build the stepper for ``params`` with resolved hyperparameters.
+
+        ``buffers``: the model's buffers (``model.buffers()``), for steppers that undo a
+        step (the Lyapunov guard restores them with the params).
+        """
         if steps_per_epoch < 1 or epochs < 1:
             raise ValueError(
                 f"need steps_per_epoch >= 1 and epochs >= 1, got {steps_per_epoch}, {epochs}"
             )
-        ctx = BuildContext(steps_per_epoch=steps_per_epoch, epochs=epochs)
+        ctx = BuildContext(steps_per_epoch=steps_per_epoch, epochs=epochs, buffers=tuple(buffers))
         return self.builder(list(params), self.resolve(hparams), ctx)
 
 
@@ -388,7 +396,13 @@ def _superlevel_guarded(
     from superlevel.stability import LyapunovGuard
 
     opt = _superlevel_opt(params, hp, ctx)
-    guard = LyapunovGuard(opt, tol=hp["tol"], shrink=hp["shrink"], max_retries=hp["max_retries"])
+    guard = LyapunovGuard(
+        opt,
+        tol=hp["tol"],
+        shrink=hp["shrink"],
+        max_retries=hp["max_retries"],
+        buffers=ctx.buffers or None,  # a rejected step leaves BatchNorm statistics alone
+    )
     return Stepper(opt, params, guard=guard)
 
 

@@ -462,6 +462,7 @@ def _build(
         config.hparams,
         steps_per_epoch=task.steps_per_epoch,
         epochs=config.epochs,
+        buffers=task.model.buffers(),
     )
     return task, stepper
 

@@ -5,7 +5,8 @@ then the suite's learning-rate grid (DeepOBS style, for the LR-sensitivity plot;
 lr is rerun over the seeds), keeping finished runs (a second call only writes the report
 again), and writes ``results/report/report.md``, ``report.html`` and ``figures/``. Runs
 train in one worker process per CPU core (``--workers``); the results do not depend on
-it. Tasks whose data is absent are skipped with a message.
+it. Tasks whose data is absent are skipped with a message. ``--readme README.md`` also
+rewrites the README's demo block (the tuned table and this call's time) from the store.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 DEFAULT_DB = "results/superlevel.db"
 DEFAULT_OUT = "results/report"
+README_BEGIN = "<!-- demo summary: written by `superlevel demo --readme README.md`; do not edit -->"
+README_END = "<!-- end of demo summary -->"
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:
@@ -34,6 +38,7 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-run lines")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch default)")
     p.add_argument("--no-grid", action="store_true", help="skip the learning-rate grid")
+    p.add_argument("--readme", default=None, help="also rewrite the demo block of this README file")
     add_executor_options(p)
     p.set_defaults(func=_guarded(run_demo), workers=default_workers())
 
@@ -45,6 +50,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from superlevel.bench.runner import make_config, missing_data, outcome_counts, run_many
     from superlevel.bench.suites import get_suite
     from superlevel.bench.tune import tune
+    from superlevel.blocks import replace_block
 
     start = time.perf_counter()
     suite = get_suite("quick")
@@ -65,6 +71,7 @@ def run_demo(args: argparse.Namespace) -> int:
         for s in range(1, suite.seeds + 1)
     ]
     with _open_store(args) as store, _executor(args) as executor:
+        before = store.count("runs")
         outcomes = run_many(configs, store, executor=executor, skip_missing_data=True, **common)
         print(f"{outcome_counts(outcomes)} in {time.perf_counter() - start:.1f}s -> {args.db}")
         for task in () if args.no_grid else suite.grid_tasks:
@@ -84,7 +91,67 @@ def run_demo(args: argparse.Namespace) -> int:
                 **common,
             )
         rep = write_report(store, args.out)
+        minutes = (time.perf_counter() - start) / 60
+        if args.readme:
+            ran = store.count("runs") - before
+            block = readme_block(store, minutes, ran, executor.workers)
+            replace_block(args.readme, README_BEGIN, README_END, block)
+            print(f"{args.readme}: demo block rewritten")
     print(f"report: {rep.markdown} and {rep.html} ({len(rep.figures)} figures)")
-    minutes = (time.perf_counter() - start) / 60
     print(f"demo done in {minutes:.1f} min: open {Path(args.out) / 'report.html'}")
     return 0
+
+
+def readme_block(store: Any, minutes: float, ran: int, workers: int) -> str:
+    """The README's demo block: the tuned test metric per optimizer and task, and the time.
+
+    Rows are optimizers, columns the tasks (the report's overview, transposed); the best
+    mean per task is bold. The time is this call's, with how many runs it trained (a
+    call that finds its runs stored only writes the report).
+    """
+    from superlevel.bench.report.select import seeds_text, select
+    from superlevel.bench.report.tables import environment_text, overview_table
+
+    runs = store.runs()
+    settings = select(runs)
+    if not settings:
+        return "No finished runs yet."
+    head, rows = overview_table(settings)
+    tasks = [row[0] for row in rows]
+    labels = head[1:]
+    cells = {
+        (row[0], label): cell for row in rows for label, cell in zip(labels, row[1:], strict=True)
+    }
+    tuned = all(cells[t, lab].endswith("(tuned)") for t in tasks for lab in labels if cells[t, lab])
+    table = [
+        "| optimizer | " + " | ".join(tasks) + " |",
+        "|---|" + "---|" * len(tasks),
+        *(
+            f"| {lab} | " + " | ".join(cells[t, lab].removesuffix(" (tuned)") for t in tasks) + " |"
+            for lab in labels
+        ),
+    ]
+    compared = [r for s in settings for c in s.compared for r in c.runs]
+    seeds = seeds_text(sorted({r["seed"] for r in compared}))
+    budgets = ", ".join(sorted({str(s.key[1]) for s in settings}))
+    what = (
+        "tuned (lr grid, selected on validation, rerun over the seeds)"
+        if tuned
+        else ("as compared in the report")
+    )
+    timing = (
+        f"This call trained {ran} runs and took **{minutes:.1f} min** "
+        f"({workers} worker{'s' * (workers != 1)}) on {environment_text(compared)}."
+        if ran
+        else f"This call found every run stored and only wrote the report ({minutes:.1f} min)."
+    )
+    return "\n".join(
+        [
+            f"Test metric, mean ± std over seeds {seeds}, budget `{budgets}`, {what}; best "
+            "mean per task in bold (↑ higher is better, ↓ lower):",
+            "",
+            *table,
+            "",
+            timing,
+        ]
+    )

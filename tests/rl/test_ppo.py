@@ -13,7 +13,13 @@ pytest.importorskip("sb3_contrib", reason="the rl extra (sb3-contrib) is not ins
 
 from superlevel.optim import SuperLevelSGD  # noqa: E402
 from superlevel.rl.envs import make_env  # noqa: E402
-from superlevel.rl.ppo import PPOConfig, RecurrentPPO, count_collapses, train  # noqa: E402
+from superlevel.rl.ppo import (  # noqa: E402
+    ObservationNormalizer,
+    PPOConfig,
+    RecurrentPPO,
+    count_collapses,
+    train,
+)
 from superlevel.stability import LyapunovGuard  # noqa: E402
 
 SMALL = PPOConfig(
@@ -166,6 +172,8 @@ def test_bad_configs_are_refused():
         PPOConfig(clip_schedule="cosine")
     with pytest.raises(ValueError, match="max_grad_norm must be > 0"):
         PPOConfig(max_grad_norm=0.0)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        PPOConfig(activation="gelu")
     with pytest.raises(ValueError, match="total_rollouts must be an int >= 1"):
         RecurrentPPO("cartpole_novel", SMALL, seed=0, total_rollouts=0)
 
@@ -180,3 +188,39 @@ def test_popgym_memory_task_trains_one_rollout():
     assert math.isfinite(agent.log[-1]["pg_norm"])
     returns = agent.evaluate([0, 1])
     assert (np.abs(returns) <= 1.0).all()
+
+
+def test_observation_statistics_merge_to_those_of_all_batches():
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randn(n, 3, generator=g) * 4 + 7 for n in (1, 8, 5, 32)]
+    norm = ObservationNormalizer((3,))
+    for b in batches:
+        norm.update(b)
+    every = torch.cat(batches).double()
+    # The prior count of 1e-4 (SB3's) moves the statistics by about 1e-4 / 46 relative.
+    torch.testing.assert_close(norm.mean, every.mean(0), rtol=1e-5, atol=0)
+    torch.testing.assert_close(norm.var, every.var(0, unbiased=False), rtol=1e-4, atol=0)
+    z = norm(every.float())
+    assert z.dtype == torch.float32 and float(z.abs().max()) <= 10.0
+    torch.testing.assert_close(
+        z.double().mean(0), torch.zeros(3, dtype=torch.float64), atol=1e-4, rtol=0
+    )
+
+
+def test_the_policy_sees_and_stores_normalised_observations_with_stats_in_the_model():
+    agent = _agent(config=PPOConfig(**{**SMALL.__dict__, "normalize_obs": True}))
+    agent.collect()
+    norm = agent.model.obs_norm
+    # Every reset and step observation went into the statistics, before its use.
+    assert float(norm.count) == pytest.approx(SMALL.n_envs * (SMALL.n_steps + 1), abs=1e-3)
+    stored = torch.as_tensor(agent.buffer.observations).reshape(-1, 2)
+    assert float(stored.abs().max()) <= 10.0
+    assert "obs_norm.mean" in agent.model.state_dict()
+    # A fresh agent given the trained model's state evaluates exactly like it.
+    seeds = [7, 8, 9]
+    twin = _agent(seed=5, config=agent.config)
+    twin.model.load_state_dict(agent.model.state_dict())
+    assert np.array_equal(twin.evaluate(seeds), agent.evaluate(seeds))
+    # ...and the evaluation uses the statistics: other statistics, other episodes.
+    twin.model.obs_norm.mean += 3.0
+    assert not np.array_equal(twin.evaluate(seeds), agent.evaluate(seeds))

@@ -8,6 +8,11 @@ What comes from maintained libraries and what is written here:
   ``RecurrentRolloutBuffer`` (stores the LSTM states, computes GAE(lambda) via SB3's
   ``RolloutBuffer``, cuts minibatches into padded sequences at episode starts).
 - **Environments:** gymnasium vector envs (:mod:`superlevel.rl.envs`).
+- **Observation normalisation** (the Zoo's ``normalize: true``, SB3's ``VecNormalize``
+  with ``norm_reward=False``): :class:`ObservationNormalizer`, written here because its
+  running statistics must live in the model, not in the environment wrapper (gymnasium's
+  ``NormalizeObservation`` keeps them in the env): a checkpoint, a resumed run and an
+  evaluation on fresh environments then all see the same statistics.
 - **Written here:** the collection loop and the update loop. sb3-contrib's
   ``RecurrentPPO.train`` owns its optimizer and calls ``loss.backward()``, then
   ``clip_grad_norm_(max_grad_norm)``, then ``optimizer.step()`` — a closure-needing
@@ -61,6 +66,7 @@ __all__ = [
 ]
 
 _CLIP_SCHEDULES = ("linear", "constant")
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,9 @@ class PPOConfig:
         lstm_hidden_size: LSTM width (actor and critic each have one).
         net_arch: hidden widths of the MLP heads after the LSTMs.
         ortho_init: SB3's orthogonal initialisation.
+        activation: ``"relu"`` or ``"tanh"``, the MLP heads' activation.
+        normalize_obs: standardise observations by their running mean and variance
+            (updated while collecting, frozen for evaluation), clipped to ``+-10``.
     """
 
     n_envs: int = 8
@@ -99,9 +108,11 @@ class PPOConfig:
     vf_coef: float = 0.5
     normalize_advantage: bool = True
     max_grad_norm: float | None = None
-    lstm_hidden_size: int = 256
-    net_arch: tuple[int, ...] = (64, 64)
-    ortho_init: bool = True
+    lstm_hidden_size: int = 64
+    net_arch: tuple[int, ...] = (64,)
+    ortho_init: bool = False
+    activation: str = "relu"
+    normalize_obs: bool = True
 
     def __post_init__(self) -> None:
         for name in ("n_envs", "n_steps", "batch_size", "n_epochs", "lstm_hidden_size"):
@@ -124,6 +135,10 @@ class PPOConfig:
             raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm!r}")
         if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.net_arch):
             raise ValueError(f"net_arch must be positive ints, got {self.net_arch!r}")
+        if self.activation not in _ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {tuple(_ACTIVATIONS)}, got {self.activation!r}"
+            )
 
     @property
     def rollout_size(self) -> int:
@@ -131,10 +146,11 @@ class PPOConfig:
         return self.n_envs * self.n_steps
 
 
-#: The RL Zoo's RecurrentPPO hyperparameters for CartPoleNoVel-v1 (its ``ppo_lstm.yml``:
-#: 8 envs x 32 steps, minibatch 256, 20 epochs, gamma 0.98, lambda 0.8, no entropy bonus,
-#: lr ``lin_0.001`` and clip ``lin_0.2``; sb3-contrib's policy defaults: LSTM 256, heads
-#: [64, 64], tanh, orthogonal init) with SB3's gradient clipping at 0.5. 1e5 env steps.
+#: The RL Zoo's RecurrentPPO hyperparameters for CartPoleNoVel-v1, as its published agent
+#: lists them (8 envs x 32 steps, minibatch 256, 20 epochs, gamma 0.98, lambda 0.8, no
+#: entropy bonus, lr ``lin_0.001``, clip ``lin_0.2``, observations normalised; policy:
+#: LSTM 64 for actor and critic, heads [64], ReLU, no orthogonal init), with SB3's
+#: gradient clipping at 0.5. 1e5 env steps.
 ZOO_CARTPOLE_NOVEL = PPOConfig(max_grad_norm=0.5)
 ZOO_TIMESTEPS = 100_000
 ZOO_LR = 1e-3
@@ -171,6 +187,41 @@ class Minibatch:
         return (len(self),)
 
 
+class ObservationNormalizer(nn.Module):
+    r"""Running mean and variance of observations; ``forward`` standardises and clips.
+
+    .. math:: \hat o = \operatorname{clip}\big((o - \mu) / \sqrt{\sigma^2 + 10^{-8}},
+              -10, 10\big)
+
+    ``update(batch)`` merges a batch's mean and variance into the running ones (Chan et
+    al.'s parallel formula, in float64; the count starts at ``1e-4`` as SB3's
+    ``RunningMeanStd`` does). The statistics are buffers: saved with the model.
+    """
+
+    def __init__(self, shape: Sequence[int], clip: float = 10.0, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.clip, self.eps = clip, eps
+        self.register_buffer("mean", torch.zeros(tuple(shape), dtype=torch.float64))
+        self.register_buffer("var", torch.ones(tuple(shape), dtype=torch.float64))
+        self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, batch: torch.Tensor) -> None:
+        """Merge ``batch`` (observations along dim 0) into the running statistics."""
+        x = batch.to(self.mean.device, torch.float64)
+        n = x.shape[0]
+        mean, var = x.mean(0), x.var(0, unbiased=False)
+        delta, total = mean - self.mean, self.count + n
+        m2 = self.var * self.count + var * n + delta.square() * self.count * n / total
+        self.mean += delta * n / total
+        self.var.copy_(m2 / total)
+        self.count.copy_(total)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        scaled = (obs.to(torch.float64) - self.mean) / torch.sqrt(self.var + self.eps)
+        return scaled.clamp(-self.clip, self.clip).to(obs.dtype)
+
+
 class ActorCritic(nn.Module):
     """The trainable model: sb3-contrib's recurrent policy, evaluated on a :class:`Minibatch`.
 
@@ -185,11 +236,16 @@ class ActorCritic(nn.Module):
     CPU time).
     """
 
-    def __init__(self, policy: nn.Module) -> None:
+    def __init__(self, policy: nn.Module, obs_norm: ObservationNormalizer | None = None) -> None:
         super().__init__()
         if policy.lstm_critic is None or not policy.share_features_extractor:
             raise ValueError("ActorCritic needs a separate critic LSTM and a shared extractor")
         self.policy = policy
+        self.obs_norm = obs_norm
+
+    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        """Observations as the policy sees them (standardised when normalising)."""
+        return obs if self.obs_norm is None else self.obs_norm(obs)
 
     def forward(self, mb: Minibatch) -> PolicyOutput:
         p, s = self.policy, mb.samples
@@ -298,12 +354,14 @@ def build_model(env: Any, config: PPOConfig) -> ActorCritic:
         env.single_action_space,
         lambda _: 0.0,
         net_arch=list(config.net_arch),
+        activation_fn=_ACTIVATIONS[config.activation],
         ortho_init=config.ortho_init,
         lstm_hidden_size=config.lstm_hidden_size,
         optimizer_class=torch.optim.SGD,
     )
     policy.optimizer = None
-    return ActorCritic(policy)
+    shape = env.single_observation_space.shape
+    return ActorCritic(policy, ObservationNormalizer(shape) if config.normalize_obs else None)
 
 
 def _seeds(seed: int, key: int, n: int) -> list[int]:
@@ -389,6 +447,7 @@ class RecurrentPPO:
     def reset(self, key: int) -> None:
         """Start fresh episodes in every environment, seeded by ``(seed, key)``."""
         self._obs, _ = self.envs.reset(seed=_seeds(self.seed, key, self.config.n_envs))
+        self._observe(self._obs)
         self._starts = np.ones(self.config.n_envs, dtype=np.float32)
         zeros = lambda: torch.zeros(self._state_shape, device=self.device)  # noqa: E731
         from sb3_contrib.common.recurrent.type_aliases import RNNStates
@@ -396,7 +455,13 @@ class RecurrentPPO:
         self._states = RNNStates((zeros(), zeros()), (zeros(), zeros()))
 
     def _as_tensor(self, obs: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(obs, device=self.device)
+        """Observations as the policy's input (normalised when the model normalises)."""
+        return self.model.normalize(torch.as_tensor(obs, device=self.device))
+
+    def _observe(self, obs: np.ndarray) -> None:
+        # As VecNormalize: the statistics take in every new observation before its use.
+        if self.model.obs_norm is not None:
+            self.model.obs_norm.update(torch.as_tensor(obs, device=self.device))
 
     def finite(self) -> bool:
         """Whether every parameter is finite (one host sync)."""
@@ -419,11 +484,11 @@ class RecurrentPPO:
         states = self._states
         for _ in range(cfg.n_steps):
             starts = torch.as_tensor(self._starts, device=self.device)
-            actions, values, log_probs, states = self.policy(
-                self._as_tensor(self._obs), states, starts
-            )
+            seen = self._as_tensor(self._obs)
+            actions, values, log_probs, states = self.policy(seen, states, starts)
             actions = actions.cpu().numpy()
             obs, rewards, terminated, truncated, info = self.envs.step(actions)
+            self._observe(obs)
             rewards = rewards.astype(np.float32)
             cut = truncated & ~terminated
             if cut.any():
@@ -438,7 +503,7 @@ class RecurrentPPO:
                     self.episode_returns.append(float(r))
                     self._recent.append(float(r))
             self.buffer.add(
-                self._obs,
+                seen.cpu().numpy(),  # what the policy saw: the updates replay it
                 actions.reshape(cfg.n_envs, -1),
                 rewards,
                 self._starts,
@@ -565,6 +630,7 @@ class RecurrentPPO:
             seeds,
             deterministic=deterministic,
             device=self.device,
+            normalize=self.model.normalize,
             **self.env_options,
         )
 
@@ -590,11 +656,14 @@ def evaluate_policy(
     *,
     deterministic: bool = True,
     device: str | torch.device = "cpu",
+    normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
     **env_options: Any,
 ) -> np.ndarray:
     """The return of the first episode of ``env`` under each seed, all run side by side.
 
-    Returns ``NaN`` for every episode when a parameter of ``policy`` is not finite.
+    ``normalize`` maps raw observations to the policy's input (the model's frozen
+    observation statistics). Returns ``NaN`` for every episode when a parameter of
+    ``policy`` is not finite.
     """
     from sb3_contrib.common.recurrent.type_aliases import RNNStates
 
@@ -615,8 +684,9 @@ def evaluate_policy(
         starts = torch.ones(len(seeds), device=dev)
         returns = np.full(len(seeds), np.nan)
         while np.isnan(returns).any():
+            x = torch.as_tensor(obs, device=dev)
             actions, _, _, states = policy(
-                torch.as_tensor(obs, device=dev), states, starts, deterministic
+                x if normalize is None else normalize(x), states, starts, deterministic
             )
             obs, _, terminated, truncated, info = envs.step(actions.cpu().numpy())
             if "_episode" in info:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from superlevel.blocks import replace_block, write_atomic
 from superlevel.study.claims import claims_table
 from superlevel.study.common import Context, SectionResult, md_table
 from superlevel.study.sections import section_results
@@ -70,25 +71,13 @@ def summary(ctx: Context, sections: list[SectionResult], link: str) -> str:
     )
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)  # a failed write leaves the old file intact
-
-
 def update_readme(readme: Path, block: str) -> None:
     """Replace the text between :data:`BEGIN` and :data:`END` of ``readme`` with ``block``.
 
     Raises:
         ValueError: the file lacks the markers (nothing is written).
     """
-    text = readme.read_text()
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"{readme} has no study block (the lines {BEGIN!r} ... {END!r})")
-    new = text[: start + len(BEGIN)] + "\n" + block + "\n" + text[end:]
-    if new != text:
-        _write_atomic(readme, new)
+    replace_block(readme, BEGIN, END, block)
 
 
 def write_report(ctx: Context, readme: Path | None = None) -> Path:
@@ -99,7 +88,7 @@ def write_report(ctx: Context, readme: Path | None = None) -> Path:
     ctx.out.mkdir(parents=True, exist_ok=True)
     sections = section_results(ctx)
     path = ctx.out / README
-    _write_atomic(path, render(ctx, sections))
+    write_atomic(path, render(ctx, sections))
     if readme is not None:
         link = os.path.relpath(path.resolve(), readme.resolve().parent).replace(os.sep, "/")
         update_readme(readme, summary(ctx, sections, link))

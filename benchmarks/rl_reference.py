@@ -106,6 +106,7 @@ def run(config: str, seed: int, timesteps: int, curve_every: int) -> dict[str, A
         "hardware": f"{_cpu()}, {torch.get_num_threads()} torch thread(s), "
         f"load average {os.getloadavg()[0]:.1f} at the end",
         "torch": torch.__version__,
+        "ppo": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.__dict__.items()},
     }
 
 

@@ -213,7 +213,8 @@ def test_the_policy_sees_and_stores_normalised_observations_with_stats_in_the_mo
     norm = agent.model.obs_norm
     # Every reset and step observation went into the statistics, before its use.
     assert float(norm.count) == pytest.approx(SMALL.n_envs * (SMALL.n_steps + 1), abs=1e-3)
-    stored = torch.as_tensor(agent.buffer.observations).reshape(-1, 2)
+    shape = agent.envs.single_observation_space.shape
+    stored = torch.as_tensor(agent.buffer.observations).reshape(-1, *shape)
     assert float(stored.abs().max()) <= 10.0
     assert "obs_norm.mean" in agent.model.state_dict()
     # A fresh agent given the trained model's state evaluates exactly like it.
@@ -221,6 +222,11 @@ def test_the_policy_sees_and_stores_normalised_observations_with_stats_in_the_mo
     twin = _agent(seed=5, config=agent.config)
     twin.model.load_state_dict(agent.model.state_dict())
     assert np.array_equal(twin.evaluate(seeds), agent.evaluate(seeds))
-    # ...and the evaluation uses the statistics: other statistics, other episodes.
-    twin.model.obs_norm.mean += 3.0
-    assert not np.array_equal(twin.evaluate(seeds), agent.evaluate(seeds))
+    # ...and the evaluation feeds the policy through them, without updating them.
+    seen = []
+    forward = norm.forward
+    norm.forward = lambda obs: seen.append(obs) or forward(obs)
+    count = float(norm.count)
+    agent.evaluate(seeds)
+    assert seen and all(x.shape == (len(seeds), *shape) for x in seen)
+    assert float(norm.count) == count

@@ -92,8 +92,9 @@ class PPOConfig:
         net_arch: hidden widths of the MLP heads after the LSTMs.
         ortho_init: SB3's orthogonal initialisation.
         activation: ``"relu"`` or ``"tanh"``, the MLP heads' activation.
-        normalize_obs: standardise observations by their running mean and variance
-            (updated while collecting, frozen for evaluation), clipped to ``+-10``.
+        normalize_obs: standardise continuous (``Box``) observations by their running
+            mean and variance (updated while collecting, frozen for evaluation), clipped
+            to ``+-10``; discrete observations are left as they are.
     """
 
     n_envs: int = 8
@@ -360,8 +361,10 @@ def build_model(env: Any, config: PPOConfig) -> ActorCritic:
         optimizer_class=torch.optim.SGD,
     )
     policy.optimizer = None
-    shape = env.single_observation_space.shape
-    return ActorCritic(policy, ObservationNormalizer(shape) if config.normalize_obs else None)
+    space = env.single_observation_space
+    # As VecNormalize: only continuous (Box) observations; discrete ones are one-hot codes.
+    norm = config.normalize_obs and type(space).__name__ == "Box"
+    return ActorCritic(policy, ObservationNormalizer(space.shape) if norm else None)
 
 
 def _seeds(seed: int, key: int, n: int) -> list[int]:

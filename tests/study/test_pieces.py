@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from superlevel.study import e1, e2, e3
+from superlevel.study import e1, e2, e3, q3
 from superlevel.study.claims import claims_table, combine
 from superlevel.study.common import ClaimEvidence, SectionResult, paired_ci
 from superlevel.study.profiles import get_profile
@@ -86,7 +86,7 @@ def test_update_readme_replaces_only_the_block(tmp_path):
     assert readme.read_text() == f"# x\n\n{BEGIN}\nnew | table\n{END}\n\ntail\n"
     bare = tmp_path / "OTHER.md"
     bare.write_text("# no block\n")
-    with pytest.raises(ValueError, match="no study block"):
+    with pytest.raises(ValueError, match="has no generated block"):
         update_readme(bare, "x")
     assert bare.read_text() == "# no block\n"
 
@@ -105,3 +105,11 @@ def test_readme_quotes_the_committed_study():
     assert len(claims) == 5
     for line in claims:
         assert line in block
+
+
+def test_gradient_spikes_counts_rollouts_far_above_the_median():
+    log = [{"pg_norm": 1.0, "pg_norm_max": 2.0}] * 8
+    assert q3.gradient_spikes(log) == 0
+    spiky = [*log, {"pg_norm": 3.0, "pg_norm_max": 10.5}, {"pg_norm": 1.0, "pg_norm_max": 9.9}]
+    assert q3.gradient_spikes(spiky) == 1  # 10.5 > 10 x median 1.0; 9.9 is not
+    assert q3.gradient_spikes([{"rollout": 0, "nonfinite": 1.0}]) == 0  # no finite norms

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from superlevel.study import e1, e2, e3, n2, q1, q2
+from superlevel.study import e1, e2, e3, n2, q1, q2, q3
 from superlevel.study.e1 import log_grid
 
 _ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")  # the harness offers no GELU
@@ -29,6 +29,7 @@ _Q1_OPTIMIZERS = (
     "sgd_clip",
 )
 _Q2_OPTIMIZERS = ("superlevel", "sgd", "adam", "sgd_clip")
+_Q3_OPTIMIZERS = ("superlevel", "superlevel_momentum", "sgd", "momentum", "adam", "sgd_clip")
 _N2_OPTIMIZERS = ("superlevel", "superlevel_momentum", "sgd", "momentum", "adam", "sgd_clip")
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -64,6 +65,14 @@ PROFILES: dict[str, dict[str, Any]] = {
             optimizers=("superlevel", "sgd"),
             grid_points=2,
             seeds=2,
+            epochs=1,
+        ),
+        "Q3": q3.Config(
+            tasks=(("cartpole_novel", ()),),
+            optimizers=("superlevel", "adam"),
+            grid_points=2,
+            seeds=2,
+            budget="quick",
             epochs=1,
         ),
     },
@@ -110,6 +119,13 @@ PROFILES: dict[str, dict[str, Any]] = {
             optimizers=_Q1_OPTIMIZERS,
             grid_points=3,
             seeds=3,
+        ),
+        "Q3": q3.Config(
+            # About 2 min a run at the full budget (1e5 env steps) on one core here.
+            tasks=(("cartpole_novel", ()),),
+            optimizers=_Q3_OPTIMIZERS,
+            grid_points=3,
+            seeds=5,
         ),
     },
     "gpu": {
@@ -159,6 +175,12 @@ PROFILES: dict[str, dict[str, Any]] = {
             grid_points=7,
             seeds=5,
             budget="full",
+        ),
+        "Q3": q3.Config(
+            tasks=(("cartpole_novel", ()), ("cartpole_noisy", ())),
+            optimizers=_Q3_OPTIMIZERS + ("superlevel_guarded", "adamw"),
+            grid_points=5,
+            seeds=10,
         ),
     },
 }

@@ -1,31 +1,209 @@
 """Q3 — reinforcement learning in POMDPs (the paper's open question 3).
 
-The harness has the RL tasks (``cartpole_novel``, ``cartpole_noisy``, ``repeat_previous``),
-but the RL issue makes a reference the condition for any optimizer comparison on them: our
-recurrent PPO with Adam must reach a mean return of 450 on ``cartpole_novel`` at the full
-budget. It has not yet (docs/data_and_tasks.md), so the section reports why it has not run.
+A :class:`~superlevel.study.tuning.Comparison` on the harness's RL tasks
+(:mod:`superlevel.rl`): recurrent PPO on CartPole without velocities, every minibatch
+update an ``optimizer.step(closure)``. Every optimizer gets the same lr grid over its own
+range on seed 1, selected by the mean greedy return on the validation episodes, then
+seeds ``1..n``. Reported besides the final test return: the return curve over training
+(validation episodes at each epoch end), collapses of the training return
+(:func:`superlevel.rl.ppo.count_collapses`) and policy-gradient-norm spikes.
+
+The comparison is trusted only because the reference holds first: our agent with Adam
+and the RL Zoo's settings reaches a return of 450 on ``cartpole_novel`` at the full
+budget (``benchmarks/rl_reference.py``, docs/data_and_tasks.md).
 """
 
 from __future__ import annotations
 
-from superlevel.study.common import Context, SectionResult, not_yet_run
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from superlevel.study.common import (
+    Context,
+    SectionResult,
+    compute_seconds,
+    hardware_text,
+    md_table,
+    new_figure,
+    not_yet_run,
+    save_figure,
+)
+from superlevel.study.tuning import (
+    Comparison,
+    Setting,
+    load_complete_tasks,
+    run_comparison,
+    summarize,
+    tally_text,
+)
 
 ID = "Q3"
 TITLE = "Reinforcement learning in POMDPs"
-PROTOCOL = (
-    "**Question.** Does the rule stabilise policy optimisation in partially observable "
-    "environments?\n\n"
-    "**Protocol (planned).** Recurrent PPO on CartPole without velocities and its noisy "
-    "variant; optimizers x >= 5 seeds, return curves with CIs, collapses and gradient-norm "
-    "spikes."
-)
-WHY = (
-    "the RL tasks exist, but the Adam reference on cartpole_novel has not reached the "
-    "450 return that must hold before an optimizer comparison on them is trusted "
-    "(see docs/data_and_tasks.md, reinforcement learning)."
-)
+REFERENCE = "superlevel"
+SPIKE = 10.0  # a rollout's largest policy-gradient norm above SPIKE x the run's median
 
 
-def report(ctx: Context, cfg: object) -> SectionResult:
-    """Always "not yet run" until the Adam reference reaches its bar."""
-    return not_yet_run(ID, TITLE, PROTOCOL, WHY)
+@dataclass(frozen=True)
+class Config:
+    """Q3's size: RL tasks (with fixed options), optimizers, grid points, seeds, budget."""
+
+    tasks: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]
+    optimizers: tuple[str, ...]
+    grid_points: int
+    seeds: int
+    budget: str = "full"
+    epochs: int | None = None
+
+    def comparison(self, tasks: tuple[str, ...] | None = None) -> Comparison:
+        """The comparison over ``tasks`` (default: all of them)."""
+        settings = tuple(
+            Setting(t, t, opts) for t, opts in self.tasks if tasks is None or t in tasks
+        )
+        return Comparison(
+            settings, self.optimizers, self.grid_points, self.seeds, self.budget, self.epochs
+        )
+
+
+def run(ctx: Context, cfg: Config) -> None:
+    """Task by task: every optimizer tuned on seed 1, then the selected lr on every seed."""
+    for task, _ in cfg.tasks:
+        run_comparison(ctx, cfg.comparison((task,)), ID)
+
+
+def rl_log(run: dict[str, Any]) -> dict[str, Any]:
+    """The run's RL diagnostics (``info["task_info"]["rl"]``; empty if absent)."""
+    return ((run.get("info") or {}).get("task_info") or {}).get("rl") or {}
+
+
+def gradient_spikes(log: list[dict[str, Any]], factor: float = SPIKE) -> int:
+    r"""Rollouts whose largest minibatch policy-gradient norm exceeds ``factor`` times the
+    run's median per-rollout mean norm: ``#{k : max_k > factor * median_j mean_j}``."""
+    means = [r["pg_norm"] for r in log if math.isfinite(r.get("pg_norm", math.nan))]
+    if not means:
+        return 0
+    bar = factor * float(np.median(means))
+    return sum(1 for r in log if r.get("pg_norm_max", 0.0) > bar)
+
+
+def _stability(runs: list[dict[str, Any]]) -> list[str]:
+    logs = [rl_log(r) for r in runs]
+    collapses = sum(int(g.get("collapses", 0)) for g in logs)
+    spikes = sum(gradient_spikes(g.get("log", [])) for g in logs)
+    return [str(collapses), str(spikes)]
+
+
+def _curve(ctx: Context, run: dict[str, Any]) -> dict[int, float]:
+    rows = ctx.store.epoch_metrics(run["run_id"])
+    val = [r for r in rows if r["split"] == "val" and r["metric"] is not None]
+    return {r["epoch"]: r["metric"] for r in val}
+
+
+def report(ctx: Context, cfg: Config | None) -> SectionResult:
+    """The Q3 part of the report, from stored runs only."""
+    if cfg is None:
+        return not_yet_run(ID, TITLE, _protocol(None), "this profile does not size Q3.")
+    protocol = _protocol(cfg)
+    loaded = load_complete_tasks(ctx, cfg)
+    if isinstance(loaded, str):
+        return not_yet_run(ID, TITLE, protocol, loaded)
+    cfg, out, missing = loaded
+    if missing:
+        protocol += f"\n\n**Not yet run:** {missing} They are left out below."
+    comp = cfg.comparison()
+    summ = summarize(ctx, comp, out, REFERENCE, _stability, scale=1.0)
+    table = md_table(
+        [
+            "task",
+            "optimizer",
+            "selected lr",
+            f"test return mean (min..max), {cfg.seeds} seeds",
+            "collapses (all seeds)",
+            f"gradient-norm spikes (> {SPIKE:g}x median, all seeds)",
+            f"{REFERENCE} minus optimizer, paired 95% CI (return)",
+        ],
+        summ.rows,
+    )
+    figure = _plot(ctx, cfg, out.runs)
+    n = len(comp.settings)
+    verdict = (
+        f"Test return of {REFERENCE}, paired over {cfg.seeds} seeds: "
+        + tally_text(REFERENCE, summ.tally, n, "tasks")
+        + ". Collapses of the training return, summed over seeds: "
+        + ", ".join(
+            f"{o} {_stability(out.runs[(s.label, o)])[0]}"
+            for s in comp.settings
+            for o in cfg.optimizers
+            if (s.label, o) in out.runs
+        )
+        + "."
+    )
+    body = "\n".join(
+        [
+            protocol,
+            "",
+            f"Budget: harness budget `{cfg.budget}` ({_steps_text(out.all_runs)}); "
+            f"{cfg.grid_points} grid points per optimizer on seed 1, then {cfg.seeds} seeds; "
+            f"{len(out.all_runs)} runs, {compute_seconds(out.all_runs) / 60:.1f} min of "
+            f"compute. Hardware: {hardware_text(out.all_runs)}.",
+            "",
+            f"![Q3 return curves]({figure})",
+            "",
+            table,
+        ]
+    )
+    return SectionResult(ID, TITLE, "partial" if missing else "done", body, verdict, {})
+
+
+def _steps_text(runs: list[dict[str, Any]]) -> str:
+    steps = {((r.get("info") or {}).get("task_info") or {}).get("env_steps") for r in runs}
+    steps.discard(None)
+    return ", ".join(f"{s:,} env steps" for s in sorted(steps)) or "env steps not recorded"
+
+
+def _plot(ctx: Context, cfg: Config, runs: dict[tuple[str, str], list[dict[str, Any]]]) -> str:
+    fig, axes = new_figure(1, len(cfg.tasks), 5.0, 3.4)
+    for ax, (task, _) in zip(axes[0], cfg.tasks, strict=True):
+        for o in cfg.optimizers:
+            seeds = runs.get((task, o))
+            if not seeds:
+                continue
+            curves = [_curve(ctx, r) for r in seeds]
+            epochs = sorted(set.intersection(*(set(c) for c in curves)))
+            ys = np.array([[c[e] for e in epochs] for c in curves])
+            (line,) = ax.plot(epochs, ys.mean(0), label=o, lw=1.2)
+            ax.fill_between(epochs, ys.min(0), ys.max(0), color=line.get_color(), alpha=0.12)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation return (mean, min..max over seeds)")
+        ax.set_title(task, fontsize=9)
+        ax.legend(fontsize=6)
+    fig.suptitle(f"Q3: {cfg.seeds} seeds at each optimizer's selected lr", fontsize=10)
+    save_figure(fig, ctx.figures / "q3_returns.png")
+    return "figures/q3_returns.png"
+
+
+def _protocol(cfg: Config | None) -> str:
+    tasks = "the RL tasks" if cfg is None else ", ".join(f"`{t}`" for t, _ in cfg.tasks)
+    size = (
+        ""
+        if cfg is None
+        else (
+            f" x optimizers {', '.join(cfg.optimizers)}. Each pair: {cfg.grid_points} "
+            "log-spaced lrs over the optimizer's own range on seed 1, selected by the mean "
+            f"greedy return on the validation episodes, then seeds 1..{cfg.seeds}"
+        )
+    )
+    return (
+        "**Question.** Does the rule stabilise policy optimisation in partially observable "
+        "environments?\n\n"
+        f"**Protocol.** Recurrent PPO (LSTM actor and critic) on {tasks}{size}. The "
+        "optimizer sees the raw gradient (clipping is the `sgd_clip` competitor). Metric: "
+        "mean greedy return over fixed evaluation episodes; stability: collapses of the "
+        "training return (a fall below half its running peak) and rollouts whose largest "
+        f"policy-gradient norm exceeds {SPIKE:g}x the run's median. The test episodes "
+        "select nothing. The comparison runs only because the reference holds: our agent "
+        "with Adam and the RL Zoo's settings reaches 450 on `cartpole_novel` "
+        "(docs/data_and_tasks.md)."
+    )

@@ -177,10 +177,12 @@ def summarize(
     out: Outcome,
     reference: str,
     extra: Callable[[list[dict[str, Any]]], list[str]] = lambda runs: [],
+    scale: float = 100.0,
 ) -> Summary:
     """Table rows ``setting, optimizer, lr, test % mean (min..max), *extra(runs), paired CI``.
 
     The paired column is ``reference`` minus the optimizer over seeds (95% t interval).
+    ``scale`` multiplies the test metric (100: accuracies in percent; 1: returns).
     """
     values: dict[tuple[str, str], np.ndarray] = {}
     rows: list[list[str]] = []
@@ -193,7 +195,7 @@ def summarize(
                 note = "all diverged" if lr is None else "a seed diverged"
                 rows.append([s.label, o, fmt(lr), note])
                 continue
-            x = values[(s.label, o)] = 100 * vals
+            x = values[(s.label, o)] = scale * vals
             rows.append(
                 [s.label, o, fmt(lr), f"{x.mean():.2f} ({x.min():.2f}..{x.max():.2f})"]
                 + extra(runs)

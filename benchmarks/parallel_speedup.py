@@ -4,7 +4,8 @@ Both passes run in this process tree, one after the other, into fresh databases:
 suite's default runs (every task x optimizer x seed) in this process, then the same runs
 in a pool of ``N`` worker processes (its start-up included). The two stores must hold the
 same numbers run for run (checked). Writes a Markdown table with the machine, its load
-average before and after each pass, and the ratio.
+average before and after each pass, and the ratio, and the one-line figure into
+``docs/benchmark.md`` (between its ``parallel_speedup`` markers).
 
 A control runs first: a pure CPU-bound loop for a few seconds in one process, then in
 ``N`` processes at once. Its ratio of work done is what this machine gives ``N``
@@ -32,8 +33,12 @@ from superlevel.bench.executors import InProcessExecutor, LocalPoolExecutor
 from superlevel.bench.runner import environment, make_config, run_many
 from superlevel.bench.store import Store
 from superlevel.bench.suites import get_suite
+from superlevel.blocks import replace_block
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "parallel_speedup.md"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmark.md"
+DOC_BEGIN = "<!-- parallel_speedup: written by benchmarks/parallel_speedup.py -->"
+DOC_END = "<!-- /parallel_speedup -->"
 
 
 def _numbers(store: Store) -> dict:
@@ -167,10 +172,20 @@ def main() -> int:
     text = "\n".join(lines)
     if args.out == "-":
         print(text)
-    else:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
-        print(f"speedup {ratio:.2f}x -> {args.out}", file=sys.stderr)
+        return 0
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    busy = max(one[1][0], one[2][0], many[1][0], many[2][0]) > (os.cpu_count() or 1)
+    summary = (
+        f"**{ratio:.2f}x** with {args.workers} workers on {len(configs)} runs of suite "
+        f"`{suite.name}` ({one[0]:.1f} s against {many[0]:.1f} s; control: "
+        f"{args.workers} CPU-bound processes did {capacity:.2f}x the work of one), "
+        f"{env['device_name']}, {os.cpu_count()} CPUs, "
+        + ("other jobs were running (load above the CPU count)" if busy else "a quiet machine")
+        + f"; details in `{Path(args.out).name}`."
+    )
+    replace_block(DOC, DOC_BEGIN, DOC_END, summary)
+    print(f"speedup {ratio:.2f}x -> {args.out} and {DOC.name}", file=sys.stderr)
     return 0
 
 

@@ -126,6 +126,7 @@ PROFILES: dict[str, dict[str, Any]] = {
             optimizers=_Q3_OPTIMIZERS,
             grid_points=3,
             seeds=5,
+            budget="full",
         ),
     },
     "gpu": {
@@ -181,6 +182,7 @@ PROFILES: dict[str, dict[str, Any]] = {
             optimizers=_Q3_OPTIMIZERS + ("superlevel_guarded", "adamw"),
             grid_points=5,
             seeds=10,
+            budget="full",
         ),
     },
 }

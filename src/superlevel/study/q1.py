@@ -10,7 +10,6 @@ performance profile over the tasks (:func:`superlevel.bench.stats.performance_pr
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,8 +28,7 @@ from superlevel.study.common import (
     save_figure,
 )
 from superlevel.study.tuning import (
-    Comparison,
-    Setting,
+    TasksConfig,
     load_complete_tasks,
     run_comparison,
     summarize,
@@ -43,25 +41,7 @@ REFERENCE = "superlevel"
 RIVALS = ("adamw", "sgdr")  # claim C5
 
 
-@dataclass(frozen=True)
-class Config:
-    """Q1's size: tasks (with fixed options), optimizers, grid points, seeds."""
-
-    tasks: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]
-    optimizers: tuple[str, ...]
-    grid_points: int
-    seeds: int
-    budget: str = "quick"
-    epochs: int | None = None
-
-    def comparison(self, tasks: tuple[str, ...] | None = None) -> Comparison:
-        """The comparison over ``tasks`` (default: all of them)."""
-        settings = tuple(
-            Setting(t, t, opts) for t, opts in self.tasks if tasks is None or t in tasks
-        )
-        return Comparison(
-            settings, self.optimizers, self.grid_points, self.seeds, self.budget, self.epochs
-        )
+Config = TasksConfig  # the section's size: tasks, optimizers, grid, seeds, budget
 
 
 def run(ctx: Context, cfg: Config) -> None:

@@ -16,7 +16,6 @@ budget (``benchmarks/rl_reference.py``, docs/data_and_tasks.md).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,8 +31,7 @@ from superlevel.study.common import (
     save_figure,
 )
 from superlevel.study.tuning import (
-    Comparison,
-    Setting,
+    TasksConfig,
     load_complete_tasks,
     run_comparison,
     summarize,
@@ -46,25 +44,7 @@ REFERENCE = "superlevel"
 SPIKE = 10.0  # a rollout's largest policy-gradient norm above SPIKE x the run's median
 
 
-@dataclass(frozen=True)
-class Config:
-    """Q3's size: RL tasks (with fixed options), optimizers, grid points, seeds, budget."""
-
-    tasks: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]
-    optimizers: tuple[str, ...]
-    grid_points: int
-    seeds: int
-    budget: str = "full"
-    epochs: int | None = None
-
-    def comparison(self, tasks: tuple[str, ...] | None = None) -> Comparison:
-        """The comparison over ``tasks`` (default: all of them)."""
-        settings = tuple(
-            Setting(t, t, opts) for t, opts in self.tasks if tasks is None or t in tasks
-        )
-        return Comparison(
-            settings, self.optimizers, self.grid_points, self.seeds, self.budget, self.epochs
-        )
+Config = TasksConfig  # the section's size: tasks, optimizers, grid, seeds, budget
 
 
 def run(ctx: Context, cfg: Config) -> None:

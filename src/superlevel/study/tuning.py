@@ -113,6 +113,28 @@ class Comparison:
         ]
 
 
+@dataclass(frozen=True)
+class TasksConfig:
+    """A section that compares optimizers on harness tasks, one setting per task (Q1, Q3):
+    tasks (with fixed options), optimizers, grid points, seeds, budget and epochs."""
+
+    tasks: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]
+    optimizers: tuple[str, ...]
+    grid_points: int
+    seeds: int
+    budget: str = "quick"
+    epochs: int | None = None
+
+    def comparison(self, tasks: tuple[str, ...] | None = None) -> Comparison:
+        """The comparison over ``tasks`` (default: all of them)."""
+        settings = tuple(
+            Setting(t, t, opts) for t, opts in self.tasks if tasks is None or t in tasks
+        )
+        return Comparison(
+            settings, self.optimizers, self.grid_points, self.seeds, self.budget, self.epochs
+        )
+
+
 @dataclass
 class Outcome:
     """A finished comparison: the selected lrs and the stored runs at them, per seed."""

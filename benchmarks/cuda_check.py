@@ -39,7 +39,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[0] / "src"))
 sys.path.insert(0, str(HERE))
-from superlevel.optim import ReferenceSuperLevelSGD, SuperLevelSGD  # noqa: E402
+from superlevel.optim import ReferenceSuperLevelSGD, SuperLevelSGD, capture_step  # noqa: E402
 
 PATHS = {
     "single": dict(foreach=False),
@@ -175,24 +175,18 @@ def check_graph() -> str:
             p.grad.copy_(g)
             q.grad = g.clone()
 
-    # Warm up on a side stream (creates buffers and counters), then capture.
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for i in range(2):
-            feed(i)
-            opt_g.step()
-            opt_e.step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    # Two eager steps (they create buffers and counters), then the one-call capture.
+    for i in range(2):
+        feed(i)
         opt_g.step()
+        opt_e.step()
+    replay = capture_step(opt_g, warmup=0)
     for i in range(2, 8):
         if i == 6:  # an in-place lr change must be seen by the replay (a scheduler would)
             lr.fill_(0.1)
             opt_e.param_groups[0]["lr"] = 0.1
         feed(i)
-        graph.replay()
+        replay()
         opt_e.step()
     torch.cuda.synchronize()
     err = max((p - q).abs().max().item() for p, q in zip(graphed, eager, strict=True))
@@ -241,16 +235,8 @@ def graph_timings(configs: list[str], repeats: int) -> list[str]:
         params = make_tensors(n, k, "cuda")
         sgd = torch.optim.SGD(params, lr=1e-3, foreach=True)
         ours = SuperLevelSGD(params, lr=1e-3, decay=1e-4, capturable=True)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                ours.step()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            ours.step()
-        steps = {"sgd": sgd.step, "ours": ours.step, "graph": graph.replay}
+        graph = capture_step(ours, warmup=3)
+        steps = {"sgd": sgd.step, "ours": ours.step, "graph": graph}
         times: dict[str, list[float]] = {name: [] for name in steps}
         with torch.no_grad():
             for r in range(repeats + 3):

@@ -374,3 +374,42 @@ def test_step_hooks_run_around_the_step():
     _set_grads(ps, grad_sequence(1)[0][:2])
     opt.step()
     assert seen == [("pre", 0), ("post", 1)]
+
+
+# ---------------------------------------------------------------- CUDA graph helper
+def test_capture_step_refuses_what_a_replay_cannot_do():
+    from superlevel.optim import capture_step
+
+    p = torch.nn.Parameter(torch.ones(3))
+    with pytest.raises(ValueError, match="capturable=True"):
+        capture_step(SuperLevelSGD([p], lr=0.1))
+    with pytest.raises(ValueError, match=r"CUDA tensors .*\['cpu'\]"):
+        capture_step(SuperLevelSGD([p], lr=torch.tensor(0.1), capturable=True))
+    with pytest.raises(ValueError, match="warmup must be an int >= 0"):
+        capture_step(SuperLevelSGD([p], lr=0.1, capturable=True), warmup=-1)
+    assert torch.equal(p, torch.ones(3)) and p.grad is None  # refused before any step ran
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+def test_capture_step_replays_equal_eager_steps():
+    from superlevel.optim import capture_step
+
+    torch.manual_seed(0)
+    ps = [torch.nn.Parameter(torch.randn(64, device="cuda")) for _ in range(3)]
+    qs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+    lr = torch.tensor(0.2, device="cuda")
+    graphed = SuperLevelSGD(ps, lr=lr, momentum=0.9, capturable=True)
+    eager = SuperLevelSGD(qs, lr=0.2, momentum=0.9)
+    grads = [[torch.randn(64, device="cuda") for _ in ps] for _ in range(5)]
+    for p, q, g in zip(ps, qs, grads[0], strict=True):
+        p.grad, q.grad = g.clone(), g.clone()
+    replay = capture_step(graphed)  # the warm-up is the first step
+    eager.step()
+    for gs in grads[1:]:
+        for p, q, g in zip(ps, qs, gs, strict=True):
+            p.grad.copy_(g)
+            q.grad = g.clone()
+        replay()
+        eager.step()
+    for p, q in zip(ps, qs, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)

@@ -385,3 +385,34 @@ def test_the_guarded_stepper_restores_batchnorm_buffers_on_a_rejected_step() -> 
     assert not stepper.guard.last.applied
     for b, ref in zip(model.buffers(), before, strict=True):
         assert torch.equal(b, ref)
+
+
+def test_a_finished_run_stores_the_sharpness_of_its_final_model(tmp_path: Path) -> None:
+    from superlevel.stability import sharpness
+
+    cfg = make_config(
+        "digits_mlp", "superlevel", 1, epochs=1, task_options={"sharpness_examples": 100}
+    )
+    assert cfg.run_id != make_config("digits_mlp", "superlevel", 1, epochs=1).run_id
+    with Store(tmp_path / "r.db") as store:
+        run_one(cfg, store, checkpoint_dir=tmp_path / "ck")
+        probe = store.get_run(cfg.run_id)["info"]["probe"]
+    assert probe["sharpness_examples"] == 100 and probe["sharpness"] > 0
+    # The same number from the trained model directly: retrain (the run is deterministic).
+    task, stepper = runner._build(cfg, torch.device("cpu"), None)
+    for x, y in task.train_batches(0):
+
+        def closure(x=x, y=y):
+            stepper.optimizer.zero_grad(set_to_none=True)
+            loss = task.loss_fn(task.model(x), y)
+            loss.backward()
+            return loss
+
+        stepper.step(closure)
+    x, y = next(iter(task.eval_batches("train")))
+    direct = sharpness(
+        lambda: task.loss_fn(task.model(x[:100]), y[:100]), task.model, model=task.model
+    )
+    assert probe["sharpness"] == pytest.approx(direct, rel=1e-6)
+    with pytest.raises(ValueError, match="sharpness_examples must be an int >= 0"):
+        build_task("digits_mlp", seed=1, sharpness_examples=-1)

@@ -28,6 +28,8 @@ def test_tiny_study_runs_resumes_and_rebuilds(tmp_path, capsys):
     assert "## Claims" in text and "| C5 |" in text
     for sid in ("E1", "E2", "E3", "N2", "Q1", "Q2", "Q3"):
         assert f"## {sid}" in text
+    e3 = text[text.index("## E3") : text.index("## N2")]
+    assert "sharpness x effective lr / 2 (median)" in e3  # measured on the final models
     q3 = text[text.index("## Q3") :]
     assert "collapses (all seeds)" in q3 and "Test return of superlevel" in q3
     assert "**Verdict.**" in text

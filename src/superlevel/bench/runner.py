@@ -500,6 +500,8 @@ def _train_job(job: RunJob, dev: torch.device, env: dict[str, Any]) -> RunResult
     if state.done is None:
         _train(config, task, stepper, state, path, dev, job.progress)
     info: dict[str, Any] = {"task_info": task.info, "device": str(dev), "log_every": log_every}
+    if task.probe is not None and (state.done or "finished") == "finished":
+        info["probe"] = task.probe()  # the trained model, measured once
     guard = getattr(stepper, "guard", None)
     if guard is not None:  # how often the Lyapunov check rejected a step
         info["guard"] = dict(guard.counters)

@@ -54,6 +54,8 @@ class TaskInstance:
         info: free-form description (data sizes, options) stored with the run.
         evaluate: optional ``evaluate(split) -> (loss, metric)`` that replaces batch
             evaluation (RL tasks score episodes, not batches); ``None``: use batches.
+        probe: optional ``probe() -> {name: value}``, measured once on the trained model
+            of a finished run and stored in its info (``info["probe"]``).
     """
 
     name: str
@@ -69,3 +71,4 @@ class TaskInstance:
     device: torch.device
     info: dict[str, Any] = field(default_factory=dict)
     evaluate: Callable[[str], tuple[float, float]] | None = None
+    probe: Callable[[], dict[str, float]] | None = None

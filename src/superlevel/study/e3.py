@@ -11,6 +11,7 @@ which the runner does not keep, so it is not measured here.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,7 @@ class Config:
     task: str = "mnist_mlp"
     epochs: int | None = None
     task_options: tuple[tuple[str, Any], ...] = ()
+    sharpness_examples: int = 0  # > 0: each finished run measures its final sharpness
 
 
 def _cfg(cfg: Config, lr: float, decay: float, seed: int) -> RunConfig:
@@ -60,7 +62,8 @@ def _cfg(cfg: Config, lr: float, decay: float, seed: int) -> RunConfig:
         budget=cfg.budget,
         epochs=cfg.epochs,
         hparams={"lr": lr, "decay_total": decay},
-        task_options=dict(cfg.task_options),
+        task_options=dict(cfg.task_options)
+        | ({"sharpness_examples": cfg.sharpness_examples} if cfg.sharpness_examples else {}),
     )
 
 
@@ -86,6 +89,25 @@ def stability(losses: list[float]) -> tuple[float, float]:
     return rising, spikes
 
 
+def edge_ratio(run: dict[str, Any], steps: list[dict[str, Any]]) -> float:
+    r"""``sharpness * eta / 2`` of a finished run: its final sharpness (``info["probe"]``)
+    times its last logged effective lr; NaN when either is missing.
+
+    .. math:: r = \lambda_{\max} \, \eta_{\mathrm{eff}} / 2 \quad (< 1: \text{stable})
+    """
+    sharp = ((run.get("info") or {}).get("probe") or {}).get("sharpness")
+    lrs = [s["effective_lr"] for s in steps if s.get("effective_lr") is not None]
+    if sharp is None or not lrs:
+        return math.nan
+    return float(sharp) * float(lrs[-1]) / 2.0
+
+
+def _nanmedian(x: np.ndarray, axis: int | None = None) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN cell stays NaN
+        return np.nanmedian(x, axis=axis)
+
+
 def report(ctx: Context, cfg: Config) -> SectionResult:
     """The E3 part of the report, from stored runs only."""
     protocol = _protocol(cfg)
@@ -94,7 +116,7 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
         done, total = harness.count_done(ctx, _configs(cfg))
         return not_yet_run(ID, TITLE, protocol, f"{done} of {total} runs are stored.")
     shape = (len(cfg.decays), len(cfg.lrs), cfg.seeds)
-    test, val, rise, spike = (np.full(shape, np.nan) for _ in range(4))
+    test, val, rise, spike, edge = (np.full(shape, np.nan) for _ in range(5))
     for i, d in enumerate(cfg.decays):
         for j, lr in enumerate(cfg.lrs):
             for k in range(cfg.seeds):
@@ -102,9 +124,10 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
                 if row["status"] == "finished":
                     test[i, j, k] = row["test_metric"]
                     val[i, j, k] = row["val_metric"]
-                losses = [r["loss"] for r in ctx.store.step_metrics(row["run_id"])]
-                rise[i, j, k], spike[i, j, k] = stability(losses)
-    figure = _plot(ctx, cfg, test, rise, spike)
+                steps = ctx.store.step_metrics(row["run_id"])
+                rise[i, j, k], spike[i, j, k] = stability([r["loss"] for r in steps])
+                edge[i, j, k] = edge_ratio(row, steps)
+    figure = _plot(ctx, cfg, test, rise, spike, edge if cfg.sharpness_examples else None)
     vmean = np.where(np.isnan(val).any(-1), -np.inf, np.nan_to_num(val).mean(-1))
     bi, bj = np.unravel_index(int(np.argmax(vmean)), vmean.shape)
     rows = []
@@ -124,6 +147,7 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
                     fmt(float(np.nanmean(rise[i, j])), 2),
                     fmt(float(np.nanmean(spike[i, j])), 2),
                 ]
+                + ([fmt(_nanmedian(edge[i, j]), 3)] if cfg.sharpness_examples else [])
             )
     table = md_table(
         [
@@ -132,7 +156,8 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
             f"test accuracy % mean (min..max) over {cfg.seeds} seeds",
             "rising intervals",
             "spike windows",
-        ],
+        ]
+        + (["sharpness x effective lr / 2 (median)"] if cfg.sharpness_examples else []),
         rows,
     )
     # Best a0 without decay (modulation only) against the best cell, paired over seeds.
@@ -197,12 +222,21 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
     return SectionResult(ID, TITLE, "done", body, " ".join(parts[:3]), claims)
 
 
-def _plot(ctx: Context, cfg: Config, test: np.ndarray, rise: np.ndarray, spike: np.ndarray) -> str:
+def _plot(
+    ctx: Context,
+    cfg: Config,
+    test: np.ndarray,
+    rise: np.ndarray,
+    spike: np.ndarray,
+    edge: np.ndarray | None,
+) -> str:
     panels = [
         ("test accuracy (mean over seeds)", np.nanmean(test, -1)),
         ("fraction of rising intervals", np.nanmean(rise, -1)),
         ("fraction of spike windows", np.nanmean(spike, -1)),
     ]
+    if edge is not None:
+        panels.append(("sharpness x eff. lr / 2 (median)", _nanmedian(edge, -1)))
     fig, axes = new_figure(1, len(panels), 3.8, 3.0)
     for ax, (title, m) in zip(axes[0], panels, strict=True):
         im = ax.imshow(m, aspect="auto", origin="lower", cmap="viridis")
@@ -239,6 +273,13 @@ def _protocol(cfg: Config) -> str:
         "init and data order across cells). Nothing is selected on the test split: the "
         "best cell is the best mean validation accuracy; test accuracy is reported. "
         "Stability: the fraction of logged intervals whose window-mean training loss rose, "
-        f"and spike windows (above {SPIKE:g} x the lowest window so far). Sharpness against "
-        "2 / effective lr is not measured (the runner keeps no trained model)."
+        f"and spike windows (above {SPIKE:g} x the lowest window so far). "
+        + (
+            "Sharpness against 2 / effective lr: the top Hessian eigenvalue of the final "
+            f"model's training loss on {cfg.sharpness_examples} fixed training examples "
+            "(power iteration) times the last logged effective lr a_t / (1 + ||g||), over "
+            "2: below 1 a gradient step of that length is stable on that curvature."
+            if cfg.sharpness_examples
+            else "Sharpness is not measured in this profile."
+        )
     )

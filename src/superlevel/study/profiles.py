@@ -44,7 +44,14 @@ PROFILES: dict[str, dict[str, Any]] = {
             steps=20,
             resolution=61,
         ),
-        "E3": e3.Config(lrs=(0.5,), decays=(0.0, 2.0), seeds=2, task="digits_mlp", epochs=1),
+        "E3": e3.Config(
+            lrs=(0.5,),
+            decays=(0.0, 2.0),
+            seeds=2,
+            task="digits_mlp",
+            epochs=1,
+            sharpness_examples=200,
+        ),
         "N2": n2.Config(
             activations=("relu", "tanh"),
             optimizers=("superlevel", "sgd"),
@@ -92,7 +99,12 @@ PROFILES: dict[str, dict[str, Any]] = {
             steps=200,
             resolution=301,
         ),
-        "E3": e3.Config(lrs=(0.1, 0.3, 1.0, 3.0, 10.0), decays=(0.0, 1.0, 3.0, 10.0), seeds=3),
+        "E3": e3.Config(
+            lrs=(0.1, 0.3, 1.0, 3.0, 10.0),
+            decays=(0.0, 1.0, 3.0, 10.0),
+            seeds=3,
+            sharpness_examples=1000,
+        ),
         "N2": n2.Config(
             activations=_ACTIVATIONS,
             optimizers=_N2_OPTIMIZERS,
@@ -150,6 +162,7 @@ PROFILES: dict[str, dict[str, Any]] = {
             decays=(0.0, 0.5, 1.0, 3.0, 10.0),
             seeds=5,
             budget="full",
+            sharpness_examples=1000,
         ),
         "N2": n2.Config(
             activations=_ACTIVATIONS,

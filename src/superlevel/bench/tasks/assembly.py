@@ -111,6 +111,31 @@ def accuracy_instance(
     )
 
 
+def sharpness_probe(
+    model: nn.Module, loss_fn: TensorFn, x: torch.Tensor, y: torch.Tensor
+) -> Callable[[], dict[str, float]]:
+    r"""A probe measuring the final model's sharpness on the fixed batch ``(x, y)``.
+
+    ``sharpness`` is :math:`|\lambda|_{\max}` of the Hessian of ``loss_fn(model(x), y)``
+    (power iteration, :func:`superlevel.stability.sharpness`): gradient descent with step
+    ``eta`` is stable on it iff ``eta * sharpness < 2``. The model is measured in eval
+    mode and left as it was.
+    """
+
+    def probe() -> dict[str, float]:
+        from superlevel.stability import sharpness
+
+        was = model.training
+        model.eval()
+        try:
+            value = sharpness(lambda: loss_fn(model(x), y), model, model=model)
+        finally:
+            model.train(was)
+        return {"sharpness": float(value), "sharpness_examples": float(len(y))}
+
+    return probe
+
+
 def train_cap(opts: dict[str, Any], budget: Budget, n: int) -> int:
     """Training examples kept: the smallest of the ``subset`` option, the budget cap and ``n``."""
     return min(c for c in (opts["subset"], budget.max_train_examples, n) if c is not None)

@@ -24,6 +24,7 @@ from superlevel.bench.tasks.assembly import (
     accuracy_instance,
     init_model,
     parameter_count,
+    sharpness_probe,
     train_cap,
 )
 from superlevel.bench.tasks.registry import TaskSpec, register
@@ -35,7 +36,13 @@ from superlevel.data.tensors import (
     take_subset,
 )
 
-_CLASSIFICATION_OPTIONS = {"subset": None, "label_noise": 0.0, "imbalance": 1.0}
+# sharpness_examples > 0: a finished run also measures the sharpness of its final model.
+_CLASSIFICATION_OPTIONS = {
+    "subset": None,
+    "label_noise": 0.0,
+    "imbalance": 1.0,
+    "sharpness_examples": 0,
+}
 _ACT = {"activation": "relu"}
 _MNIST1D_OPTIONS = {**_CLASSIFICATION_OPTIONS, **_ACT, "protocol": "ladder"}
 _MNIST1D = "MNIST-1D (generated, 4000/1000)"
@@ -90,7 +97,7 @@ def _classifier(
             "parameters": parameter_count(model),
             **opts,
         }
-        return accuracy_instance(
+        task = accuracy_instance(
             spec,
             seed,
             device,
@@ -102,6 +109,10 @@ def _classifier(
             metric_fn=_correct,
             eval_batch_size=eval_batch_size,
         )
+        n = int(opts["sharpness_examples"])
+        if n:
+            task.probe = sharpness_probe(model, _cross_entropy, data.train_x[:n], data.train_y[:n])
+        return task
 
     return build
 

@@ -105,6 +105,14 @@ def non_negative(name: str) -> Validator:
     return check
 
 
+def non_negative_int(name: str) -> Validator:
+    def check(v: Any) -> None:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ConfigError(f"option {name} must be an int >= 0, got {v!r}")
+
+    return check
+
+
 def check_path(name: str) -> Validator:
     def check(v: Any) -> None:
         if v is not None and not isinstance(v, str):
@@ -124,6 +132,7 @@ OPTION_VALIDATORS: dict[str, Validator] = {
     "n_wells": positive("n_wells", int),
     "seq_len": positive("seq_len", int),
     "corpus": check_path("corpus"),
+    "sharpness_examples": non_negative_int("sharpness_examples"),
 }
 
 # ------------------------------------------------------------------------ registry

@@ -214,7 +214,8 @@ def summarize(
             runs = out.runs.get((s.label, o))
             vals = None if runs is None else per_seed_test(runs)
             if vals is None:
-                note = "all diverged" if lr is None else "a seed diverged"
+                bad = sum(r["status"] != "finished" for r in runs or [])
+                note = "all diverged" if lr is None else f"{bad} of {len(runs)} seeds diverged"
                 rows.append([s.label, o, fmt(lr), note])
                 continue
             x = values[(s.label, o)] = scale * vals
@@ -242,6 +243,7 @@ def tally_text(reference: str, tally: Mapping[str, list[int]], n: int, what: str
     """``vs X: higher in a, lower in b, no difference in c of n <what>; ...``."""
     return "; ".join(
         f"vs {o}: higher in {t[0]}, lower in {t[1]}, no difference in {t[2]} of {n} {what}"
+        + (f" (not compared in {n - sum(t)}: a seed diverged)" if sum(t) < n else "")
         for o, t in tally.items()
     )
 

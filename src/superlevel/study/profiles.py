@@ -130,7 +130,7 @@ PROFILES: dict[str, dict[str, Any]] = {
             ),
             optimizers=_Q1_OPTIMIZERS,
             grid_points=3,
-            seeds=3,
+            seeds=5,
         ),
         "Q3": q3.Config(
             # About 2 min a run at the full budget (1e5 env steps) on one core here.

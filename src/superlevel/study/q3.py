@@ -151,15 +151,21 @@ def _plot(ctx: Context, cfg: Config, runs: dict[tuple[str, str], list[dict[str, 
             if not seeds:
                 continue
             curves = [_curve(ctx, r) for r in seeds]
+            # Epochs every seed reached: a diverged seed ends its optimizer's line.
             epochs = sorted(set.intersection(*(set(c) for c in curves)))
             ys = np.array([[c[e] for e in epochs] for c in curves])
-            (line,) = ax.plot(epochs, ys.mean(0), label=o, lw=1.2)
+            bad = sum(r["status"] != "finished" for r in seeds)
+            label = f"{o} ({bad} of {len(seeds)} diverged)" if bad else o
+            (line,) = ax.plot(epochs, ys.mean(0), label=label, lw=1.2)
             ax.fill_between(epochs, ys.min(0), ys.max(0), color=line.get_color(), alpha=0.12)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("validation return (mean, min..max over seeds)")
+        ax.set_ylabel("validation return")
         ax.set_title(task, fontsize=9)
         ax.legend(fontsize=6)
-    fig.suptitle(f"Q3: {cfg.seeds} seeds at each optimizer's selected lr", fontsize=10)
+    fig.suptitle(
+        f"Q3: mean (band: min..max) of {cfg.seeds} seeds at each optimizer's selected lr",
+        fontsize=9,
+    )
     save_figure(fig, ctx.figures / "q3_returns.png")
     return "figures/q3_returns.png"
 

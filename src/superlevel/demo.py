@@ -47,7 +47,7 @@ def run_demo(args: argparse.Namespace) -> int:
     """Run the quick suite into ``args.db`` and write the report into ``args.out``."""
     from superlevel.bench.cli import _executor, _open_store, _printer
     from superlevel.bench.report import write_report
-    from superlevel.bench.runner import make_config, missing_data, outcome_counts, run_many
+    from superlevel.bench.run import make_config, missing_data, outcome_counts, run_many
     from superlevel.bench.suites import get_suite
     from superlevel.bench.tune import tune
     from superlevel.blocks import replace_block

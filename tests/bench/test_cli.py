@@ -441,7 +441,7 @@ def test_a_failed_checkpoint_write_is_reported_and_loses_nothing(
 ) -> None:
     import errno
 
-    from superlevel.bench import checkpoint
+    from superlevel.bench.run import checkpointing as checkpoint
 
     def full_disk(obj, fh):
         fh.write(b"partial")
@@ -459,7 +459,7 @@ def test_a_failed_checkpoint_write_is_reported_and_loses_nothing(
 
 
 def test_a_corrupted_checkpoint_is_reported_with_its_path(tmp_path: Path, capsys) -> None:
-    from superlevel.bench.runner import make_config
+    from superlevel.bench.run import make_config
 
     db, ck = tmp_path / "r.db", tmp_path / "ck"
     ck.mkdir()
@@ -488,7 +488,7 @@ def test_hyperparameters_outside_their_domain_are_refused(tmp_path: Path, capsys
 
 
 def test_a_bug_keeps_its_traceback(tmp_path: Path, monkeypatch) -> None:
-    from superlevel.bench import runner
+    from superlevel.bench import run as runner
 
     def broken(*args, **kwargs):
         raise ValueError("a bug, not bad input")

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from superlevel.bench import runner
+from superlevel.bench import run as runner
 from superlevel.bench.executors import (
     InProcessExecutor,
     LocalPoolExecutor,
     default_workers,
     make_executor,
 )
-from superlevel.bench.runner import checkpoint_path, make_config, run_many
+from superlevel.bench.run import checkpoint_path, make_config, run_many, worker
 from superlevel.bench.store import Store
 from superlevel.bench.tune import tune
 
@@ -184,15 +184,15 @@ def test_cli_flags_retry_failed_storage_workers(tmp_path: Path, monkeypatch, cap
     db = str(tmp_path / "r.db")
     run = ["bench", "run", "--task", "quadratic", "--optimizers", "sgd", "--epochs", "1",
            "--db", db, "--quiet"]  # fmt: skip
-    real = runner._train
+    real = worker.train
 
     def boom(*a, **kw):
         raise RuntimeError("overflow in the update")
 
-    monkeypatch.setattr(runner, "_train", boom)
+    monkeypatch.setattr(worker, "train", boom)
     assert main(run) == 1
     assert "1 runs (1 failed)" in capsys.readouterr().out
-    monkeypatch.setattr(runner, "_train", real)
+    monkeypatch.setattr(worker, "train", real)
     assert main([*run, "--quiet"]) == 1  # skipped: still failed
     assert main([*run, "--retry-failed"]) == 0
     assert "1 runs (1 finished)" in capsys.readouterr().out

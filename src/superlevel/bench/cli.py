@@ -92,8 +92,8 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
     def wrapper(args: argparse.Namespace) -> int:
         import torch
 
-        from superlevel.bench.checkpoint import CheckpointError
         from superlevel.bench.registry import UnknownNameError
+        from superlevel.bench.run.checkpointing import CheckpointError
         from superlevel.bench.store import StoreError
         from superlevel.data.base import MissingDataError
 
@@ -185,7 +185,7 @@ def _check_device(args: argparse.Namespace) -> None:
 
     Locally the device must exist here; Ray workers have their own (only the name is checked).
     """
-    from superlevel.bench.runner import check_device_name, resolve_device
+    from superlevel.bench.run import check_device_name, resolve_device
 
     _checked(resolve_device if args.executor == "local" else check_device_name, args.device)
 
@@ -292,7 +292,7 @@ def _open_store(args: argparse.Namespace, *, readonly: bool = False) -> Any:
 
 
 def _printer(args: argparse.Namespace) -> Callable[[str], None]:
-    from superlevel.bench.runner import console_log
+    from superlevel.bench.run import console_log
 
     return console_log(getattr(args, "quiet", False))
 
@@ -300,7 +300,7 @@ def _printer(args: argparse.Namespace) -> Callable[[str], None]:
 def cmd_run(args: argparse.Namespace) -> int:
     """``bench run``: default hyperparameters, every task x optimizer x seed."""
     from superlevel.bench.optimizers import get_optimizer
-    from superlevel.bench.runner import make_config, outcome_counts, require_data, run_many
+    from superlevel.bench.run import make_config, outcome_counts, require_data, run_many
     from superlevel.bench.suites import SUITES, get_suite
     from superlevel.bench.tasks import get_task
 
@@ -373,7 +373,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     """``bench tune``: equal trials per optimizer, validation selection, seeded reruns."""
-    from superlevel.bench.runner import make_config
+    from superlevel.bench.run import make_config
     from superlevel.bench.tune import tune
 
     _positive("--trials", args.trials)

@@ -37,13 +37,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from superlevel.bench.optimizers import OptimizerSpec, get_optimizer
-from superlevel.bench.runner import (
+from superlevel.bench.run import (
     WARNING,
     Log,
     RunConfig,
     RunOutcome,
-    _executor_or_default,
     check_positive,
+    executor_or_default,
     make_config,
     run_many,
 )
@@ -139,7 +139,7 @@ def tune(
         executor: where runs train (default: this process); its ``workers`` trials are
             evaluated at once.
         device, data_dir, checkpoint_dir, progress, retry_failed: as for
-            :func:`~superlevel.bench.runner.run_many`.
+            :func:`~superlevel.bench.run.run_many`.
         log: receives one line per trial and per rerun (and every warning).
 
     Returns:
@@ -167,7 +167,7 @@ def tune(
         )  # fmt: skip
 
     results = {spec.name: TuneResult(spec.name, mode) for spec in specs}
-    with _executor_or_default(executor) as ex:
+    with executor_or_default(executor) as ex:
 
         def run(configs: Sequence[RunConfig], tag: str, bar: bool) -> list[RunOutcome]:
             return run_many(

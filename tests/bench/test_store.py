@@ -102,7 +102,8 @@ def test_a_schema_1_store_is_read_as_it_is_and_upgraded_on_write(tmp_path: Path)
     _filled(path).close()
     con = sqlite3.connect(path)  # make it what the first schema wrote
     con.execute("ALTER TABLE runs DROP COLUMN code_id")
-    con.execute("ALTER TABLE runs DROP COLUMN epochs_done")
+    for column in ("epochs_done", "initial_val_metric", "initial_test_metric"):
+        con.execute(f"ALTER TABLE runs DROP COLUMN {column}")
     con.execute("DROP TABLE code")
     con.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
     con.commit()

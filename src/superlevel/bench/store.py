@@ -12,6 +12,8 @@ Tables:
 - ``epoch_metrics``: per epoch and split (train/val/test) loss, metric and wall time.
 - ``step_metrics``: subsampled per-step training loss, gradient norm, lr, effective lr.
 - ``environment``: torch version, device name, git revision, ... of the machine a run used.
+- ``tunings``: per tuning (setting, optimizer, protocol), its result: the search, the
+  extensions of its ranges, the selection, the final runs (:mod:`superlevel.bench.tune`).
 - ``code``: per code id, the hash of every module and the package versions it stands for
   (see :func:`superlevel.bench.run.identity.code_identity`).
 
@@ -47,6 +49,8 @@ _TABLES = {"meta", "environment", "configs", "runs", "tags", "epoch_metrics", "s
 _UPGRADE_1_TO_2 = (
     "ALTER TABLE runs ADD COLUMN code_id TEXT",
     "ALTER TABLE runs ADD COLUMN epochs_done INTEGER",
+    "ALTER TABLE runs ADD COLUMN initial_val_metric REAL",
+    "ALTER TABLE runs ADD COLUMN initial_test_metric REAL",
 )
 
 _SCHEMA = """
@@ -61,6 +65,14 @@ CREATE TABLE IF NOT EXISTS code (
     code_id TEXT PRIMARY KEY,
     info TEXT NOT NULL,
     first_seen REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tunings (
+    tuning_id TEXT PRIMARY KEY,
+    setting TEXT NOT NULL,
+    optimizer TEXT NOT NULL,
+    protocol TEXT NOT NULL,
+    result TEXT NOT NULL,
+    finished_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS configs (
     run_id TEXT PRIMARY KEY,
@@ -93,7 +105,9 @@ CREATE TABLE IF NOT EXISTS runs (
     test_metric REAL,
     info TEXT,
     code_id TEXT,
-    epochs_done INTEGER
+    epochs_done INTEGER,
+    initial_val_metric REAL,
+    initial_test_metric REAL
 );
 CREATE TABLE IF NOT EXISTS tags (
     run_id TEXT NOT NULL REFERENCES configs(run_id),
@@ -136,6 +150,8 @@ _RUN_FIELDS = (
     "val_metric",
     "test_loss",
     "test_metric",
+    "initial_val_metric",
+    "initial_test_metric",
 )
 
 DONE = ("finished", "diverged")
@@ -497,6 +513,26 @@ class Store:
             )  # fmt: skip
         return True
 
+    def save_tuning(self, tuning_id: str, setting: Mapping[str, Any], optimizer: str,
+                    protocol: Mapping[str, Any], result: Mapping[str, Any]) -> None:  # fmt: skip
+        """Keep (or replace) the result of one tuning."""
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO tunings(tuning_id, setting, optimizer, protocol, result, "
+                "finished_at) VALUES (?,?,?,?,?,?)",
+                (tuning_id, json.dumps(dict(setting), sort_keys=True), optimizer,
+                 json.dumps(dict(protocol), sort_keys=True), json.dumps(dict(result),
+                                                                         default=str),
+                 time.time()),
+            )  # fmt: skip
+
+    def tunings(self) -> list[dict[str, Any]]:
+        """Every kept tuning result (a dict), oldest first."""
+        if self.schema_version == "1":
+            return []
+        rows = self._query("SELECT result FROM tunings ORDER BY finished_at, tuning_id")
+        return [json.loads(r[0]) for r in rows]
+
     def add_tags(self, run_id: str, tags: Iterable[str]) -> None:
         """Attach ``tags`` to an existing run."""
         with self._tx() as c:
@@ -573,6 +609,6 @@ class Store:
     def count(self, table: str) -> int:
         """Number of rows in ``table`` (one of the store's tables)."""
         if table not in {"configs", "runs", "tags", "epoch_metrics", "step_metrics", "environment",
-                         "code"}:  # fmt: skip
+                         "code", "tunings"}:  # fmt: skip
             raise ValueError(f"unknown table {table!r}")
         return int(self._query(f"SELECT count(*) FROM {table}")[0][0])

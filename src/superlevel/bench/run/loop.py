@@ -229,7 +229,8 @@ def summary(task: TaskInstance, state: RunState, resumed_from: int) -> dict[str,
     """The run's row in the store: counts, timings, last-epoch losses and metrics.
 
     A diverged run has no final losses or metrics (``None``); a paused one has those of
-    its last completed epoch (``epochs_done``).
+    its last completed epoch (``epochs_done``). ``initial_*_metric`` are the untrained
+    model's (epoch 0).
     """
     last: dict[str, dict[str, Any]] = {}
     for rec in state.epochs:
@@ -252,4 +253,7 @@ def summary(task: TaskInstance, state: RunState, resumed_from: int) -> dict[str,
         out[f"{split}_loss"] = rec["loss"] if ok else None
         if split != "train":
             out[f"{split}_metric"] = rec["metric"] if ok else None
+    for rec in state.epochs:  # the untrained model's: what a diverged run is scored with
+        if rec["epoch"] == 0 and rec["split"] in ("val", "test"):
+            out[f"initial_{rec['split']}_metric"] = rec["metric"]
     return out

@@ -15,10 +15,15 @@ Every other module goes through the functions here. Each has a public fallback, 
 torch that drops one still runs (slower); ``missing()`` names what is gone, and
 ``tests/optim/test_torch_api.py`` fails loudly when that list is not empty or a
 signature changed.
+
+A private kernel can also be present and wrong: :func:`fused_sgd_updates_all` probes the
+fused SGD kernel once per (device type, dtype) with a tiny step and says whether it
+updated every element (torch 2.13's CPU kernel does not, for float16 and bfloat16).
 """
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -32,6 +37,7 @@ __all__ = [
     "foreach_sum_of_squares",
     "fused_devices",
     "fused_sgd_",
+    "fused_sgd_updates_all",
     "group_by_device_and_dtype",
     "missing",
 ]
@@ -138,6 +144,48 @@ def fused_sgd_(
         is_first_step=is_first_step,
         found_inf=found_inf,
     )
+
+
+# Longer than every vector width (AVX-512: 32 half floats) plus a tail that is not.
+_PROBE_NUMEL = 67
+
+
+@functools.cache
+def fused_sgd_updates_all(device_type: str, dtype: torch.dtype) -> bool:
+    """Whether torch's fused SGD kernel updates every element of ``dtype`` tensors.
+
+    A probe step, once per process and key: ``p = 0``, ``g = 1``, ``lr = 0.5`` on a
+    67-element tensor, without momentum and with a fresh momentum buffer (the kernel's
+    two branches); it must give ``p = -0.5`` everywhere (exact in every float dtype).
+    torch 2.13's CPU kernel for float16 and bfloat16 leaves the elements of its
+    vectorised chunks unchanged (n = 16, 32, 64: none updated; n = 31: the 15-element
+    tail only), so the probe fails there and those tensors take the foreach path.
+
+    Probed on CPU only, where reading the result is free; on an accelerator the probe
+    would be a device sync inside the first step, so its kernels are trusted (``True``).
+    ``False`` without the kernel, or when the probe step raises.
+    """
+    if _FUSED_SGD is None:
+        return False
+    if device_type != "cpu":
+        return True
+    lr = torch.tensor(0.5, dtype=torch.float64)  # the CPU kernel reads a double
+    found_inf = torch.zeros((), dtype=torch.float32)
+    want = torch.full((_PROBE_NUMEL,), -0.5, dtype=dtype)
+    for momentum in (0.0, 0.5):
+        p = torch.zeros(_PROBE_NUMEL, dtype=dtype)
+        g = torch.ones(_PROBE_NUMEL, dtype=dtype)
+        bufs = [torch.zeros_like(p)] if momentum else []
+        try:
+            fused_sgd_(
+                [p], [g], bufs, lr=lr, found_inf=found_inf, momentum=momentum,
+                dampening=0.0, nesterov=False, maximize=False, is_first_step=True,
+            )  # fmt: skip
+        except RuntimeError:
+            return False
+        if not torch.equal(p, want):
+            return False
+    return True
 
 
 def capture_health_check(optimizer: torch.optim.Optimizer) -> None:

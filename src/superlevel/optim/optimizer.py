@@ -17,6 +17,7 @@ from .norm import global_grad_norm, has_dtensor, host_grad_norm, is_dtensor, loc
 from .settings import (
     GLOBAL_KEYS,
     GROUP_DEFAULTS,
+    OPTIONAL_FLAGS,
     Hyper,
     check_global,
     group_hyper,
@@ -26,8 +27,9 @@ from .settings import (
 __all__ = ["SuperLevelSGD"]
 
 # Keys a SuperLevelSGD param group must have; a state dict without them is another
-# optimizer's (torch.optim.SGD's lacks decay, min_lr, norm_scale, nonfinite).
-_REQUIRED = ("lr", *GROUP_DEFAULTS)
+# optimizer's (torch.optim.SGD's lacks decay, min_lr, norm_scale, nonfinite). The
+# optional flags may be missing (an older checkpoint): loading fills their defaults.
+_REQUIRED = ("lr", *(k for k in GROUP_DEFAULTS if k not in OPTIONAL_FLAGS))
 _COUNTERS = ("step", "skipped")
 
 
@@ -145,7 +147,7 @@ class SuperLevelSGD(Optimizer):
         )
         group_hyper(defaults, read_tensors=True)  # bad arguments fail here, named
         # Mutated in place by step(): torch.compile cannot trace a new attribute binding.
-        self._last: dict[str, Any] = {}
+        self._last: dict[str, Any] = _no_last_step()
         self._layouts: dict[int, Any] = {}  # group -> (param ids, buckets) buffers match
         self._checked: dict[int, Any] = {}  # group -> (settings_key, Hyper) last checked
         self.shard_group = shard_group
@@ -153,7 +155,7 @@ class SuperLevelSGD(Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        self.__dict__.setdefault("_last", {})
+        self.__dict__.setdefault("_last", _no_last_step())
         self.__dict__.setdefault("_layouts", {})
         self.__dict__.setdefault("_checked", {})
         self.__dict__.setdefault("shard_group", None)
@@ -187,6 +189,13 @@ class SuperLevelSGD(Optimizer):
             # t is global: a late group joins at the current count.
             for key in _COUNTERS:
                 group[key] = self.param_groups[0][key].clone()
+        else:
+            # Counters exist before the first step: a compiled first step that created
+            # them would change the groups' layout (a recompile) and make dynamo write
+            # its traced view of the groups back (capturable=True on CPU groups).
+            device = local(group["params"][0]).device if group["params"] else None
+            for key in _COUNTERS:
+                group[key] = torch.zeros((), dtype=torch.int64, device=device)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a SuperLevelSGD state dict, checked in full before anything changes.
@@ -195,7 +204,10 @@ class SuperLevelSGD(Optimizer):
         and the per-group hyperparameters) are restored with the groups. Refused with
         ``ValueError``: another optimizer's state dict, a value outside its domain, a
         step count that is not a finite integer >= 0, a momentum buffer whose shape is
-        not its param's.
+        not its param's. A group that lacks only optional flags (``maximize``,
+        ``foreach``, ``fused``, ``capturable``: a checkpoint from an older version) gets
+        their defaults, as torch's optimizers do; one that lacks the rule's own keys
+        (``decay``, ``min_lr``, ``norm_scale``, ...) is another optimizer's and refused.
         """
         _check_state_dict(state_dict, self.param_groups)
         super().load_state_dict(state_dict)
@@ -204,7 +216,7 @@ class SuperLevelSGD(Optimizer):
                 device = local(group["params"][0]).device if group["params"] else None
                 for key in _COUNTERS:
                     group[key] = _counter(group[key], device)
-        self._last.clear()
+        self._last.update(_no_last_step())
         self._layouts.clear()
         self._checked.clear()
 
@@ -221,7 +233,7 @@ class SuperLevelSGD(Optimizer):
         zero = torch.zeros((), dtype=torch.int64, device=device)
         step = group.get("step", zero)
         last = self._last
-        if "grad_norm" in last:
+        if last["grad_norm"] is not None:
             norm, scale, lr = last["grad_norm"], last["scale"], last["lr"]
         else:
             h = group_hyper(group)
@@ -407,6 +419,12 @@ class SuperLevelSGD(Optimizer):
             group["skipped"].add_(bad)
 
 
+def _no_last_step() -> dict[str, Any]:
+    """The record of the last step before any: fixed keys, so a compiled step that fills
+    it in place guards on the same dict shape at the first step and every later one."""
+    return dict.fromkeys(("grad_norm", "scale", "lr"))
+
+
 def _check_buckets(gi: int, buckets: Buckets, *, capturable: bool) -> None:
     """Refuse params the rule cannot update (before anything changes)."""
     # torch.compile sets capturable=True in every group while tracing: not the user's.
@@ -475,7 +493,7 @@ def _check_saved_group(gi: int, sg: dict[str, Any], g: dict[str, Any]) -> None:
             f"optimizer {len(g['params'])}"
         )
     try:
-        group_hyper(sg, read_tensors=True)
+        group_hyper({**GROUP_DEFAULTS, **sg}, read_tensors=True)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"state dict param group {gi}: {exc}") from exc
     for key in _COUNTERS:

@@ -23,6 +23,7 @@ from .settings import (
     group_hyper,
     settings_key,
 )
+from .sharding import check_shards
 
 __all__ = ["SuperLevelSGD"]
 
@@ -104,7 +105,9 @@ class SuperLevelSGD(Optimizer):
             norm is summed over it with one all-reduce (no host sync), so every rank uses
             the norm of the full gradient. ``None`` for DDP, FSDP2 (DTensors are reduced
             over their mesh automatically) and one process. A runtime handle: not part
-            of ``state_dict()``; pass it again when rebuilding the optimizer.
+            of ``state_dict()``; pass it again when rebuilding the optimizer. Without
+            it, params that are a shard (built by ZeRO over several ranks, FSDP1 flat
+            parameters holding part of the whole) are refused with ``ValueError``.
 
     Example:
         >>> opt = SuperLevelSGD(model.parameters(), lr=0.1, decay=1e-3)  # doctest: +SKIP
@@ -172,7 +175,11 @@ class SuperLevelSGD(Optimizer):
 
     # ------------------------------------------------------------ groups and state
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a group (checked); its ``t`` starts at the optimizer's current ``t``."""
+        """Add a group (checked); its ``t`` starts at the optimizer's current ``t``.
+
+        Refused (``ValueError``) besides bad settings: params that are a shard of the
+        model (ZeRO, FSDP1 flat parameters) without ``shard_group`` (:mod:`.sharding`).
+        """
         if self.param_groups:
             first = self.param_groups[0]
             for key in GLOBAL_KEYS:
@@ -185,6 +192,11 @@ class SuperLevelSGD(Optimizer):
         group_hyper(candidate, read_tensors=True)
         super().add_param_group(param_group)
         group = self.param_groups[-1]
+        try:
+            check_shards(group["params"], self.shard_group)
+        except ValueError:
+            self.param_groups.pop()  # refused: the optimizer stays as it was
+            raise
         if len(self.param_groups) > 1 and "step" in self.param_groups[0]:
             # t is global: a late group joins at the current count.
             for key in _COUNTERS:

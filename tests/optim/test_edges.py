@@ -446,6 +446,9 @@ def test_capture_step_refuses_what_a_replay_cannot_do():
     from superlevel.optim import capture_step
 
     p = torch.nn.Parameter(torch.ones(3))
+    for not_an_optimizer in (None, torch.nn.Linear(2, 2)):  # was an AttributeError
+        with pytest.raises(TypeError, match="torch.optim.Optimizer, got"):
+            capture_step(not_an_optimizer)
     with pytest.raises(ValueError, match="capturable=True"):
         capture_step(SuperLevelSGD([p], lr=0.1))
     with pytest.raises(ValueError, match=r"CUDA tensors .*\['cpu'\]"):

@@ -206,6 +206,7 @@ class SuperLevelSGD(Optimizer):
             # them would change the groups' layout (a recompile) and make dynamo write
             # its traced view of the groups back (capturable=True on CPU groups).
             device = local(group["params"][0]).device if group["params"] else None
+            device = None if device is not None and device.type == "meta" else device
             for key in _COUNTERS:
                 group[key] = torch.zeros((), dtype=torch.int64, device=device)
 

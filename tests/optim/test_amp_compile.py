@@ -114,18 +114,29 @@ def test_a_changing_lr_compiles_the_step_once_or_twice_not_per_value(lr, graphs)
     assert opt.stats()["step"].item() == 8
 
 
-def test_an_eager_step_after_a_compiled_one_works_on_cpu():
-    # dynamo traces every group with capturable=True and used to write that back into
-    # the real groups when the compiled step changed them (the first step created the
-    # counters): the next eager step on CPU then refused "capturable=True".
+@pytest.mark.parametrize("set_lr", [False, True], ids=["step", "step+lr"])
+def test_an_eager_step_after_a_compiled_one_works_on_cpu(set_lr):
+    # dynamo traces every group with capturable=True and writes that back into the real
+    # groups when the compiled function changes them (the first step created the
+    # counters; a hand-written schedule sets group["lr"]): the next eager step on CPU
+    # then refused "capturable=True". The counters now exist before, and the device
+    # check of capturable runs where the user sets it.
     torch._dynamo.reset()
-    opt, _ = _scheduled(0.1)
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(16, 16)) for _ in range(2)]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    # no scheduler: its wrapper around opt.step would break the graph before the write
+    opt = SuperLevelSGD(params, lr=0.1, decay=1e-3, foreach=True)
 
     @torch.compile(backend="eager")
     def step():
         opt.step()
+        if set_lr:
+            opt.param_groups[0]["lr"] = 0.05
 
     step()
-    assert opt.param_groups[0]["capturable"] is False
+    if not set_lr:
+        assert opt.param_groups[0]["capturable"] is False  # nothing written back
     opt.step()
     assert opt.stats()["step"].item() == 2

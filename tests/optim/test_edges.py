@@ -451,10 +451,14 @@ def test_capture_step_refuses_what_a_replay_cannot_do():
             capture_step(not_an_optimizer)
     with pytest.raises(ValueError, match="capturable=True"):
         capture_step(SuperLevelSGD([p], lr=0.1))
+    with pytest.raises(ValueError, match="capturable=True needs params on an accelerator"):
+        SuperLevelSGD([p], lr=torch.tensor(0.1), capturable=True)  # refused where it is set
+    edited = SuperLevelSGD([p], lr=torch.tensor(0.1))
+    edited.param_groups[0]["capturable"] = True  # set afterwards: capture_step checks again
     with pytest.raises(ValueError, match=r"CUDA tensors .*\['cpu'\]"):
-        capture_step(SuperLevelSGD([p], lr=torch.tensor(0.1), capturable=True))
+        capture_step(edited)
     with pytest.raises(ValueError, match="warmup must be an int >= 0"):
-        capture_step(SuperLevelSGD([p], lr=0.1, capturable=True), warmup=-1)
+        capture_step(edited, warmup=-1)
     assert torch.equal(p, torch.ones(3)) and p.grad is None  # refused before any step ran
 
 

@@ -97,7 +97,8 @@ class SuperLevelSGD(Optimizer):
             float32), foreach otherwise. Under ``torch.compile`` the foreach path is used.
             Per group; the norm is global either way.
         capturable: Allow CUDA-graph capture of ``step()`` (torch refuses it otherwise) and
-            check its preconditions (params on an accelerator, ``nonfinite="skip"``).
+            check its preconditions (params on an accelerator, ``nonfinite="skip"``) when
+            the group is added.
             Every path is already free of host syncs; a float ``lr`` is baked into a
             captured graph.
         shard_group: A ``torch.distributed`` process group whose ranks each own a disjoint
@@ -193,6 +194,7 @@ class SuperLevelSGD(Optimizer):
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         try:
+            _check_capturable(len(self.param_groups) - 1, group)
             check_shards(group["params"], self.shard_group)
         except ValueError:
             self.param_groups.pop()  # refused: the optimizer stays as it was
@@ -361,7 +363,7 @@ class SuperLevelSGD(Optimizer):
             bufs = [self.state[p].get("momentum_buffer") for p in params]
             bufs = [None if b is None else local(b) for b in bufs] if sharded else bufs
         buckets = group_by_device_and_dtype(lp)
-        _check_buckets(gi, buckets, capturable=group["capturable"])
+        _check_buckets(gi, buckets)
         impl = F.resolve_impl(foreach=group["foreach"], fused=group["fused"], buckets=buckets)
         if impl == "fused":
             F.check_fused(buckets)
@@ -438,20 +440,32 @@ def _no_last_step() -> dict[str, Any]:
     return dict.fromkeys(("grad_norm", "scale", "lr"))
 
 
-def _check_buckets(gi: int, buckets: Buckets, *, capturable: bool) -> None:
+def _check_buckets(gi: int, buckets: Buckets) -> None:
     """Refuse params the rule cannot update (before anything changes)."""
-    # torch.compile sets capturable=True in every group while tracing: not the user's.
-    capturable = capturable and not torch.compiler.is_compiling()
     for dev, dt in buckets:
         if not (dt.is_floating_point or dt.is_complex):
             raise TypeError(
                 f"SuperLevelSGD updates floating-point and complex params; group {gi} "
                 f"has a {dt} param with a gradient (on {dev})"
             )
-        if capturable and dev.type == "cpu":
-            raise ValueError(
-                f"capturable=True needs params on an accelerator, got a param on {dev} (group {gi})"
-            )
+
+
+def _check_capturable(gi: int, group: dict[str, Any]) -> None:
+    """``capturable=True`` needs params on an accelerator: checked where the user sets it.
+
+    Not in ``step()``: dynamo traces every group with ``capturable=True`` and writes that
+    back into the real groups when a compiled function changes them (``group["lr"] =
+    ...`` in a compiled train step), so a later eager step would be refused for a flag
+    the user never set. On CPU the flag has no effect on the step.
+    """
+    if not group["capturable"]:
+        return
+    on_cpu = [pi for pi, p in enumerate(group["params"]) if local(p).device.type == "cpu"]
+    if on_cpu:
+        raise ValueError(
+            f"capturable=True needs params on an accelerator, got param {on_cpu[0]} of "
+            f"group {gi} on cpu"
+        )
 
 
 def _home(groups: list[_Group]) -> torch.device:

@@ -16,6 +16,7 @@ NAMES = sorted(OPTIMIZERS)
 EXPECTED = {
     "sgd", "momentum", "nesterov", "adam", "adamw", "sgdr", "sgd_expdecay", "sgd_clip",
     "superlevel", "superlevel_momentum", "superlevel_guarded",
+    "sgd_clip_expdecay", "ngd_expdecay", "adam_damped",
 }  # fmt: skip
 
 
@@ -158,3 +159,49 @@ def test_param_grid_and_validation() -> None:
         Param(0.0, 1.0, log=True)
     with pytest.raises(ValueError, match="grid points"):
         Param(1e-3, 1.0, log=True).grid(0)
+
+
+def _one_step(name: str, hp: dict, scale: float = 30.0) -> tuple[nn.Module, dict, torch.Tensor]:
+    """One step from a large gradient; the params before, the gradient it saw."""
+    model, x, y = _problem(4)
+    with torch.no_grad():
+        model.weight.mul_(scale)
+    stepper = get_optimizer(name).build(model.parameters(), hp, steps_per_epoch=10, epochs=2)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    model.zero_grad()
+    nn.functional.mse_loss(model(x), y).backward()
+    raw = torch.cat([p.grad.flatten() for p in model.parameters()]).clone()
+    stepper.step(_closure(stepper, model, x, y, []))
+    return model, before, raw
+
+
+def _moved(model: nn.Module, before: dict) -> torch.Tensor:
+    return torch.cat([(p.detach() - before[k]).flatten() for k, p in model.named_parameters()])
+
+
+def test_ablation_competitors_take_the_steps_they_are_named_for() -> None:
+    # Normalised GD: every step has length lr (the decay starts after the first step).
+    model, before, raw = _one_step("ngd_expdecay", {"lr": 0.3, "decay_total": 1.0})
+    assert float(_moved(model, before).norm()) == pytest.approx(0.3, rel=1e-5)
+    # Hard clip + decay: the step is lr * g * min(1, c / ||g||).
+    model, before, raw = _one_step("sgd_clip_expdecay",
+                                   {"lr": 0.3, "decay_total": 1.0, "max_norm": 0.5})  # fmt: skip
+    expected = -0.3 * raw * min(1.0, 0.5 / (float(raw.norm()) + 1e-6))
+    assert torch.allclose(_moved(model, before), expected, rtol=1e-5, atol=1e-7)
+    # Adam on damped gradients: its first step is lr * sign(g) whatever the damping.
+    model, before, raw = _one_step("adam_damped", {"lr": 0.01, "decay_total": 1.0})
+    assert torch.allclose(_moved(model, before), -0.01 * torch.sign(raw), atol=1e-6)
+
+
+def test_a_variant_fixes_hyperparameters_the_protocol_does_not_tune() -> None:
+    spec = get_optimizer("superlevel@norm_scale=10")
+    assert spec.defaults["norm_scale"] == 10.0 and "norm_scale" not in spec.space
+    assert list(spec.space) == ["lr", "decay_total"]
+    stepper = spec.build(nn.Linear(2, 1).parameters())
+    assert stepper.optimizer.defaults["norm_scale"] == 10.0
+    for bad, message in (("superlevel@norm_scale=-1", "norm_scale=-1.0"),
+                         ("superlevel@lr=1", "the lr cannot be fixed"),
+                         ("superlevel@nope=1", "no hyperparameter 'nope'"),
+                         ("superlevel@norm_scale", "base@key=value")):  # fmt: skip
+        with pytest.raises(Exception, match=message):
+            get_optimizer(bad)

@@ -176,6 +176,7 @@ DOMAINS: dict[str, Domain] = {
     "tol": _NON_NEGATIVE,
     "shrink": Domain(0.0, 1.0, low_open=True, high_open=True),
     "max_retries": Domain(0.0, integer=True),
+    "norm_scale": _POSITIVE,
 }
 
 
@@ -203,6 +204,8 @@ class Stepper:
         max_norm: when set, ``clip_grad_norm_(params, max_norm)`` runs before the step.
         guard: optional object with ``step(closure) -> loss`` (the Lyapunov guard) that
             performs the whole step instead of ``optimizer.step``.
+        transform: optional ``transform(params) -> grad norm`` that rewrites the gradients
+            in place before the step (normalisation, damping) and returns their norm.
     """
 
     def __init__(
@@ -213,13 +216,16 @@ class Stepper:
         scheduler: Any = None,
         max_norm: float | None = None,
         guard: Any = None,
+        transform: Callable[[list[nn.Parameter]], torch.Tensor] | None = None,
     ) -> None:
         self.optimizer = optimizer
         self.params = list(params)
         self.scheduler = scheduler
         self.max_norm = max_norm
         self.guard = guard
+        self.transform = transform
         self._clip_norm: torch.Tensor | None = None
+        self._seen_norm: torch.Tensor | None = None
 
     def step(self, closure: Closure) -> torch.Tensor:
         """Run one training step and return the loss the closure computed (before the update)."""
@@ -230,6 +236,8 @@ class Stepper:
                 loss = closure()
             if self.max_norm is not None:
                 self._clip_norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
+            if self.transform is not None:
+                self._seen_norm = self.transform(self.params)
             self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
@@ -251,6 +259,9 @@ class Stepper:
                 "effective_lr": s["effective_lr"].detach().float().cpu(),
             }
         lr = _lr_of(self.optimizer).float().cpu()
+        if self._seen_norm is not None:  # the transform's norm; the lr is nominal
+            return {"grad_norm": self._seen_norm.detach().float().cpu(), "lr": lr,
+                    "effective_lr": lr}  # fmt: skip
         if self._clip_norm is not None:
             norm = self._clip_norm.detach().float().cpu()
             scale = torch.clamp(self.max_norm / (norm + 1e-6), max=1.0)
@@ -438,6 +449,42 @@ def _sgd_clip(params: list[nn.Parameter], hp: dict[str, Any], ctx: BuildContext)
     return Stepper(opt, params, max_norm=hp["max_norm"])
 
 
+def _exp_decay(opt: torch.optim.Optimizer, hp: dict[str, Any], ctx: BuildContext) -> Any:
+    """``ExponentialLR`` with ``gamma = exp(-beta)``: ``lr * exp(-beta t)``, the same decay
+    as SuperLevelSGD's ``a(t)`` (stepped once per optimizer step)."""
+    return torch.optim.lr_scheduler.ExponentialLR(
+        opt, gamma=math.exp(-_per_step(hp["decay_total"], ctx))
+    )
+
+
+def _sgd_clip_expdecay(params: list[nn.Parameter], hp: dict[str, Any],
+                       ctx: BuildContext) -> Stepper:  # fmt: skip
+    opt = torch.optim.SGD(params, lr=hp["lr"])
+    return Stepper(opt, params, scheduler=_exp_decay(opt, hp, ctx), max_norm=hp["max_norm"])
+
+
+def _normalize(params: list[nn.Parameter]) -> torch.Tensor:
+    """``g <- g / ||g||`` over all gradients (one global norm; a zero gradient stays 0)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads)
+    torch._foreach_mul_(grads, 1.0 / torch.clamp(norm, min=torch.finfo(norm.dtype).tiny))
+    return norm
+
+
+def _ngd_expdecay(params: list[nn.Parameter], hp: dict[str, Any], ctx: BuildContext) -> Stepper:
+    opt = torch.optim.SGD(params, lr=hp["lr"])
+    return Stepper(opt, params, scheduler=_exp_decay(opt, hp, ctx), transform=_normalize)
+
+
+def _adam_damped(params: list[nn.Parameter], hp: dict[str, Any], ctx: BuildContext) -> Stepper:
+    from superlevel.optim import damp_grad_norm_
+
+    opt = torch.optim.Adam(params, lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"])
+    norm_scale = hp["norm_scale"]
+    return Stepper(opt, params, scheduler=_exp_decay(opt, hp, ctx),
+                   transform=lambda ps: damp_grad_norm_(ps, norm_scale=norm_scale))  # fmt: skip
+
+
 def _superlevel_opt(
     params: list[nn.Parameter], hp: dict[str, Any], ctx: BuildContext
 ) -> torch.optim.Optimizer:
@@ -448,6 +495,7 @@ def _superlevel_opt(
         lr=hp["lr"],
         decay=_per_step(hp["decay_total"], ctx),
         momentum=hp.get("momentum", 0.0),
+        norm_scale=hp.get("norm_scale", 1.0),
     )
 
 
@@ -546,9 +594,30 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
             _sgd_clip,
         ),
         OptimizerSpec(
+            "sgd_clip_expdecay",
+            "clip_grad_norm_(max_norm=1) then SGD with lr*exp(-beta t) (the rule's hard-clip twin)",
+            {"lr": 0.5, "decay_total": 2.0, "max_norm": 1.0},
+            {"lr": _LR_SL, "decay_total": _DECAY, "max_norm": _MAX_NORM},
+            _sgd_clip_expdecay,
+        ),
+        OptimizerSpec(
+            "ngd_expdecay",
+            "normalised GD g/||g|| with lr*exp(-beta t) (the rule's large-gradient limit), lr=0.1",
+            {"lr": 0.1, "decay_total": 2.0},
+            {"lr": _LR_SGD, "decay_total": _DECAY},
+            _ngd_expdecay,
+        ),
+        OptimizerSpec(
+            "adam_damped",
+            "Adam on g/(1+||g||/s) with lr*exp(-beta t) (the rule's modulation on Adam), lr=1e-3",
+            {**_ADAM_DEFAULTS, "decay_total": 2.0, "norm_scale": 1.0},
+            {"lr": _LR_ADAM, "decay_total": _DECAY},
+            _adam_damped,
+        ),
+        OptimizerSpec(
             "superlevel",
-            "SuperLevelSGD: lr*exp(-beta t)*g/(1+||g||), lr=0.5, ends at lr*exp(-2)",
-            {"lr": 0.5, "decay_total": 2.0},
+            "SuperLevelSGD: lr*exp(-beta t)*g/(1+||g||/s), lr=0.5, ends at lr*exp(-2), s=1",
+            {"lr": 0.5, "decay_total": 2.0, "norm_scale": 1.0},
             {"lr": _LR_SL, "decay_total": _DECAY},
             _superlevel,
         ),
@@ -571,9 +640,34 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
 
 
 def get_optimizer(name: str) -> OptimizerSpec:
-    """The registered :class:`OptimizerSpec` called ``name``.
+    """The registered :class:`OptimizerSpec` called ``name``, or a variant of one.
+
+    ``base@key=value[,key=value]`` (e.g. ``superlevel@norm_scale=10``) is ``base`` with
+    those hyperparameters fixed: its defaults hold them and its search space leaves them
+    out (a sweep over a hyperparameter the protocol does not tune).
 
     Raises:
-        UnknownNameError: ``name`` is not registered (message lists the valid names).
+        UnknownNameError: ``name`` (or the base of a variant) is not registered.
+        ConfigError: a variant's hyperparameter is unknown or outside its domain.
     """
-    return lookup("optimizer", OPTIMIZERS, name)
+    if not isinstance(name, str) or "@" not in name:
+        return lookup("optimizer", OPTIMIZERS, name)
+    base_name, _, fixed_text = name.partition("@")
+    base = lookup("optimizer", OPTIMIZERS, base_name)
+    fixed: dict[str, Any] = {}
+    for item in fixed_text.split(","):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"optimizer variant {name!r}: expected base@key=value[,key=value]")
+        try:
+            fixed[key] = float(value) if key not in base.defaults or not isinstance(
+                base.defaults[key], bool) else value == "true"  # fmt: skip
+        except ValueError:
+            raise ConfigError(f"optimizer variant {name!r}: {key}={value!r} is not a number") \
+                from None  # fmt: skip
+    defaults = base.resolve(fixed)
+    space = {k: p for k, p in base.space.items() if k not in fixed}
+    if "lr" not in space:
+        raise ConfigError(f"optimizer variant {name!r}: the lr cannot be fixed")
+    return OptimizerSpec(name, f"{base.description} (fixed: {fixed_text})", defaults, space,
+                         base.builder)  # fmt: skip

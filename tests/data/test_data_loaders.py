@@ -278,3 +278,31 @@ def test_digits():
     assert x.shape == (1797, 64) and y.shape == (1797,)
     assert x.min() == 0.0 and x.max() == 1.0
     assert set(np.unique(y).tolist()) == set(range(10))
+
+
+def test_a_damaged_or_unwritable_mnist1d_cache_costs_time_never_a_result(tmp_path):
+    from superlevel.data import generated
+
+    fresh = generated._generate_mnist1d(100, 3)
+    bad = tmp_path / "mnist1d_n100_s3.npz"
+    bad.write_bytes(b"PK\x03\x04 not an npz")
+    generated._mnist1d_cached.cache_clear()
+    got = load_mnist1d(num_samples=100, seed=3, cache_dir=tmp_path)
+    assert all(np.array_equal(got[k], fresh[k]) for k in fresh)
+    with np.load(bad) as f:  # replaced by a good one
+        assert np.array_equal(f["x"], fresh["x"])
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder should be")
+    generated._mnist1d_cached.cache_clear()
+    got = load_mnist1d(num_samples=100, seed=3, cache_dir=blocker / "sub")
+    assert all(np.array_equal(got[k], fresh[k]) for k in fresh)
+
+
+def test_the_tasks_cache_mnist1d_where_the_cache_says(tmp_path, monkeypatch):
+    from superlevel.bench.tasks import build_task
+    from superlevel.data import generated
+
+    monkeypatch.setenv("SUPERLEVEL_CACHE", str(tmp_path))
+    generated._mnist1d_cached.cache_clear()
+    build_task("mnist1d_mlp", seed=1)
+    assert (tmp_path / "mnist1d_n5000_s42.npz").is_file()

@@ -44,6 +44,19 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
     return Path(env).expanduser() if env else Path("data")
 
 
+CACHE_ENV = "SUPERLEVEL_CACHE"
+
+
+def cache_dir() -> Path:
+    """Where generated data sets are cached: ``$SUPERLEVEL_CACHE``, else
+    ``$XDG_CACHE_HOME/superlevel``, else ``~/.cache/superlevel``."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "superlevel"
+
+
 def md5_bytes(data: bytes) -> str:
     """Hex MD5 digest of ``data`` (a checksum against corruption, not a security hash)."""
     return hashlib.md5(data, usedforsecurity=False).hexdigest()

@@ -3,16 +3,20 @@
 MNIST-1D (Greydanus, 2020) is *generated* from its ten 1-D templates by the ``mnist1d``
 package with the package's default arguments (5000 samples, 4000/1000 train/test split,
 seed 42): the same procedure that produced the published ``mnist1d_data.pkl``. We never
-download it. Generation takes about a second; the arrays are cached in memory and, when
-``cache_dir`` is given, as a ``.npz`` file.
+download it. Generation takes seconds of CPU (about 3 s here); the arrays are cached in
+memory and, when ``cache_dir`` is given, as a ``.npz`` file, so that every worker process
+of a pool loads them in milliseconds instead of generating them again. A cache file that
+cannot be read is regenerated; one that cannot be written is skipped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import os
 import random
+import zipfile
 from pathlib import Path
 from types import ModuleType
 
@@ -64,17 +68,25 @@ def _generate_mnist1d(num_samples: int, seed: int) -> dict[str, np.ndarray]:
 @functools.lru_cache(maxsize=4)
 def _mnist1d_cached(num_samples: int, seed: int, cache_dir: str | None) -> dict[str, np.ndarray]:
     path = None
+    keys = ("x", "y", "x_test", "y_test")
     if cache_dir is not None:
         path = Path(cache_dir) / f"mnist1d_n{num_samples}_s{seed}.npz"
         if path.is_file():
-            with np.load(path) as f:
-                return {k: f[k] for k in ("x", "y", "x_test", "y_test")}
+            try:
+                with np.load(path) as f:
+                    return {k: f[k] for k in keys}
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+                pass  # damaged: generate again (and replace it below)
     arrays = _generate_mnist1d(num_samples, seed)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)  # atomic: a reader never sees half a file
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(tmp, **arrays)
+            os.replace(tmp, path)  # atomic: a reader never sees half a file
+        except OSError:  # a read-only or full cache costs time, never a result
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
     return arrays
 
 

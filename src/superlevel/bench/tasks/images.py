@@ -138,9 +138,10 @@ def _digits_splits(data_dir: str | None) -> Splits:
 
 def _mnist1d_splits(data_dir: str | None) -> Splits:
     """MNIST-1D (generated, ``data_dir`` unused) with 500 validation examples."""
+    from superlevel.data.base import cache_dir
     from superlevel.data.generated import load_mnist1d
 
-    d = load_mnist1d()
+    d = load_mnist1d(cache_dir=cache_dir())
     x, y = torch.from_numpy(d["x"]), torch.from_numpy(d["y"])
     xt, yt = torch.from_numpy(d["x_test"]), torch.from_numpy(d["y_test"])
     return _splits_from_train_test(x, y, xt, yt, n_val=500)
@@ -152,9 +153,10 @@ def _mnist1d_paper_splits(data_dir: str | None) -> Splits:
     The paper evaluates on the test split only, so the ``val`` split *is* the test split
     here: fine for reproducing its table, never for choosing hyperparameters.
     """
+    from superlevel.data.base import cache_dir
     from superlevel.data.generated import load_mnist1d
 
-    d = load_mnist1d()
+    d = load_mnist1d(cache_dir=cache_dir())
     x, y = torch.from_numpy(d["x"]), torch.from_numpy(d["y"])
     xt, yt = torch.from_numpy(d["x_test"]), torch.from_numpy(d["y_test"])
     return Splits(x, y, xt, yt, xt, yt)

@@ -33,6 +33,7 @@ from superlevel.bench.executors import InProcessExecutor, LocalPoolExecutor
 from superlevel.bench.run import environment, make_config, run_many
 from superlevel.bench.store import Store
 from superlevel.bench.suites import get_suite
+from superlevel.bench.tasks import build_task
 from superlevel.blocks import replace_block
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "parallel_speedup.md"
@@ -111,6 +112,7 @@ def main() -> int:
     p.add_argument("--suite", default="quick")
     p.add_argument("--tasks", default=None, help="comma-separated subset of the suite's tasks")
     p.add_argument("--seeds", type=int, default=None, help="default: the suite's")
+    p.add_argument("--optimizers", default=None, help="comma-separated (default: the suite's)")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="Markdown file, or - for stdout")
     args = p.parse_args()
 
@@ -118,10 +120,11 @@ def main() -> int:
     suite = get_suite(args.suite)
     tasks = args.tasks.split(",") if args.tasks else list(suite.tasks)
     seeds = args.seeds or suite.seeds
+    optimizers = args.optimizers.split(",") if args.optimizers else list(suite.optimizers)
     configs = [
         make_config(t, o, s, budget=suite.budget)
         for t in tasks
-        for o in suite.optimizers
+        for o in optimizers
         for s in range(1, seeds + 1)
     ]
     capacity = _capacity(args.workers)
@@ -129,6 +132,8 @@ def main() -> int:
           file=sys.stderr)  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        for t in tasks:  # fill the data cache once, so neither pass pays for it
+            build_task(t, seed=1, budget=suite.budget)
         one = _pass(configs, InProcessExecutor(), folder, "workers-1")
         many = _pass(configs, LocalPoolExecutor(args.workers), folder, f"workers-{args.workers}")
     differ = _differences(one[3], many[3])
@@ -148,8 +153,9 @@ def main() -> int:
         "# Parallel speedup (written by `benchmarks/parallel_speedup.py`)",
         "",
         f"{len(configs)} runs: suite `{suite.name}` default runs, tasks {', '.join(tasks)}, "
-        f"{len(suite.optimizers)} optimizers, seeds 1..{seeds}, budget `{suite.budget}`, "
-        "1 torch thread per run. Same numbers in both passes, run for run (checked).",
+        f"optimizers {', '.join(optimizers)}, seeds 1..{seeds}, budget `{suite.budget}`, "
+        "1 torch thread per run. Same numbers in both passes, run for run (checked). The "
+        "generated data sets are in the disk cache (as after any first use) in both passes.",
         "",
         f"Machine: {env['device_name']}, {os.cpu_count()} CPUs, {platform.platform(terse=True)}, "
         f"torch {env['torch']}, Python {env['python']}, git {env['git_revision']}.",

@@ -135,19 +135,24 @@ class _Worker:
         self.conn.close()
 
 
+# What every run imports: the runner, the task registry, the loop, scipy and mnist1d.
+_PRELOAD = ["superlevel.bench.run.worker", "superlevel.bench.tasks", "superlevel.bench.run.loop",
+            "superlevel.data.generated", "mnist1d.data", "scipy.stats"]  # fmt: skip
+
+
 def _context(start_method: str | None) -> Any:
     """``forkserver`` with the runner preloaded where there is one, else ``spawn``.
 
     Both start workers from a clean interpreter (``fork`` would copy this process's torch
-    thread pools and open databases); the fork server imports torch and the runner once
-    and forks every worker from there, instead of each worker importing torch again
-    (seconds of CPU each).
+    thread pools and open databases); the fork server imports torch, the runner and the
+    data generators once and forks every worker from there, instead of each worker
+    importing them again (seconds of CPU each). A module that is not installed is skipped.
     """
     if start_method is None:
         start_method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     ctx = mp.get_context(start_method)
     if start_method == "forkserver":
-        ctx.set_forkserver_preload(["superlevel.bench.run.worker", "superlevel.bench.tasks"])
+        ctx.set_forkserver_preload(_PRELOAD)
     return ctx
 
 

@@ -26,8 +26,11 @@ def test_tiny_study_runs_resumes_and_rebuilds(tmp_path, capsys):
     assert main(args) == 0
     text = (out / "README.md").read_text()
     assert "## Claims" in text and "| C5 |" in text
-    for sid in ("E1", "E2", "E3", "N2", "Q1", "Q2", "Q3"):
+    for sid in ("E1", "E2", "E3", "N2", "Q1", "Q2", "Q3", "A1"):
         assert f"## {sid}" in text
+    a1 = text[text.index("## A1") :]
+    assert "more than clipping plus exponential decay" in a1 and "vs hard clip + decay" in a1
+    assert "superlevel@norm_scale=10" in a1
     e3 = text[text.index("## E3") : text.index("## N2")]
     assert "sharpness x effective lr / 2 (median)" in e3  # measured on the final models
     q3 = text[text.index("## Q3") :]
@@ -38,7 +41,7 @@ def test_tiny_study_runs_resumes_and_rebuilds(tmp_path, capsys):
     with Store(out / "raw" / "study.db") as store:
         n_runs = store.count("runs")
         statuses = {r["status"] for r in store.runs()}
-    assert n_runs > 0 and statuses <= {"finished", "diverged"}
+    assert n_runs > 0 and statuses <= {"finished", "diverged", "paused"}
     first = _digest(out)
 
     # Running the sections again finds everything stored: no new run, no new E2 cell.

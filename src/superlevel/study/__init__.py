@@ -7,9 +7,10 @@ protocol, figures, a table with 95% confidence intervals and a verdict computed 
 numbers. ``--report-only`` rebuilds the report from the stored results without training.
 
 Sections (fixed ids): E1 quadratic, E2 landscape topology, E3 MNIST and beta,
-N2 activations, Q1 architectures, Q2 noisy and imbalanced data, Q3 reinforcement learning.
+N2 activations, Q1 architectures, Q2 noisy and imbalanced data, Q3 reinforcement learning,
+A1 the ablation (is the rule more than clipping plus decay?).
 """
 
 from __future__ import annotations
 
-SECTION_IDS = ("E1", "E2", "E3", "N2", "Q1", "Q2", "Q3")
+SECTION_IDS = ("E1", "E2", "E3", "N2", "Q1", "Q2", "Q3", "A1")

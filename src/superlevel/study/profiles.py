@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from superlevel.study import e1, e2, e3, n2, q1, q2, q3
+from superlevel.study import a1, e1, e2, e3, n2, q1, q2, q3
 from superlevel.study.e1 import log_grid
 
 _ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")  # the harness offers no GELU
@@ -73,6 +73,14 @@ PROFILES: dict[str, dict[str, Any]] = {
             trials=2,
             seeds=2,
             epochs=1,
+        ),
+        "A1": a1.Config(
+            tasks=(("digits_mlp", (("activation", "relu"),)),),
+            trials=2,
+            seeds=2,
+            norm_scales=(10.0,),
+            epochs=1,
+            arms=("superlevel", "sgd_clip_expdecay"),
         ),
         "Q3": q3.Config(
             tasks=(("cartpole_novel", ()),),

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from types import ModuleType
 
-from superlevel.study import SECTION_IDS, e1, e2, e3, n2, q1, q2, q3
+from superlevel.study import SECTION_IDS, a1, e1, e2, e3, n2, q1, q2, q3
 from superlevel.study.common import Context, SectionResult, not_yet_run
 from superlevel.study.profiles import get_profile
 
-SECTIONS: dict[str, ModuleType] = {m.ID: m for m in (e1, e2, e3, n2, q1, q2, q3)}
+SECTIONS: dict[str, ModuleType] = {m.ID: m for m in (e1, e2, e3, n2, q1, q2, q3, a1)}
 assert tuple(SECTIONS) == SECTION_IDS
 
 

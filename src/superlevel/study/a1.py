@@ -1,0 +1,139 @@
+"""A1 — the decisive ablation: is SuperLevelSGD more than clipping plus exponential decay?
+
+The rule's step is ``a(t) g / (1 + ||g|| / s)``: for large gradients it tends to
+normalised GD with step ``a(t) s``, for small ones to GD, and its step length is always
+below ``a(t) s``, a smooth form of global-norm clipping. A reader's first question is
+whether that smoothness matters on real tasks. Arms, all under the bench tuning protocol
+with the same trials (lr and ``decay_total``, plus ``max_norm`` for the clip):
+
+- ``superlevel``: the rule (``s = 1``);
+- ``sgd_clip_expdecay``: hard clip at ``max_norm``, then SGD with the same decay;
+- ``ngd_expdecay``: normalised GD ``g / ||g||`` with the same decay (the large-gradient limit);
+- ``sgd_expdecay``: the decay alone (the small-gradient limit);
+- ``adam_damped``: the modulation on Adam, ``Adam(g / (1 + ||g||))`` with the decay;
+- ``superlevel@norm_scale=s`` for ``s`` in the sweep: where between the limits it works.
+
+**Rule, written before the numbers.** Per task and arm, the paired comparison of
+``superlevel`` minus the arm over the final seeds, with Holm's correction over the
+section's family and TOST against the task's margin: ``equivalent`` means the rule is,
+within the margin, the arm; ``higher``/``lower``; else ``inconclusive``. The paper's
+method is *more than clipping plus decay* on a task only when it is ``higher`` than
+``sgd_clip_expdecay`` there; it is *no more* when ``equivalent`` or ``lower``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from superlevel.study.common import (
+    Context,
+    SectionResult,
+    compute_seconds,
+    hardware_text,
+    md_table,
+    not_yet_run,
+)
+from superlevel.study.compare import (
+    TasksConfig,
+    load_complete_tasks,
+    run_comparison,
+    summarize,
+)
+
+ID = "A1"
+TITLE = "Ablation: more than clipping plus decay?"
+REFERENCE = "superlevel"
+CLIP = "sgd_clip_expdecay"
+ARMS = ("superlevel", CLIP, "ngd_expdecay", "sgd_expdecay", "adam_damped")
+
+
+@dataclass(frozen=True)
+class Config:
+    """A1's size: tasks (with options, budget, epochs), arms, the norm_scale sweep, trials,
+    seeds."""
+
+    tasks: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]
+    trials: int
+    seeds: int
+    norm_scales: tuple[float, ...] = (0.1, 10.0, 100.0)
+    budget: str = "quick"
+    epochs: int | None = None
+    arms: tuple[str, ...] = ARMS
+
+    @property
+    def optimizers(self) -> tuple[str, ...]:
+        return self.arms + tuple(f"superlevel@norm_scale={s:g}" for s in self.norm_scales)
+
+    def tasks_config(self) -> TasksConfig:
+        return TasksConfig(self.tasks, self.optimizers, self.trials, self.seeds, self.budget,
+                           self.epochs)  # fmt: skip
+
+    def comparison(self, tasks: tuple[str, ...] | None = None) -> Any:
+        return self.tasks_config().comparison(tasks)
+
+
+def run(ctx: Context, cfg: Config) -> None:
+    """Task by task: every arm through the tuning protocol, then its final seeds."""
+    for task, _ in cfg.tasks:
+        run_comparison(ctx, cfg.comparison((task,)), ID)
+
+
+def report(ctx: Context, cfg: Config) -> SectionResult:
+    """The A1 part of the report, from stored runs only."""
+    protocol = _protocol(cfg)
+    loaded = load_complete_tasks(ctx, cfg)
+    if isinstance(loaded, str):
+        return not_yet_run(ID, TITLE, protocol, loaded)
+    cfg, out, missing = loaded
+    comp = cfg.comparison()
+    summ = summarize(ctx, comp, out, REFERENCE)
+    table = md_table(
+        ["task", "arm", "selected", f"test score % mean (min..max), {cfg.seeds} seeds",
+         f"{REFERENCE} minus arm [95% CI] (points)", "verdict (Holm, TOST)"],
+        summ.rows,
+    )  # fmt: skip
+    by_task = {row[0]: {} for row in summ.rows}
+    for row in summ.rows:
+        by_task[row[0]][row[1]] = row[-1]
+    lines = []
+    more = 0
+    for task, verdicts in by_task.items():
+        v = verdicts.get(CLIP, "")
+        lines.append(f"{task}: vs hard clip + decay {v or 'not compared'}")
+        more += v.startswith("higher")
+    n = len(by_task)
+    verdict = (
+        f"SuperLevelSGD is more than clipping plus exponential decay (higher than "
+        f"`{CLIP}`, Holm-adjusted) on {more} of {n} tasks. " + "; ".join(lines) + "."
+    )
+    if missing:
+        protocol += f"\n\n**Not yet run:** {missing} They are left out below."
+    body = "\n".join([
+        protocol, "",
+        f"{len(out.all_runs)} runs, {compute_seconds(out.all_runs) / 60:.1f} min of compute. "
+        f"Hardware: {hardware_text(out.all_runs)}.", "",
+        table,
+    ])  # fmt: skip
+    return SectionResult(ID, TITLE, "partial" if missing else "done", body, verdict)
+
+
+def _protocol(cfg: Config) -> str:
+    tasks = ", ".join(
+        f"`{t}`" + (f" ({', '.join(f'{k}={v}' for k, v in o)})" if o else "") for t, o in cfg.tasks
+    )
+    return (
+        "**Question.** Is the rule anything more than gradient clipping plus exponential "
+        "decay on real tasks?\n\n"
+        f"**Protocol.** Tasks {tasks} (budget `{cfg.budget}`"
+        + (f", {cfg.epochs} epochs" if cfg.epochs else "")
+        + f"). Arms: {', '.join(f'`{o}`' for o in cfg.optimizers)}. Every arm: the bench "
+        f"tuning protocol with {cfg.trials} trials over (lr, decay_total[, max_norm]), "
+        f"finals on seeds 1..{cfg.seeds}, never the tuning seed. `superlevel@norm_scale=s` "
+        "fixes s (the norm at which the step is halved; s -> 0 is normalised GD with step "
+        "a s, s -> inf is GD).\n\n"
+        "**Rule (before the numbers).** Per task and arm: superlevel minus the arm, paired "
+        "over seeds, Holm over the section, TOST against the task's margin. The rule is "
+        f"more than clipping plus decay on a task only when it is `higher` than `{CLIP}`; "
+        "`equivalent` or `lower` means it is not."
+    )

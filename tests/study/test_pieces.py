@@ -113,3 +113,18 @@ def test_gradient_spikes_counts_rollouts_far_above_the_median():
     spiky = [*log, {"pg_norm": 3.0, "pg_norm_max": 10.5}, {"pg_norm": 1.0, "pg_norm_max": 9.9}]
     assert q3.gradient_spikes(spiky) == 1  # 10.5 > 10 x median 1.0; 9.9 is not
     assert q3.gradient_spikes([{"rollout": 0, "nonfinite": 1.0}]) == 0  # no finite norms
+
+
+def test_monotone_a0_is_the_end_of_the_monotone_prefix():
+    lrs = (0.1, 1.0, 2.0, 5.0)
+    assert e1.monotone_a0(lrs, [True, True, False, True]) == 1.0  # a later pass does not count
+    assert e1.monotone_a0(lrs, [False, True, True, True]) == 0.0
+    assert e1.monotone_a0(lrs, [True] * 4) == 5.0
+
+
+def test_a_width_that_reaches_the_floor_is_left_out():
+    lrs = (0.1, 1.0, 10.0, 100.0)
+    red = [1.0, 29.0, 29.5, 2.0]
+    assert e1._width_unless_floored(lrs, red, [False] * 4) == pytest.approx(1.0)
+    assert e1._width_unless_floored(lrs, red, [False, False, True, False]) is None
+    assert e1._width_unless_floored(lrs, red, [False, False, False, True]) == pytest.approx(1.0)

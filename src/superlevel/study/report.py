@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from superlevel.blocks import replace_block, write_atomic
-from superlevel.study.claims import claims_table
+from superlevel.study.claims import CLAIMS, claims_table, combine
 from superlevel.study.common import Context, SectionResult, md_table
 from superlevel.study.sections import section_results
 
@@ -29,6 +29,25 @@ def overview_table(sections: list[SectionResult], link: str = "") -> str:
     )
 
 
+def plain_summary(sections: list[SectionResult]) -> str:
+    """At most eight lines a reader can take away: each claim's verdict in one line, the
+    ablation's answer, and how sure the numbers are."""
+    verdicts = {cid: combine([s.claims[cid].verdict for s in sections if cid in s.claims])
+                for cid in CLAIMS}  # fmt: skip
+    counts = {v: sum(x == v for x in verdicts.values()) for v in set(verdicts.values())}
+    head = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
+    lines = [f"**In short.** Of the paper's {len(CLAIMS)} claims: {head}."]
+    lines += [f"- {cid} ({CLAIMS[cid]}): **{verdicts[cid]}**." for cid in CLAIMS]
+    ablation = next((s for s in sections if s.id == "A1" and s.status != "not yet run"), None)
+    if ablation is not None:
+        lines.append(f"- Ablation: {ablation.verdict.split('. ')[0].rstrip('.')}.")
+    lines.append(
+        "- How sure: every comparison is paired over final seeds never used for tuning, "
+        "Holm-corrected per section; `inconclusive` rows say what they could have detected."
+    )
+    return "\n".join(lines[:8])
+
+
 def render(ctx: Context, sections: list[SectionResult]) -> str:
     """The whole report as markdown."""
     parts = [
@@ -40,7 +59,12 @@ def render(ctx: Context, sections: list[SectionResult]) -> str:
         "`raw/study.db` and the landscape measurements `raw/E2.json`), so every number "
         "below can be regenerated and audited, and an interrupted study resumes. "
         "Confidence intervals are 95% Student-t intervals of paired (per-seed or per-start) "
-        'differences; "no difference" means the interval contains 0.',
+        "differences; verdicts are Holm-corrected within a section, and equivalence is only "
+        "claimed against a stated margin (TOST), never from an interval that contains 0.",
+        "",
+        "## Summary",
+        "",
+        plain_summary(sections),
         "",
         "## Claims",
         "",
@@ -63,6 +87,8 @@ def summary(ctx: Context, sections: list[SectionResult], link: str) -> str:
     return "\n".join(
         [
             f"From the study's `{ctx.profile}` profile ([full report]({link})):",
+            "",
+            plain_summary(sections),
             "",
             claims_table(sections),
             "",

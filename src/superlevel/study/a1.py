@@ -75,7 +75,7 @@ class Config:
 
 def run(ctx: Context, cfg: Config) -> None:
     """Task by task: every arm through the tuning protocol, then its final seeds."""
-    for task, _ in cfg.tasks:
+    for task, *_ in cfg.tasks:
         run_comparison(ctx, cfg.comparison((task,)), ID)
 
 
@@ -120,7 +120,9 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
 
 def _protocol(cfg: Config) -> str:
     tasks = ", ".join(
-        f"`{t}`" + (f" ({', '.join(f'{k}={v}' for k, v in o)})" if o else "") for t, o in cfg.tasks
+        f"`{t[0]}`" + (f" ({', '.join(f'{k}={v}' for k, v in t[1])})" if t[1] else "")
+        + (f" (budget {t[2]}, {t[3]} epochs)" if len(t) > 2 else "")
+        for t in cfg.tasks
     )
     return (
         "**Question.** Is the rule anything more than gradient clipping plus exponential "

@@ -29,13 +29,28 @@ from superlevel.bench.tune import Setting as BenchSetting
 from superlevel.study.common import Context, fmt
 
 
+def protocol_text(trials: int, seeds: int, metric: str = "the validation metric") -> str:
+    """The one sentence every tuned section says about how it tuned."""
+    return (
+        f"Each (setting, optimizer): the bench tuning protocol (docs/benchmark.md), {trials} "
+        "quasi-random trials over the optimizer's whole search space, the same number for "
+        "every optimizer, successive halving, ranges extended while the selection sits on "
+        f"an edge, selected by {metric} of the tuning seed 1001; then the final seeds "
+        f"1..{seeds}, never looked at during selection. A diverged final seed is scored as "
+        "the untrained model. The test split selects nothing."
+    )
+
+
 @dataclass(frozen=True)
 class Setting:
-    """One problem a comparison is run on: a label, a harness task and its options."""
+    """One problem a comparison is run on: a label, a harness task and its options, and
+    its own budget and epochs where they differ from the comparison's."""
 
     label: str
     task: str
     options: tuple[tuple[str, Any], ...] = ()
+    budget: str | None = None
+    epochs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -59,7 +74,9 @@ class Comparison:
         return Protocol(trials=self.trials, seeds=self.seeds, halving=self.halving)
 
     def bench_settings(self) -> list[BenchSetting]:
-        return [BenchSetting(s.task, self.budget, self.epochs, tuple(sorted(s.options)))
+        return [BenchSetting(s.task, s.budget or self.budget,
+                             s.epochs if s.budget or s.epochs else self.epochs,
+                             tuple(sorted(s.options)))
                 for s in self.settings]  # fmt: skip
 
     def label_of(self, key: str) -> str:
@@ -73,9 +90,10 @@ class Comparison:
 @dataclass(frozen=True)
 class TasksConfig:
     """A section that compares optimizers on harness tasks, one setting per task (Q1, Q3):
-    tasks (with fixed options), optimizers, trials, seeds, budget and epochs."""
+    tasks (with fixed options, and optionally their own budget and epochs:
+    ``(name, options, budget, epochs)``), optimizers, trials, seeds, budget and epochs."""
 
-    tasks: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]
+    tasks: tuple[tuple[Any, ...], ...]
     optimizers: tuple[str, ...]
     trials: int
     seeds: int
@@ -85,7 +103,7 @@ class TasksConfig:
     def comparison(self, tasks: tuple[str, ...] | None = None) -> Comparison:
         """The comparison over ``tasks`` (default: all of them)."""
         settings = tuple(
-            Setting(t, t, opts) for t, opts in self.tasks if tasks is None or t in tasks
+            Setting(t[0], t[0], *t[1:]) for t in self.tasks if tasks is None or t[0] in tasks
         )
         return Comparison(
             settings, self.optimizers, self.trials, self.seeds, self.budget, self.epochs
@@ -241,7 +259,7 @@ def load_complete_tasks(ctx: Context, cfg: Any) -> tuple[Any, Outcome, str] | st
         ``(cfg restricted to the complete tasks, their outcome, a sentence naming the
         incomplete ones or "")``, or only that sentence when no task is complete.
     """
-    status = {t: load_comparison(ctx, cfg.comparison((t,))) for t, _ in cfg.tasks}
+    status = {t[0]: load_comparison(ctx, cfg.comparison((t[0],))) for t in cfg.tasks}
     missing = "; ".join(
         f"`{t}`: {out.rstrip('.')}" for t, out in status.items() if isinstance(out, str)
     )
@@ -250,7 +268,7 @@ def load_complete_tasks(ctx: Context, cfg: Any) -> tuple[Any, Outcome, str] | st
     if not done:
         return missing
     if missing:
-        cfg = replace(cfg, tasks=tuple(tb for tb in cfg.tasks if tb[0] in done))
+        cfg = replace(cfg, tasks=tuple(tb for tb in cfg.tasks if tb[0] in done))  # type: ignore
     out = load_comparison(ctx, cfg.comparison())
     assert not isinstance(out, str)  # every part of it was loaded above
     return cfg, out, missing

@@ -438,7 +438,8 @@ def _plot_lr(ctx: Context, cfg: Config, grid: dict[str, dict[str, Any]]) -> str:
             ax.set_xlabel("a0")
             ax.set_ylabel("final log10(f - f*)")
             ax.legend(fontsize=6)
-    fig.suptitle("E1: final suboptimality against a0, seed 1 (gaps: diverged)", fontsize=10)
+    fig.suptitle(f"E1: final suboptimality against a0, tuning seed {TUNING_SEED} (gaps: diverged)",
+                 fontsize=10)
     save_figure(fig, ctx.figures / "e1_lr.png")
     return "figures/e1_lr.png"
 
@@ -454,9 +455,13 @@ def _protocol(cfg: Config) -> str:
         f"to 1/condition; conditions {conds}; gradient noise {noises}, 0 = exact). Arms: GD "
         "(`sgd`), decay only (`sgd_expdecay`), modulation only (`superlevel`, decay_total 0), "
         f"both (`superlevel`); decay_total = beta x total steps = {cfg.decay_total:g}. Every "
-        f"arm's a0 is chosen on the same grid ({cfg.lr_grid[0]:g} .. {cfg.lr_grid[-1]:g}, "
-        f"{len(cfg.lr_grid)} points) by the final validation suboptimality of seed 1; on a "
-        "synthetic task validation and test both evaluate the exact f, so this is the best "
-        f"lr of seed 1. The selected a0 runs on seeds 1..{cfg.seeds} (the seed draws the start; "
-        "the same starts for every arm)."
+        f"arm runs the same grid ({cfg.lr_grid[0]:g} .. {cfg.lr_grid[-1]:g}, "
+        f"{len(cfg.lr_grid)} points) on the tuning seed {TUNING_SEED} and the final seeds "
+        f"1..{cfg.seeds} (the seed draws the start; the same starts for every arm); the arm's "
+        "a0 for the paired comparison is the best on the tuning seed, scored on the final "
+        "seeds.\n\n**Rules (before the numbers).** C2: with exact gradients the paper's rule "
+        "must decrease at every logged interval for every a0 up to GD's stability limit 2/L "
+        "(L = 1): supported when it does in every setting. C4: the width of the good-a0 "
+        "range (within 2% of the best mean log-reduction over the final seeds) of the rule "
+        "against GD's, floor artefacts left out: supported when wider in every setting."
     )

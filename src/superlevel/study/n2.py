@@ -29,6 +29,7 @@ from superlevel.study.compare import (
     Comparison,
     Setting,
     load_comparison,
+    protocol_text,
     run_comparison,
     summarize,
     tally_text,
@@ -63,7 +64,7 @@ class Config:
 
 
 def run(ctx: Context, cfg: Config) -> None:
-    """The grid of every pair on seed 1, then the selected lr on every seed."""
+    """The grid of every pair on the tuning seed, then the final seeds."""
     run_comparison(ctx, cfg.comparison(), ID)
 
 
@@ -114,7 +115,7 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
             protocol,
             "",
             f"Budget: harness budget `{cfg.budget}` of `{cfg.task}`; {cfg.trials} grid "
-            f"points per optimizer on seed 1, then {cfg.seeds} seeds; {len(out.all_runs)} "
+            f"trials per optimizer on the tuning seed, then {cfg.seeds} seeds; {len(out.all_runs)} "
             f"runs, {compute_seconds(out.all_runs) / 60:.1f} min of compute. Hardware: "
             f"{hardware_text(out.all_runs)}.",
             "",
@@ -153,9 +154,8 @@ def _protocol(cfg: Config) -> str:
         "**Question.** Is the rule's behaviour the same across activation functions?\n\n"
         f"**Protocol.** Harness task `{cfg.task}` with activation "
         f"{', '.join(cfg.activations)} x optimizers {', '.join(cfg.optimizers)} (harness "
-        f"defaults besides the lr). Each pair: {cfg.trials} log-spaced lrs over the "
-        "optimizer's own search range (the same budget for every optimizer), run on seed 1, "
-        f"selected by validation accuracy; the selected lr then runs on seeds 1..{cfg.seeds}. "
-        "The test split selects nothing. *Rising intervals*: the fraction of logged "
+        "defaults besides the searched hyperparameters). "
+        + protocol_text(cfg.trials, cfg.seeds, "validation accuracy")
+        + " *Rising intervals*: the fraction of logged "
         "intervals whose mean training loss rose."
     )

@@ -32,6 +32,7 @@ from superlevel.study.compare import (
     Comparison,
     Setting,
     load_complete_tasks,
+    protocol_text,
     run_comparison,
     summarize,
     tally_text,
@@ -75,7 +76,7 @@ class Config:
 
 def run(ctx: Context, cfg: Config) -> None:
     """Data set by data set (so an interrupted study has complete ones): every (setting,
-    optimizer) tuned on seed 1, then the selected lr on every seed."""
+    optimizer) tuned on the tuning seed, then the final seeds."""
     for task, _ in cfg.tasks:
         run_comparison(ctx, cfg.comparison((task,)), ID)
 
@@ -189,9 +190,9 @@ def _protocol(cfg: Config) -> str:
         "**Question.** Does the rule stay stable under label noise and class imbalance?\n\n"
         f"**Protocol.** Harness tasks {tasks} under {', '.join(c for c, _ in cfg.conditions)} "
         "(training split only; validation and test clean and balanced) x optimizers "
-        f"{', '.join(cfg.optimizers)}. Each (setting, optimizer): {cfg.trials} "
-        "log-spaced lrs over the optimizer's own range on seed 1, selected by validation "
-        f"accuracy, then seeds 1..{cfg.seeds}. The test split selects nothing. The "
+        f"{', '.join(cfg.optimizers)}. "
+        + protocol_text(cfg.trials, cfg.seeds, "validation accuracy")
+        + " The "
         "generalisation gap is the last epoch's accuracy on the training split as trained "
         "(noisy labels included, so it is negative under label noise) minus test accuracy."
     )

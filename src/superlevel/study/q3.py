@@ -33,6 +33,7 @@ from superlevel.study.common import (
 from superlevel.study.compare import (
     TasksConfig,
     load_complete_tasks,
+    protocol_text,
     run_comparison,
     summarize,
     tally_text,
@@ -48,8 +49,8 @@ Config = TasksConfig  # the section's size: tasks, optimizers, grid, seeds, budg
 
 
 def run(ctx: Context, cfg: Config) -> None:
-    """Task by task: every optimizer tuned on seed 1, then the selected lr on every seed."""
-    for task, _ in cfg.tasks:
+    """Task by task: every optimizer tuned on the tuning seed, then the final seeds."""
+    for task, *_ in cfg.tasks:
         run_comparison(ctx, cfg.comparison((task,)), ID)
 
 
@@ -146,7 +147,7 @@ def _steps_text(runs: list[dict[str, Any]]) -> str:
 
 def _plot(ctx: Context, cfg: Config, runs: dict[tuple[str, str], list[dict[str, Any]]]) -> str:
     fig, axes = new_figure(1, len(cfg.tasks), 5.0, 3.4)
-    for ax, (task, _) in zip(axes[0], cfg.tasks, strict=True):
+    for ax, (task, *_) in zip(axes[0], cfg.tasks, strict=True):
         for o in cfg.optimizers:
             seeds = runs.get((task, o))
             if not seeds:
@@ -172,14 +173,14 @@ def _plot(ctx: Context, cfg: Config, runs: dict[tuple[str, str], list[dict[str, 
 
 
 def _protocol(cfg: Config | None) -> str:
-    tasks = "the RL tasks" if cfg is None else ", ".join(f"`{t}`" for t, _ in cfg.tasks)
+    tasks = "the RL tasks" if cfg is None else ", ".join(f"`{t[0]}`" for t in cfg.tasks)
     size = (
         ""
         if cfg is None
         else (
-            f" x optimizers {', '.join(cfg.optimizers)}. Each pair: {cfg.trials} "
-            "log-spaced lrs over the optimizer's own range on seed 1, selected by the mean "
-            f"greedy return on the validation episodes, then seeds 1..{cfg.seeds}"
+            f" x optimizers {', '.join(cfg.optimizers)}. " + protocol_text(cfg.trials, cfg.seeds,
+                                                          "the mean greedy return on the "
+                                                          "validation episodes")
         )
     )
     return (

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from superlevel.study.common import ClaimEvidence, SectionResult, md_table
+from superlevel.study.common import SectionResult, md_table
 
 CLAIMS: dict[str, str] = {
     "C1": "the level sets stay connected along training",
@@ -34,26 +34,6 @@ def combine(verdicts: Sequence[str]) -> str:
     if not distinct:
         return "not tested"
     return distinct[0] if len(distinct) == 1 else "mixed"
-
-
-def smallest_evidence(
-    section: str, what: str, values: dict[str, float], reference: str
-) -> ClaimEvidence | None:
-    """Evidence for a stability claim from a quantity where smaller is better (a spread, a
-    drop): ``supported`` when ``reference`` has the smallest, ``not supported`` when the
-    largest, ``mixed`` otherwise; ``None`` without the reference or a competitor.
-    """
-    if reference not in values or len(values) < 2:
-        return None
-    ours = values[reference]
-    others = [v for k, v in values.items() if k != reference]
-    verdict = "supported" if ours <= min(others) else "mixed"
-    verdict = "not supported" if ours > max(others) else verdict
-    return ClaimEvidence(
-        verdict,
-        f"{section}: {what} {ours:.2f} points for {reference}, "
-        f"{min(others):.2f}..{max(others):.2f} for the others",
-    )
 
 
 def claims_table(sections: Sequence[SectionResult]) -> str:

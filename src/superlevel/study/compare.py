@@ -278,3 +278,30 @@ def compute_minutes(out: Outcome) -> float:
     """Minutes of training in the search and finals of ``out``."""
     return sum(float(r.get("train_s") or 0.0) for r in out.all_runs) / 60 if out.all_runs else (
         math.nan)  # fmt: skip
+
+
+def stability_evidence(section: str, what: str, per_seed: Mapping[str, np.ndarray],
+                       reference: str, margin: float) -> Any:  # fmt: skip
+    """Evidence for a stability claim from a per-seed quantity where smaller is steadier (a
+    drop, a spread), compared by paired intervals (Holm over the competitors, TOST).
+
+    Rule (before the numbers): supported when the reference's quantity is lower than or
+    equivalent to every competitor's; not supported when it is higher than any; mixed
+    otherwise. ``None`` without the reference or a competitor.
+    """
+    from superlevel.study.common import ClaimEvidence
+
+    if reference not in per_seed or len(per_seed) < 2:
+        return None
+    pairs = {o: (per_seed[reference].tolist(), v.tolist()) for o, v in per_seed.items()
+             if o != reference and len(v) == len(per_seed[reference]) >= 2}  # fmt: skip
+    if not pairs:
+        return None
+    out = compare_family(pairs, margin=margin)
+    words = [c.verdict for c in out.values()]
+    steady = all(w in ("lower", "equivalent") for w in words)
+    verdict = "not supported" if "higher" in words else "supported" if steady else "mixed"
+    ours = float(np.mean(per_seed[reference]))
+    detail = "; ".join(f"vs {o}: {c.paired.text()} {c.text()}" for o, c in out.items())
+    return ClaimEvidence(verdict, f"{section}: {what} {ours:.2f} points for {reference} "
+                                  f"({reference} minus other, paired: {detail})")  # fmt: skip

@@ -77,10 +77,11 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
         [
             "task",
             "optimizer",
-            "selected lr",
+            "selected (tuning seed)",
             f"test metric % mean (min..max), {cfg.seeds} seeds",
             "median steps to the validation target",
             f"{REFERENCE} minus optimizer, paired 95% CI (points)",
+            "verdict (Holm over the section, TOST margin)",
         ],
         summ.rows,
     )
@@ -107,15 +108,21 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
     claims = {}
     rivals = [o for o in RIVALS if o in summ.tally]
     if rivals:
-        lower = {o: summ.tally[o][1] for o in rivals}
-        higher = {o: summ.tally[o][0] for o in rivals}
-        c5 = "supported" if all(v == 0 for v in lower.values()) else "mixed"
-        c5 = "not supported" if any(v > n / 2 for v in lower.values()) else c5
+        # Rule (before the numbers): "matches or beats" holds on a task when the paired
+        # comparison is higher or equivalent within the margin; supported when it holds on
+        # every task against both rivals, not supported when it is lower on more than half
+        # the tasks against either, mixed otherwise (inconclusive tasks prove nothing).
+        t = {o: summ.tally[o] for o in rivals}
+        holds = {o: t[o][0] + t[o][2] for o in rivals}
+        c5 = "supported" if all(holds[o] == n for o in rivals) else "mixed"
+        c5 = "not supported" if any(t[o][1] > n / 2 for o in rivals) else c5
         claims["C5"] = ClaimEvidence(
             c5,
             f"Q1 ({n} of {n_all} tasks run): "
             + "; ".join(
-                f"vs {o}: higher in {higher[o]}, lower in {lower[o]} of {n} tasks" for o in rivals
+                f"vs {o}: higher in {t[o][0]}, equivalent in {t[o][2]}, lower in {t[o][1]}, "
+                f"inconclusive in {t[o][3]} of {n} tasks"
+                for o in rivals
             ),
         )
     body = "\n".join(

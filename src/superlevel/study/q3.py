@@ -99,11 +99,12 @@ def report(ctx: Context, cfg: Config | None) -> SectionResult:
         [
             "task",
             "optimizer",
-            "selected lr",
+            "selected (tuning seed)",
             f"test return mean (min..max), {cfg.seeds} seeds",
             "collapses (all seeds)",
             f"gradient-norm spikes (> {SPIKE:g}x median, all seeds)",
             f"{REFERENCE} minus optimizer, paired 95% CI (return)",
+            "verdict (Holm over the section, TOST margin)",
         ],
         summ.rows,
     )

@@ -99,8 +99,12 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
     comp = cfg.comparison()
 
     def gap(runs: list[dict[str, Any]]) -> list[str]:
-        g = [100 * (_train_accuracy(ctx, r) - r["test_metric"]) for r in runs]
-        return [fmt(float(np.mean(g)), 3)]
+        done = [r for r in runs if r["status"] == "finished"]
+        train = [100 * _train_accuracy(ctx, r) for r in done]
+        g = [t - 100 * r["test_metric"] for t, r in zip(train, done, strict=True)]
+        if not done:
+            return ["-", "-"]
+        return [fmt(float(np.mean(train)), 3), fmt(float(np.mean(g)), 3)]
 
     summ = summarize(ctx, comp, out, REFERENCE, gap)
     table = md_table(
@@ -109,6 +113,7 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
             "optimizer",
             "selected (tuning seed)",
             f"test accuracy % mean (min..max), {cfg.seeds} seeds",
+            "train accuracy % on the labels as trained (noisy ones included)",
             "generalisation gap (train - test, points)",
             f"{REFERENCE} minus optimizer, paired 95% CI (points)",
             "verdict (Holm over the section, TOST margin)",

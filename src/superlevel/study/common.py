@@ -76,8 +76,9 @@ class SectionResult:
         title: its title.
         status: ``done``, ``partial`` (some of its parts have run) or ``not yet run``.
         markdown: the body (question, protocol, tables, figures), without the heading.
-        verdict: one or two sentences computed from the numbers (or why there are none).
+        verdict: one sentence computed from the numbers (or why there are none).
         claims: evidence per claim id (``C1`` ... ``C5``).
+        details: the tallies behind the verdict, shown below it.
     """
 
     id: str
@@ -86,6 +87,7 @@ class SectionResult:
     markdown: str
     verdict: str
     claims: dict[str, ClaimEvidence] = field(default_factory=dict)
+    details: str = ""
 
 
 @dataclass(frozen=True)

@@ -305,3 +305,14 @@ def stability_evidence(section: str, what: str, per_seed: Mapping[str, np.ndarra
     detail = "; ".join(f"vs {o}: {c.paired.text()} {c.text()}" for o, c in out.items())
     return ClaimEvidence(verdict, f"{section}: {what} {ours:.2f} points for {reference} "
                                   f"({reference} minus other, paired: {detail})")  # fmt: skip
+
+
+def headline(reference: str, tally: Mapping[str, list[int]], n: int, what: str) -> str:
+    """One sentence over every competitor: how many of the comparisons came out which way."""
+    totals = [sum(t[i] for t in tally.values()) for i in range(4)]
+    m = len(tally) * n
+    return (
+        f"Against {len(tally)} competitors on {n} {what}, {reference} is higher in "
+        f"{totals[0]}, lower in {totals[1]}, equivalent in {totals[2]} and inconclusive in "
+        f"{totals[3]} of {m} comparisons (Holm, TOST margins)."
+    )

@@ -379,7 +379,7 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
     sl_rates = [
         r for fn in cfg.functions for r in series(fn, "SuperLevelSGD", lambda c: _rate(c, "sub"))
     ]
-    verdict, claims = _verdict(cfg, tally, leave, sl_rates, good)
+    verdict, details, claims = _verdict(cfg, tally, leave, sl_rates, good)
     n = len(lrs) * len(cfg.functions)
     body = "\n".join(
         [
@@ -417,7 +417,7 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
             f"{fmt(min(sl_rates), 2)} .. {fmt(max(sl_rates), 2)}.",
         ]
     )
-    return SectionResult(ID, TITLE, "done", body, verdict, claims)
+    return SectionResult(ID, TITLE, "done", body, verdict, claims, details=details)
 
 
 def _verdict(
@@ -426,7 +426,7 @@ def _verdict(
     leave: dict[tuple[str, str], float],
     sl_rates: list[float],
     good: dict[tuple[str, str], list[int]],
-) -> tuple[str, dict[str, ClaimEvidence]]:
+) -> tuple[str, str, dict[str, ClaimEvidence]]:
     n = len(cfg.lr_grid) * len(cfg.functions)
 
     def onsets(arm: str) -> str:
@@ -467,7 +467,7 @@ def _verdict(
     else:
         short = "no later loss of the component than GD with the same decay"
         reading = "SuperLevelSGD does not keep its component longer than GD with the same decay."
-    verdict = text + " " + reading
+    verdict = reading
     claims: dict[str, ClaimEvidence] = {}
     # C1, rule before the numbers: a bounded step alone keeps trajectories in their
     # component up to some a0, so the claim is about the rule beyond the clip at the same
@@ -498,7 +498,7 @@ def _verdict(
         f"fraction of starts ending in a global minimum, SuperLevelSGD higher in {higher}, "
         f"lower in {lower} of {len(c3v)} (function, arm) pairs (Holm, paired over starts)",
     )
-    return verdict, claims
+    return verdict, text, claims
 
 
 def _plot(ctx: Context, cfg: Config, series, switch_frac, div_frac) -> str:

@@ -27,6 +27,7 @@ from superlevel.study.common import (
 from superlevel.study.compare import (
     Comparison,
     Setting,
+    headline,
     load_comparison,
     protocol_text,
     run_comparison,
@@ -125,7 +126,8 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
             table,
         ]
     )
-    return SectionResult(ID, TITLE, "done", body, verdict, claims)
+    short = headline(REFERENCE, summ.tally, n, "activations")
+    return SectionResult(ID, TITLE, "done", body, short, claims, details=verdict)
 
 
 def _plot(ctx: Context, cfg: Config, acc: dict[tuple[str, str], np.ndarray]) -> str:

@@ -29,6 +29,7 @@ from superlevel.study.common import (
 )
 from superlevel.study.compare import (
     TasksConfig,
+    headline,
     load_complete_tasks,
     protocol_text,
     run_comparison,
@@ -140,7 +141,8 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
         ]
     )
     status = "partial" if missing else "done"
-    return SectionResult(ID, TITLE, status, body, verdict, claims)
+    short = headline(REFERENCE, summ.tally, n, "tasks")
+    return SectionResult(ID, TITLE, status, body, short, claims, details=verdict)
 
 
 def _plot(ctx: Context, cfg: Config, profile: dict[str, np.ndarray], taus: np.ndarray) -> str:

@@ -30,6 +30,7 @@ from superlevel.study.common import (
 from superlevel.study.compare import (
     Comparison,
     Setting,
+    headline,
     load_complete_tasks,
     protocol_text,
     run_comparison,
@@ -172,7 +173,8 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
         ]
     )
     status = "partial" if missing else "done"
-    return SectionResult(ID, TITLE, status, body, verdict, claims)
+    short = headline(REFERENCE, summ.tally, n, "settings")
+    return SectionResult(ID, TITLE, status, body, short, claims, details=verdict)
 
 
 def _epochs_text(cfg: Config) -> str:

@@ -32,6 +32,7 @@ from superlevel.study.common import (
 )
 from superlevel.study.compare import (
     TasksConfig,
+    headline,
     load_complete_tasks,
     protocol_text,
     run_comparison,
@@ -137,7 +138,9 @@ def report(ctx: Context, cfg: Config | None) -> SectionResult:
             table,
         ]
     )
-    return SectionResult(ID, TITLE, "partial" if missing else "done", body, verdict, {})
+    short = headline(REFERENCE, summ.tally, n, "tasks")
+    status = "partial" if missing else "done"
+    return SectionResult(ID, TITLE, status, body, short, {}, details=verdict)
 
 
 def _steps_text(runs: list[dict[str, Any]]) -> str:

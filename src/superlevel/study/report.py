@@ -79,6 +79,8 @@ def render(ctx: Context, sections: list[SectionResult]) -> str:
         parts += [f"## {s.id}", "", f"### {s.title}", "", s.markdown.rstrip(), ""]
         if s.status in ("done", "partial"):
             parts += [f"**Verdict.** {s.verdict}", ""]
+            if s.details:
+                parts += [s.details, ""]
     return "\n".join(parts)
 
 

@@ -24,6 +24,7 @@ from superlevel.landscape.components import (
     trajectory_connectivity,
 )
 from superlevel.landscape.connectivity import ConnectResult, connect, connect_fn, curve_point
+from superlevel.landscape.merge_forest import MergeForest, step_connected
 from superlevel.landscape.slices import (
     Slice1D,
     filter_normalize,
@@ -50,6 +51,7 @@ __all__ = [
     "Grid",
     "Himmelblau",
     "Landscape",
+    "MergeForest",
     "MultiWell",
     "Quadratic",
     "Rastrigin",
@@ -74,6 +76,7 @@ __all__ = [
     "segment_barrier",
     "slice_1d",
     "slice_2d",
+    "step_connected",
     "trajectory_connectivity",
     "unflatten_params",
 ]

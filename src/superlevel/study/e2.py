@@ -39,6 +39,7 @@ import torch
 from superlevel.bench.stats import compare_family
 from superlevel.landscape import Grid, Himmelblau, Landscape, MultiWell, Rastrigin, grid_values
 from superlevel.landscape.components import component_of, level_set_components
+from superlevel.landscape.merge_forest import MergeForest, step_connected
 from superlevel.study.common import (
     ClaimEvidence,
     Context,
@@ -49,7 +50,6 @@ from superlevel.study.common import (
     not_yet_run,
     save_figure,
 )
-from superlevel.study.levelsets import MergeForest, step_connected
 
 ID = "E2"
 TITLE = "Landscape topology: component switches and barrier jumps against the step size"

@@ -8,8 +8,8 @@ import torch
 
 from superlevel.landscape import Himmelblau, MultiWell, grid_values, trajectory_connectivity
 from superlevel.landscape.components import level_set_components
+from superlevel.landscape.merge_forest import MergeForest, step_connected
 from superlevel.study import e2
-from superlevel.study.levelsets import MergeForest, step_connected
 
 
 @pytest.mark.parametrize("kind", ["sub", "super"])

@@ -12,25 +12,18 @@ climbing only those links leads both to the same root. Union by rank keeps every
 under ``log2(cells)`` links; the queries run vectorised in numpy.
 
 Super-level sets ``{f >= c}`` are the sub-level sets ``{-f <= -c}``. The step-level
-answer is the toolkit's, and is tested equal to it.
+answer is the toolkit's, and is tested equal to it. Study E2 asks it for every step of every
+trajectory.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from superlevel.landscape import Grid
 from superlevel.landscape.barriers import check_kind
+from superlevel.landscape.components import Grid, _grid_edges
 
 __all__ = ["MergeForest", "step_connected"]
-
-
-def _edges_2d(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Face neighbours ``(u, v)`` of a 2-D grid in raster indices (connectivity 1)."""
-    idx = np.arange(shape[0] * shape[1], dtype=np.int64).reshape(shape)
-    u = np.concatenate([idx[:-1, :].ravel(), idx[:, :-1].ravel()])
-    v = np.concatenate([idx[1:, :].ravel(), idx[:, 1:].ravel()])
-    return u, v
 
 
 class MergeForest:
@@ -50,7 +43,7 @@ class MergeForest:
         vals = vals if kind == "sub" else -vals
         if not np.all(np.isfinite(vals)):
             raise ValueError("grid values must be finite")
-        u, v = _edges_2d(grid.shape)
+        u, v = _grid_edges(grid.shape, 1)  # face neighbours
         w = np.maximum(vals[u], vals[v])
         order = np.argsort(w, kind="stable")
         n = vals.size

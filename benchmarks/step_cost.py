@@ -49,7 +49,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -305,26 +305,37 @@ def _read_grad(p: Tensor) -> None:
     torch._foreach_powsum([p.grad], 2)
 
 
-def training_candidates(config: str, device: str) -> dict[str, tuple[Callable, Callable, Any]]:
-    """Per candidate: (zero_grad + forward + backward, step, handle or None), each on its
-    own copy of the model (the hooks must not fire for the others)."""
+class Candidate(NamedTuple):
+    """One training-step candidate on its own copy of the model."""
+
+    backward: Callable[[], None]  # zero_grad + forward + backward
+    step: Callable[[], None]
+    optimizer: torch.optim.Optimizer
+    handle: Any  # norm_in_backward's handle, or None
+
+
+def training_candidates(config: str, device: str) -> dict[str, Candidate]:
+    """The candidates, each on its own copy of the model (the hooks must not fire for the
+    others)."""
     build = (lambda s: _mlp(config[4:], device, s)) if config.startswith("mlp:") else None
     if build is None:
         n, k = parse_config(config)
         build = lambda s: _synthetic(n, k, device, s)  # noqa: E731
-    out: dict[str, tuple[Callable, Callable, Any]] = {}
+    out: dict[str, Candidate] = {}
     kinds = (BASE, CLIP, "SuperLevelSGD", HOOKED, HOOK_FLOOR)
     for name in kinds:
         params, loss = build(0)
         handle = None
+        opt: torch.optim.Optimizer
         if name in (BASE, CLIP, HOOK_FLOOR):
-            opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=1e-3, foreach=True)
+            opt = torch.optim.SGD(params, lr=1e-3, foreach=True)
+        else:
+            opt = SuperLevelSGD(params, lr=1e-3, decay=1e-4)
         if name == HOOK_FLOOR:
             for p in params:
                 p.register_post_accumulate_grad_hook(_read_grad)
-        else:
-            opt = SuperLevelSGD(params, lr=1e-3, decay=1e-4)
-            handle = norm_in_backward(opt) if name == HOOKED else None
+        if name == HOOKED:
+            handle = norm_in_backward(opt)
         step = opt.step
         if name == CLIP:
 
@@ -336,12 +347,12 @@ def training_candidates(config: str, device: str) -> dict[str, tuple[Callable, C
             opt.zero_grad()
             loss().backward()
 
-        out[name] = (backward, step, handle)
+        out[name] = Candidate(backward, step, opt, handle)
     return out
 
 
 def time_training(
-    cands: dict[str, tuple[Callable, Callable, Any]],
+    cands: dict[str, Candidate],
     device: str,
     repeats: int,
     warmup: int = 3,
@@ -355,7 +366,7 @@ def time_training(
     for r in range(warmup + repeats):
         order = list(cands.items())
         rng.shuffle(order)
-        for name, (backward, step, _) in order:
+        for name, (backward, step, _, _) in order:
             if flush is not None:
                 flush.fill_(float(r))
             sync()
@@ -370,7 +381,7 @@ def time_training(
             if r >= warmup:
                 for key, t in (("backward", t1 - t0), ("step", t2 - t1), ("total", t2 - t0)):
                     times[name][key].append(t)
-    for name, (_, _, handle) in cands.items():
+    for name, (_, _, _, handle) in cands.items():
         if handle is not None and handle.fallbacks:
             raise RuntimeError(f"{name}: {handle.fallbacks} steps fell back ({handle.reasons})")
     return {name: {k: STATS[stat](ts) for k, ts in parts.items()} for name, parts in times.items()}

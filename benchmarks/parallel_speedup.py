@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from superlevel.bench.executors import InProcessExecutor, LocalPoolExecutor
-from superlevel.bench.runner import environment, make_config, run_many
+from superlevel.bench.run import environment, make_config, run_many
 from superlevel.bench.store import Store
 from superlevel.bench.suites import get_suite
 from superlevel.blocks import replace_block

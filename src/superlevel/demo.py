@@ -1,9 +1,10 @@
 """``superlevel demo``: the project's main job — run the quick suite, write the report.
 
-Runs every task x optimizer x seed of the ``quick`` suite into ``results/superlevel.db``,
-then the suite's learning-rate grid (DeepOBS style, for the LR-sensitivity plot; the best
-lr is rerun over the seeds), keeping finished runs (a second call only writes the report
-again), and writes ``results/report/report.md``, ``report.html`` and ``figures/``. Runs
+Tunes every optimizer of the ``quick`` suite on each of its tasks with the tuning protocol
+(:mod:`superlevel.bench.tune`: the same number of trials for all, successive halving,
+ranges extended off their edges, selection on a tuning seed, finals on seeds never looked
+at) into ``results/superlevel.db``, keeping finished runs (a second call only writes the
+report again), and writes ``results/report/report.md``, ``report.html`` and ``figures/``. Runs
 train in one worker process per CPU core (``--workers``); the results do not depend on
 it. Tasks whose data is absent are skipped with a message. ``--readme README.md`` also
 rewrites the README's demo block (the tuned table and this call's time) from the store.
@@ -12,6 +13,7 @@ rewrites the README's demo block (the tuned table and this call's time) from the
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,6 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-dir", default=None, help="default: checkpoints/ next to --db")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-run lines")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch default)")
-    p.add_argument("--no-grid", action="store_true", help="skip the learning-rate grid")
     p.add_argument("--readme", default=None, help="also rewrite the demo block of this README file")
     add_executor_options(p)
     p.set_defaults(func=_guarded(run_demo), workers=default_workers())
@@ -47,49 +48,37 @@ def run_demo(args: argparse.Namespace) -> int:
     """Run the quick suite into ``args.db`` and write the report into ``args.out``."""
     from superlevel.bench.cli import _executor, _open_store, _printer
     from superlevel.bench.report import write_report
-    from superlevel.bench.runner import make_config, missing_data, outcome_counts, run_many
+    from superlevel.bench.run import missing_data
     from superlevel.bench.suites import get_suite
-    from superlevel.bench.tune import tune
+    from superlevel.bench.tune import Protocol, Setting, TuneError, tune_settings
     from superlevel.blocks import replace_block
 
     start = time.perf_counter()
     suite = get_suite("quick")
     budget = args.budget or suite.budget
     log = _printer(args)
-    common = {
-        "device": args.device,
-        "data_dir": args.data_dir,
-        "checkpoint_dir": args.checkpoint_dir,
-        "progress": not args.quiet,
-        "log": log,
-        "retry_failed": args.retry_failed,
-    }
-    configs = [
-        make_config(t, o, s, budget=budget)
-        for t in suite.tasks
-        for o in suite.optimizers
-        for s in range(1, suite.seeds + 1)
-    ]
+    settings = []
+    for task in suite.tune_tasks:
+        missing = missing_data(task, args.data_dir)
+        if missing:
+            print(f"{task}: SKIPPED, its data is missing ({missing})")
+            continue
+        settings.append(Setting(task, budget))
+    protocol = Protocol(trials=suite.trials, seeds=suite.seeds)
     with _open_store(args) as store, _executor(args) as executor:
         before = store.count("runs")
-        outcomes = run_many(configs, store, executor=executor, skip_missing_data=True, **common)
-        print(f"{outcome_counts(outcomes)} in {time.perf_counter() - start:.1f}s -> {args.db}")
-        for task in () if args.no_grid else suite.grid_tasks:
-            missing = missing_data(task, args.data_dir)
-            if missing:
-                print(f"lr grid on {task}: SKIPPED, its data is missing ({missing})")
-                continue
-            tune(
-                task,
-                suite.optimizers,
-                trials=suite.grid_points,
-                seeds=suite.seeds,
-                store=store,
-                budget=budget,
-                mode="grid",
-                executor=executor,
-                **common,
-            )
+        try:
+            tune_settings(
+                settings, suite.optimizers, protocol, store, executor=executor,
+                device=args.device, data_dir=args.data_dir, checkpoint_dir=args.checkpoint_dir,
+                progress=not args.quiet, log=log, retry_failed=args.retry_failed,
+                other_code=args.other_code,
+            )  # fmt: skip
+        except TuneError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"{store.count('runs') - before} runs trained in "
+              f"{time.perf_counter() - start:.1f}s -> {args.db}")  # fmt: skip
         rep = write_report(store, args.out)
         minutes = (time.perf_counter() - start) / 60
         if args.readme:
@@ -135,7 +124,8 @@ def readme_block(store: Any, minutes: float, ran: int, workers: int) -> str:
     seeds = seeds_text(sorted({r["seed"] for r in compared}))
     budgets = ", ".join(sorted({str(s.key[1]) for s in settings}))
     what = (
-        "tuned (lr grid, selected on validation, rerun over the seeds)"
+        "tuned (the tuning protocol: 9 trials per optimizer, selected on validation of a "
+        "tuning seed, finals on fresh seeds; a diverged seed scored as untrained)"
         if tuned
         else ("as compared in the report")
     )

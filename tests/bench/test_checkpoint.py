@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from superlevel.bench import checkpoint
-from superlevel.bench.checkpoint import CheckpointError, load, save_atomic
+from superlevel.bench.run import checkpointing as checkpoint
+from superlevel.bench.run.checkpointing import CheckpointError, load, save_atomic
 
 
 def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch) -> None:

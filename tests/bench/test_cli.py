@@ -36,7 +36,7 @@ def filled_db(tmp_path_factory) -> Path:
         args += f" --epochs {epochs} --device cpu{quiet} --db"
         assert main([*args.split(), str(db)]) == 0  # digits_mlp with progress bars
     args = "bench tune --task quadratic --optimizers sgd,superlevel --trials 2 --seeds 1"
-    args += " --mode grid --epochs 3 --quiet --db"
+    args += " --search lr-grid --halving 1 --max-rounds 0 --epochs 3 --quiet --db"
     assert main([*args.split(), str(db)]) == 0
     return db
 
@@ -101,13 +101,13 @@ def test_rerun_does_not_redo_finished_runs(filled_db: Path, capsys) -> None:
 def test_grid_tuning_selects_on_validation(filled_db: Path) -> None:
     store = Store(filled_db)
     for opt in ("sgd", "superlevel"):
-        grid = [r for r in store.runs(tag="grid") if r["optimizer"] == opt]
-        assert len(grid) == 2  # equal trials per optimizer
+        grid = [r for r in store.runs(tag="trial") if r["optimizer"] == opt]
+        assert len(grid) == 2 and {r["seed"] for r in grid} == {1001}  # equal trials
         lrs = sorted(r["hparams"]["lr"] for r in grid)
         space = OPTIMIZERS[opt].space["lr"]
         assert lrs == pytest.approx([space.low, space.high])
         tuned = [r for r in store.runs(tag="tuned") if r["optimizer"] == opt]
-        assert len(tuned) == 1
+        assert [r["seed"] for r in tuned] == [1]  # a final seed the search never used
         finished = [r for r in grid if r["status"] == "finished"]
         best = min(finished, key=lambda r: r["val_metric"])  # suboptimality: lower is better
         assert tuned[0]["hparams"] == best["hparams"]
@@ -190,7 +190,7 @@ def test_unknown_names_and_bad_numbers_exit_nonzero(tmp_path: Path, capsys) -> N
         ],
         capsys,
     )
-    assert code == 2 and "--trials must be >= 1, got 0" in err
+    assert code == 2 and "trials must be an integer >= 1, got 0" in err
     code, _, err = _run(["bench", "results", "--db", str(tmp_path / "none.db")], capsys)
     assert code == 2 and "does not exist" in err
     assert not Path(db).exists() or Store(db).count("runs") == 0  # nothing ran
@@ -221,43 +221,31 @@ def test_corrupted_and_locked_db_via_cli(filled_db: Path, tmp_path: Path, capsys
     assert filled_db.read_bytes() == before
 
 
-def test_optuna_tune_two_trials(tmp_path: Path, capsys) -> None:
+def test_tune_end_to_end_through_the_command_line(tmp_path: Path, capsys) -> None:
     db = tmp_path / "t.db"
-    argv = [
-        "bench",
-        "tune",
-        "--task",
-        "quadratic",
-        "--optimizers",
-        "sgd,adam",
-        "--trials",
-        "2",
-        "--seeds",
-        "2",
-        "--epochs",
-        "2",
-        "--db",
-        str(db),
-        "--quiet",
-    ]
+    argv = ["bench", "tune", "--task", "quadratic", "--optimizers", "sgd,adamw", "--trials",
+            "3", "--seeds", "2", "--epochs", "2", "--db", str(db), "--quiet"]  # fmt: skip
     code, out, _ = _run(argv, capsys)
     assert code == 0
     store = Store(db)
     trials = store.runs(tag="trial")
-    assert sorted(r["optimizer"] for r in trials) == ["adam", "adam", "sgd", "sgd"]
-    assert all(r["seed"] == 1 for r in trials)
-    for opt in ("sgd", "adam"):
-        mine = [r for r in trials if r["optimizer"] == opt and r["status"] == "finished"]
-        best = min(mine, key=lambda r: r["val_metric"])
+    assert {r["seed"] for r in trials} == {1001}
+    for opt in ("sgd", "adamw"):
+        (t,) = [t for t in store.tunings() if t["optimizer"] == opt]
         tuned = [r for r in store.runs(tag="tuned") if r["optimizer"] == opt]
         assert sorted(r["seed"] for r in tuned) == [1, 2]
-        assert all(r["hparams"] == best["hparams"] for r in tuned)
-        assert f"{opt}: best {json.dumps(best['hparams'], sort_keys=True)}" in out
-    assert (tmp_path / "t.optuna.db").exists()
-    # Seeded sampler, resumable study: the same command again adds no trial and no run.
+        assert all(r["hparams"] == t["best_hparams"] for r in tuned)
+        assert f"{opt}: selected {json.dumps(t['best_hparams'], sort_keys=True)}" in out
+    adamw = [r for r in trials if r["optimizer"] == "adamw"]
+    assert len({r["hparams"]["weight_decay"] for r in adamw}) >= 2  # its weight decay is tuned
     n_runs = store.count("runs")
-    code, _, _ = _run(argv, capsys)
+    code, _, _ = _run(argv, capsys)  # the same command again: nothing new to train
     assert code == 0 and store.count("runs") == n_runs
+    rep = tmp_path / "rep"
+    assert _run(["bench", "report", "--db", str(db), "--out", str(rep)], capsys)[0] == 0
+    md = (rep / "report.md").read_text()
+    assert "## Comparisons" in md and "Holm" in md and "TOST" in md
+    assert "| adamw | 3 halton, seed 1001 |" in md
 
 
 def test_demo_runs_the_quick_suite_and_writes_the_report(
@@ -266,20 +254,19 @@ def test_demo_runs_the_quick_suite_and_writes_the_report(
     from superlevel.bench import suites
 
     tiny = suites.Suite(
-        "quick", "stand-in", ("quadratic",), ("sgd", "superlevel"), 1, "quick",
-        grid_tasks=("quadratic",), grid_points=2,
+        "quick", "stand-in", ("quadratic",), ("sgd", "superlevel"), 2, "quick",
+        tune_tasks=("quadratic",), trials=2,
     )  # fmt: skip
     monkeypatch.setitem(suites.SUITES, "quick", tiny)
     db, out = tmp_path / "d.db", tmp_path / "rep"
     code, stdout, _ = _run(["demo", "--db", str(db), "--out", str(out), "--quiet"], capsys)
     assert code == 0
-    assert "2 runs (2 finished)" in stdout and str(out / "report.html") in stdout
+    assert "runs trained" in stdout and str(out / "report.html") in stdout
     md = (out / "report.md").read_text()
-    assert "| sgd | default | lr=0.1 | 1 |" in md and "| superlevel | default | lr=0.5 | 1 |" in md
-    for opt in ("sgd", "superlevel"):  # one seed of the selected lr
-        assert re.search(rf"\| {opt} \| tuned \| lr=[^|]+ \| 1 \|", md), opt
-    assert (out / "figures" / "bench_quadratic_quick_e20_lr.png").exists()
-    assert len(Store(db).runs(tag="grid")) == 4
+    for opt in ("sgd", "superlevel"):  # the finals of the selected setting, seeds 1-2
+        assert re.search(rf"\| {opt} \| tuned \| [^|]*lr=[^|]+ \| 1,2 \|", md), opt
+    assert "## Comparisons" in md
+    assert {r["seed"] for r in Store(db).runs(tag="trial")} == {1001}
     assert Store(db).get_run(Store(db).runs()[0]["run_id"])["env"]["torch_threads"] == 1
 
 
@@ -320,7 +307,7 @@ def test_demo_skips_the_lr_grid_of_a_task_whose_data_is_missing(
 
     tiny = suites.Suite(
         "quick", "stand-in", ("quadratic",), ("sgd",), 1, "quick",
-        grid_tasks=("mnist_logreg", "quadratic"), grid_points=2,
+        tune_tasks=("mnist_logreg", "quadratic"), trials=2,
     )  # fmt: skip
     monkeypatch.setitem(suites.SUITES, "quick", tiny)
     empty = tmp_path / "no-data"
@@ -330,11 +317,11 @@ def test_demo_skips_the_lr_grid_of_a_task_whose_data_is_missing(
     code, stdout, _ = _run(argv, capsys)
     assert code == 0
     assert (
-        f"lr grid on mnist_logreg: SKIPPED, its data is missing (no folder {empty / 'mnist'})"
+        f"mnist_logreg: SKIPPED, its data is missing (no folder {empty / 'mnist'})"
         in stdout
     )
     md = (out / "report.md").read_text()
-    assert re.search(r"\| sgd \| tuned \| lr=[^|]+ \| 1 \|", md)  # the quadratic's grid ran
+    assert re.search(r"\| sgd \| tuned \| lr=[^|]+ \| 1 \|", md)  # the quadratic was tuned
 
 
 # ----------------------------------------------------------- round 2: errors and pooling
@@ -441,7 +428,7 @@ def test_a_failed_checkpoint_write_is_reported_and_loses_nothing(
 ) -> None:
     import errno
 
-    from superlevel.bench import checkpoint
+    from superlevel.bench.run import checkpointing as checkpoint
 
     def full_disk(obj, fh):
         fh.write(b"partial")
@@ -459,7 +446,7 @@ def test_a_failed_checkpoint_write_is_reported_and_loses_nothing(
 
 
 def test_a_corrupted_checkpoint_is_reported_with_its_path(tmp_path: Path, capsys) -> None:
-    from superlevel.bench.runner import make_config
+    from superlevel.bench.run import make_config
 
     db, ck = tmp_path / "r.db", tmp_path / "ck"
     ck.mkdir()
@@ -488,7 +475,7 @@ def test_hyperparameters_outside_their_domain_are_refused(tmp_path: Path, capsys
 
 
 def test_a_bug_keeps_its_traceback(tmp_path: Path, monkeypatch) -> None:
-    from superlevel.bench import runner
+    from superlevel.bench import run as runner
 
     def broken(*args, **kwargs):
         raise ValueError("a bug, not bad input")

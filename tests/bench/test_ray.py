@@ -10,7 +10,7 @@ ray = pytest.importorskip("ray", reason="the optional extra 'ray' is not install
 
 import superlevel  # noqa: E402
 from superlevel.bench.executors import LocalPoolExecutor, RayExecutor  # noqa: E402
-from superlevel.bench.runner import checkpoint_path, make_config, run_many  # noqa: E402
+from superlevel.bench.run import checkpoint_path, make_config, run_many  # noqa: E402
 from superlevel.bench.store import Store  # noqa: E402
 
 pytestmark = pytest.mark.slow

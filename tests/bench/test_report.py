@@ -85,12 +85,15 @@ def test_summarize_counts_divergence_and_unreached_targets() -> None:
     runs = [
         _run("sgd", 1, ["default"], metric=0.8, steps_to_target=30, train_s=0.2),
         _run("sgd", 2, ["default"], metric=0.9, steps_to_target=None, train_s=0.4),
-        _run("sgd", 3, ["default"], metric=None, status="diverged", steps_to_target=None),
+        _run("sgd", 3, ["default"], metric=None, status="diverged", steps_to_target=None,
+             initial_test_metric=0.1),  # the untrained model's accuracy: its score
     ]
     s = summarize(runs)
     assert s.n == 3 and s.diverged == 1 and s.reached == 1
-    assert s.mean == pytest.approx(0.85) and s.std == pytest.approx(math.sqrt(0.005))
-    assert 0.8 <= s.ci[0] <= s.ci[1] <= 0.9
+    assert s.scores == [0.8, 0.9, 0.1]  # the diverged seed counts, it is not dropped
+    assert s.mean == pytest.approx(0.6) and s.std == pytest.approx(math.sqrt(0.19))
+    half = 4.302652729911275 * math.sqrt(0.19) / math.sqrt(3)  # t_{0.975, 2}
+    assert s.ci == pytest.approx((0.6 - half, 0.6 + half))
     assert s.stt_median is None  # median of (30, inf, inf) is inf: not reached
     assert s.ms_per_step == pytest.approx(1000 * (0.002 + 0.004 + 0.005) / 3)
 

@@ -8,8 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from superlevel.bench import runner
-from superlevel.bench.runner import RunConfig, make_config, run_one
+from superlevel.bench import run as runner
+from superlevel.bench.run import (
+    RunConfig,
+    checkpointing,
+    console,
+    loop,
+    make_config,
+    run_one,
+    worker,
+)
 from superlevel.bench.store import Store, StoreError
 from superlevel.bench.tasks import UnknownNameError, build_task
 
@@ -74,17 +82,17 @@ def test_run_records_and_is_not_redone(tmp_path: Path) -> None:
 
 def _interrupted(cfg: runner.RunConfig, store: Store, monkeypatch, log_points: int = 100) -> Path:
     """Run ``cfg`` until the end of epoch 1 (then interrupt); its checkpoint."""
-    real = runner._record_eval
+    real = loop._record_eval
 
     def interrupt_at_epoch_2(task, state, epoch, wall):
         if epoch == 2:
             raise KeyboardInterrupt
         return real(task, state, epoch, wall)
 
-    monkeypatch.setattr(runner, "_record_eval", interrupt_at_epoch_2)
+    monkeypatch.setattr(loop, "_record_eval", interrupt_at_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         run_one(cfg, store, log_points=log_points)
-    monkeypatch.setattr(runner, "_record_eval", real)
+    monkeypatch.setattr(loop, "_record_eval", real)
     path = runner.checkpoint_path(store.path.parent / "checkpoints", cfg.run_id)
     assert path.exists()
     return path
@@ -127,21 +135,21 @@ def test_diverged_run_is_recorded_not_crashed(tmp_path: Path) -> None:
 def test_failed_commit_loses_nothing(tmp_path: Path, monkeypatch) -> None:
     store = Store(tmp_path / "r.db")
     cfg = make_config("quadratic", "adam", 1, epochs=2)
-    real_finish = store.finish_run
+    real_finish = store.record_run
 
     def locked(*a, **kw):
         raise StoreError("results database is locked by another process")
 
-    monkeypatch.setattr(store, "finish_run", locked)
+    monkeypatch.setattr(store, "record_run", locked)
     with pytest.raises(StoreError, match="locked"):
         run_one(cfg, store)
     assert len(list((tmp_path / "checkpoints").glob("*.pt"))) == 1
-    monkeypatch.setattr(store, "finish_run", real_finish)
+    monkeypatch.setattr(store, "record_run", real_finish)
 
     def no_training(*a, **kw):
         raise AssertionError("the finished run was trained again")
 
-    monkeypatch.setattr(runner, "_train", no_training)
+    monkeypatch.setattr(worker, "train", no_training)
     assert run_one(cfg, store).status == "finished"
     assert store.get_run(cfg.run_id)["resumed_from_epoch"] == 2
     assert not list((tmp_path / "checkpoints").glob("*.pt"))
@@ -176,19 +184,19 @@ def test_a_run_that_raises_is_stored_failed_and_skipped_unless_retried(
 ) -> None:
     store = Store(tmp_path / "r.db")
     cfg = make_config("quadratic", "sgd", 1, epochs=2)
-    real = runner._train
+    real = worker.train
 
     def boom(*a, **kw):
         raise RuntimeError("overflow in the update")
 
-    monkeypatch.setattr(runner, "_train", boom)
+    monkeypatch.setattr(worker, "train", boom)
     out = run_one(cfg, store)
     assert out.status == "failed" and out.error == "RuntimeError: overflow in the update"
     run = store.get_run(cfg.run_id)
     assert run["status"] == "failed" and run["info"]["error"] == out.error
     assert "Traceback" in run["info"]["traceback"]
     # The next call does not train it again...
-    monkeypatch.setattr(runner, "_train", real)
+    monkeypatch.setattr(worker, "train", real)
     again = run_one(cfg, store, tags=["tuned"])
     assert again.status == "failed" and again.previous and again.error == out.error
     assert store.get_run(cfg.run_id)["tags"] == ["default", "tuned"]
@@ -285,7 +293,7 @@ def test_checkpoint_state_is_typed(tmp_path: Path, monkeypatch) -> None:
     cfg = make_config("quadratic", "sgd", 1, epochs=3)
     path = _interrupted(cfg, Store(tmp_path / "r.db"), monkeypatch)
     ckpt = torch.load(path, weights_only=True)
-    state = runner.RunState(**ckpt["state"])
+    state = checkpointing.RunState(**ckpt["state"])
     assert state.epoch == 1 and state.done is None and ckpt["run_id"] == cfg.run_id
     assert state.step == build_task("quadratic", seed=1).steps_per_epoch
 
@@ -295,7 +303,7 @@ def test_checkpoint_state_is_typed(tmp_path: Path, monkeypatch) -> None:
 
 def test_progress_without_a_terminal_is_plain_periodic_lines(monkeypatch) -> None:
     lines: list[str] = []
-    bar = runner._Progress(3, True, lines.append, interval=0.0)
+    bar = console.Progress(3, True, lines.append, interval=0.0)
     for _ in range(3):
         bar.advance()
     bar.close()
@@ -350,9 +358,9 @@ def test_a_run_that_fails_for_missing_data_creates_no_folders(tmp_path: Path, ca
 
 
 def test_progress_in_a_terminal_is_one_overall_bar(monkeypatch) -> None:
-    monkeypatch.setattr(runner.sys.stderr, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr(console.sys.stderr, "isatty", lambda: True, raising=False)
     lines: list[str] = []
-    bar = runner._Progress(2, True, lines.append, interval=0.0)
+    bar = console.Progress(2, True, lines.append, interval=0.0)
     assert bar.bar is not None and bar.bar.total == 2 and bar.bar.unit == "run"
     bar.say("[1/2] a run")
     bar.advance()
@@ -399,7 +407,7 @@ def test_a_finished_run_stores_the_sharpness_of_its_final_model(tmp_path: Path) 
         probe = store.get_run(cfg.run_id)["info"]["probe"]
     assert probe["sharpness_examples"] == 100 and probe["sharpness"] > 0
     # The same number from the trained model directly: retrain (the run is deterministic).
-    task, stepper = runner._build(cfg, torch.device("cpu"), None)
+    task, stepper = loop.build(cfg, torch.device("cpu"), None)
     for x, y in task.train_batches(0):
 
         def closure(x=x, y=y):

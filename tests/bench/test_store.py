@@ -10,6 +10,7 @@ import pytest
 from superlevel.bench.store import APPLICATION_ID, Store, StoreError
 
 CONFIG = {
+    "run_id": "r1",
     "task": "quadratic",
     "task_options": {},
     "budget": "quick",
@@ -18,6 +19,8 @@ CONFIG = {
     "hparams": {"lr": 0.1},
     "seed": 1,
 }
+ENV = {"torch": "x", "device": "cpu"}
+CODE = {"id": "c0de", "modules": {"superlevel.optim": "ab12"}, "versions": {"torch": "x"}}
 
 
 def _epochs(n: int = 2) -> list[dict]:
@@ -28,58 +31,96 @@ def _epochs(n: int = 2) -> list[dict]:
     ]
 
 
-def _finish(store: Store, run_id: str = "r1", **kw) -> None:
-    store.finish_run(
-        run_id,
+def _record(store: Store, run_id: str = "r1", **kw) -> bool:
+    return store.record_run(
+        {**CONFIG, "run_id": run_id},
         status=kw.get("status", "finished"),
         summary={"steps": 20, "wall_s": 1.5, "test_metric": 0.5, "test_loss": float("inf")},
         epochs=kw.get("epochs", _epochs()),
-        steps=[
+        steps=kw.get("steps", [
             {"step": i, "loss": 1.0, "grad_norm": 2.0, "lr": 0.1, "effective_lr": 0.1}
             for i in (5, 10, 15, 20)
-        ],
-    )
+        ]),
+        environment=ENV,
+        code=kw.get("code", CODE),
+        tags=kw.get("tags", ["default"]),
+        replace=kw.get("replace", False),
+    )  # fmt: skip
 
 
 def _filled(path: Path) -> Store:
     store = Store(path)
-    env = store.environment_id({"torch": "x", "device": "cpu"})
-    store.start_run("r1", CONFIG, env_id=env, tags=["default"])
-    _finish(store)
+    _record(store)
     return store
 
 
 def test_round_trip_and_exactly_once(tmp_path: Path) -> None:
     store = _filled(tmp_path / "r.db")
-    assert store.environment_id({"device": "cpu", "torch": "x"}) == 1  # same env, same id
     run = store.get_run("r1")
     assert run["status"] == "finished" and run["hparams"] == {"lr": 0.1}
     assert run["tags"] == ["default"] and run["env"] == {"torch": "x", "device": "cpu"}
+    assert run["code_id"] == "c0de"
+    assert store.code_info("c0de") == {k: v for k, v in CODE.items() if k != "id"}
     assert run["test_loss"] is None  # inf is not a number a CSV reader can use
-    # Starting or finishing again keeps one run and replaces, not duplicates, its metrics.
-    store.start_run("r1", CONFIG, env_id=1, tags=["tuned"])
-    assert store.status("r1") == "finished"  # a done run is never reset to running
-    _finish(store)
-    assert store.count("runs") == store.count("configs") == 1
-    assert store.count("epoch_metrics") == 9 and store.count("step_metrics") == 4
+    # Recording a done run again keeps the stored result (another writer was first) and
+    # adds the tags; with replace (a rerun by new code) it replaces, never duplicates.
+    assert not _record(store, tags=["tuned"], code={**CODE, "id": "other"})
+    assert store.get_run("r1")["code_id"] == "c0de"
     assert store.get_run("r1")["tags"] == ["default", "tuned"]
+    assert _record(store, code={**CODE, "id": "new"}, replace=True)
+    assert store.get_run("r1")["code_id"] == "new"
+    assert store.count("runs") == store.count("configs") == 1
+    assert store.count("environment") == 1 and store.count("code") == 2
+    assert store.count("epoch_metrics") == 9 and store.count("step_metrics") == 4
     assert [m["epoch"] for m in store.epoch_metrics("r1")][::3] == [0, 1, 2]
     assert store.get_run("nope") is None and store.status("nope") is None
 
 
-def test_finish_is_one_transaction(tmp_path: Path) -> None:
+def test_a_paused_run_is_replaced_by_its_continuation(tmp_path: Path) -> None:
     store = Store(tmp_path / "r.db")
-    store.start_run("r2", CONFIG, env_id=store.environment_id({}), tags=[])
+    _record(store, status="paused", epochs=_epochs(1))
+    assert store.status("r1") == "paused" and store.count("epoch_metrics") == 6
+    assert _record(store)  # no replace needed: a paused run is not done
+    assert store.status("r1") == "finished" and store.count("epoch_metrics") == 9
+
+
+def test_a_run_is_one_transaction(tmp_path: Path) -> None:
+    store = Store(tmp_path / "r.db")
     bad = _epochs()
     del bad[-1]["loss"]  # fails after some rows were inserted
     with pytest.raises(KeyError):
-        _finish(store, "r2", epochs=bad)
-    assert store.status("r2") == "running"
+        _record(store, "r2", epochs=bad)
+    assert store.status("r2") is None  # nothing of it: no config, no tag, no half run
+    assert store.count("configs") == store.count("tags") == store.count("environment") == 0
     assert store.count("epoch_metrics") == 0 and store.count("step_metrics") == 0
     with pytest.raises(ValueError, match="status"):
-        store.finish_run("r2", status="crashed", summary={}, epochs=[], steps=[])
-    with pytest.raises(StoreError, match="not started"):
-        _finish(store, "never")
+        _record(store, "r2", status="crashed")
+
+
+def test_a_schema_1_store_is_read_as_it_is_and_upgraded_on_write(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    _filled(path).close()
+    con = sqlite3.connect(path)  # make it what the first schema wrote
+    con.execute("ALTER TABLE runs DROP COLUMN code_id")
+    for column in ("epochs_done", "initial_val_metric", "initial_test_metric"):
+        con.execute(f"ALTER TABLE runs DROP COLUMN {column}")
+    con.execute("DROP TABLE code")
+    con.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    con.commit()
+    con.close()
+    before = path.read_bytes()
+    with Store(path, readonly=True) as store:
+        run = store.get_run("r1")
+        assert run["status"] == "finished" and run.get("code_id") is None
+        assert store.code_info("c0de") is None
+    assert path.read_bytes() == before
+    with Store(path) as store:
+        assert store.get_run("r1")["code_id"] is None  # a run of unknown code
+        _record(store, "r2")
+        assert store.get_run("r2")["code_id"] == "c0de"
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+    con.close()
 
 
 def test_garbage_file_is_reported_and_left_untouched(tmp_path: Path) -> None:
@@ -129,12 +170,12 @@ def test_lock_taken_between_open_and_write(tmp_path: Path) -> None:
     store._conn.execute("PRAGMA busy_timeout = 200")
     try:
         with pytest.raises(StoreError, match="locked"):
-            store.start_run("r3", CONFIG, env_id=1)
+            _record(store, "r3")
     finally:
         other.execute("ROLLBACK")
         other.close()
-    store.start_run("r3", CONFIG, env_id=1)
-    assert store.status("r3") == "running"
+    _record(store, "r3")
+    assert store.status("r3") == "finished"
 
 
 def test_foreign_database_and_directory_are_refused(tmp_path: Path) -> None:
@@ -200,21 +241,20 @@ def test_a_read_only_database_is_reported_with_its_path(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=r"r\.db is read-only \(attempt to write a readonly"):
         store.add_tags("r1", ["tuned"])
     with pytest.raises(StoreError, match="read-only"):
-        store.environment_id({"torch": "y"})
-    assert store.get_run("r1")["tags"] == ["default"]
+        _record(store, "r2")
+    assert store.get_run("r1")["tags"] == ["default"] and store.status("r2") is None
 
 
 def test_a_full_disk_reports_the_real_cause_and_keeps_earlier_results(tmp_path: Path) -> None:
     store = _filled(tmp_path / "r.db")
-    store.start_run("r2", CONFIG, env_id=1, tags=["default"])
     pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
     store._conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full now
     row = {"loss": 1.0, "grad_norm": 2.0, "lr": 0.1, "effective_lr": 0.1}
     many = [{"step": i, **row} for i in range(5000)]
     with pytest.raises(StoreError, match="database or disk is full") as err:
-        store.finish_run("r2", status="finished", summary={}, epochs=[], steps=many)
+        _record(store, "r2", steps=many)
     assert "rollback" not in str(err.value).split(";")[0]
-    assert store.status("r2") == "running" and store.status("r1") == "finished"
+    assert store.status("r2") is None and store.status("r1") == "finished"
     assert store.count("step_metrics") == 4
 
 

@@ -340,3 +340,17 @@ def test_mnist1d_paper_protocol_trains_on_all_4000_with_the_papers_models():
     assert ladder.info["sizes"]["train"] == 3500 and ladder.info["parameters"] == 15_210
     with pytest.raises(ValueError, match=r"option protocol must be one of \['ladder', 'paper'\]"):
         build_task("mnist1d_cnn", seed=1, protocol="greydanus")
+
+
+@pytest.mark.parametrize("name", ["char_lstm", "char_transformer"])
+def test_a_text_model_starts_near_the_uniform_prediction(name):
+    """An untrained language model predicts about uniformly: its loss is ln(vocab) +- 10%
+    (the Transformer's tied embedding at N(0, 1) gave 112.6 nats against ln(vocab) ~ 4.3)."""
+    import math
+
+    ti = build_task(name, seed=1, budget=TINY, data_dir=real_data_dir("text"))
+    x, y = next(ti.eval_batches("val"))
+    with torch.no_grad():
+        loss = float(ti.loss_fn(ti.model(x), y))
+    uniform = math.log(ti.info["vocab_size"])
+    assert abs(loss - uniform) < 0.1 * uniform, (loss, uniform)

@@ -219,3 +219,19 @@ def test_optimizer_cls_and_kwargs_with_a_constant_schedule(tmp_path, corpus):
     stats = superlevel_stats(trainer.optimizer)
     assert stats["superlevel/step"] == 4
     assert stats["superlevel/lr"] == pytest.approx(LR * math.exp(-DECAY * 3), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "named"),
+    [
+        ({"prefix": None}, TypeError, "prefix"),
+        ({"prefix": 3}, TypeError, "prefix"),
+        ({"prefix": ""}, ValueError, "prefix"),
+        ({"strict": "no"}, TypeError, "strict"),
+        ({"strict": 0}, TypeError, "strict"),
+    ],
+)
+def test_bad_callback_arguments_fail_at_construction(kwargs, error, named):
+    # Before: accepted; prefix=None logged "None/lr", strict="no" raised like True.
+    with pytest.raises(error, match=named):
+        SuperLevelTrainerCallback(**kwargs)

@@ -210,3 +210,138 @@ def test_manual_optimization_counts_one_global_step_per_guarded_step(tmp_path, m
     guard = find_guard(trainer.optimizers[0])
     assert guard.counters["retries"] > 0  # trials beyond the first happened...
     assert trainer.global_step == guard.counters["steps"] == 20  # ...and did not count
+
+
+# ---------------------------------------------------------------- what changes the rule
+class ScheduledMLP(MLP):
+    """configure_optimizers returns a scheduler (``factor(step)``), per optimizer step."""
+
+    def __init__(self, factor, decay: float = DECAY) -> None:
+        super().__init__()
+        self.factor, self.decay = factor, decay
+
+    def configure_optimizers(self):
+        opt = SuperLevelSGD(self.parameters(), lr=self.lr, decay=self.decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self.factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _decaying(step: int) -> float:
+    return 0.9**step
+
+
+def _warmup(step: int) -> float:
+    return min(1.0, (step + 1) / 10)
+
+
+class NormSeen(pl.Callback):
+    """The norm SuperLevelSGD used, and the gradient norm before Lightning's clipping."""
+
+    def __init__(self) -> None:
+        self.seen: list[float] = []
+        self.true: list[float] = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        # Lightning calls this before it clips: the true norm
+        grads = [p.grad.norm() for p in pl_module.parameters() if p.grad is not None]
+        self.true.append(float(torch.stack(grads).norm()))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.seen.append(float(find_superlevel(trainer.optimizers[0]).stats()["grad_norm"]))
+
+
+def test_gradient_clip_val_is_refused_before_any_step_and_warned_with_strict_false(mnist):
+    model = MLP()
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer = _trainer(None, None, [SuperLevelCallback()], max_steps=4, gradient_clip_val=1.0)
+    with pytest.raises(ValueError, match=r"gradient_clip_val=1\).*gradient_clip_val=None"):
+        trainer.fit(model, _loader(mnist))
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
+    # by value as well: the clamped gradient's norm is not the true one
+    trainer = _trainer(
+        None, None, [SuperLevelCallback()], max_steps=4, gradient_clip_val=0.01,
+        gradient_clip_algorithm="value",
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"clamps every gradient element to \[-0.01, 0.01\]"):
+        trainer.fit(MLP(), _loader(mnist))
+    # strict=False: a warning, and the clip happens (the rule never sees the true norm)
+    probe = NormSeen()
+    cb = SuperLevelCallback(strict=False)
+    trainer = _trainer(None, None, [cb, probe], max_steps=8, gradient_clip_val=0.5)
+    with pytest.warns(UserWarning, match="changes SuperLevelSGD's rule"):
+        trainer.fit(MLP(lr=3.0), _loader(mnist))
+    assert max(probe.seen) <= 0.5 + 1e-6 < max(probe.true)
+    assert len(cb.problems) == 1
+
+
+def test_a_decaying_scheduler_is_refused_a_warmup_is_not(mnist):
+    trainer = _trainer(None, None, [SuperLevelCallback()], max_steps=4)
+    with pytest.raises(ValueError, match=r"LambdaLR takes the lr factor from 1 down to .* step 4"):
+        trainer.fit(ScheduledMLP(_decaying), _loader(mnist))
+    for model in (ScheduledMLP(_warmup), ScheduledMLP(_decaying, decay=0.0)):
+        trainer = _trainer(None, None, [SuperLevelCallback()], max_steps=4)
+        trainer.fit(model, _loader(mnist))  # a rise only, or the scheduler's decay alone
+        assert trainer.global_step == 4
+
+
+def test_counts_are_logged_as_float64_without_lightnings_cast_warning(mnist):
+    import warnings
+
+    from lightning.pytorch.trainer.connectors.logger_connector import result
+
+    result.warning_cache.clear()  # it says each message once per process
+    trainer = _trainer(None, None, [SuperLevelCallback()], max_steps=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(MLP(), _loader(mnist))
+    casts = [str(w.message) for w in caught if "superlevel/" in str(w.message)]
+    assert casts == []
+    logged = trainer.logged_metrics
+    assert logged["superlevel/step"].dtype == torch.float64
+    assert logged["superlevel/step"].item() == 3.0
+    assert logged["superlevel/skipped"].dtype == torch.float64
+
+
+def test_guard_skips_count_as_global_steps_and_are_said(mnist):
+    class Hopeless(MLP):  # far too large an lr, no retry: every call is skipped
+        def configure_optimizers(self):
+            opt = SuperLevelSGD(self.parameters(), lr=1e4)
+            return LyapunovGuard(opt, max_retries=0, model=self)
+
+    model = Hopeless()
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer = _trainer(None, None, [SuperLevelCallback()], max_steps=6)
+    with pytest.warns(UserWarning) as record:
+        trainer.fit(model, _loader(mnist))
+    messages = [str(w.message) for w in record]
+    assert sum("skipped a step at global_step 1" in m for m in messages) == 1  # once
+    assert any("6 global steps, 6 skipped" in m and "no step" in m for m in messages)
+    assert trainer.global_step == 6 and find_guard(trainer.optimizers[0]).counters["skips"] == 6
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "named"),
+    [
+        ({"prefix": None}, TypeError, "prefix"),
+        ({"prefix": ""}, ValueError, "prefix"),
+        ({"strict": "no"}, TypeError, "strict"),
+        ({"optimizer_index": -1}, ValueError, "optimizer_index"),
+        ({"optimizer_index": 1.0}, TypeError, "optimizer_index"),
+        ({"csv_name": "sub/x.csv"}, ValueError, "csv_name"),
+        ({"png_name": "stability.csv"}, ValueError, "differ"),
+        ({"every": 5}, ValueError, "probe_batch"),
+        ({"loss_fn": nn.functional.mse_loss}, ValueError, "probe_batch"),
+        ({"probe": True, "evry": 5}, TypeError, "evry"),
+        ({"probe": True, "every": -1}, ValueError, "every"),
+        ({"probe": True, "sharpness_method": "newton"}, ValueError, "sharpness_method"),
+        ({"probe": True, "guard": None}, TypeError, "guard"),
+    ],
+)
+def test_bad_callback_arguments_fail_at_construction(kwargs, error, named):
+    kwargs = dict(kwargs)
+    if kwargs.pop("probe", False):
+        kwargs.update(probe_batch=(torch.zeros(4, 784), torch.zeros(4).long()),
+                      loss_fn=nn.functional.cross_entropy)  # fmt: skip
+    with pytest.raises(error, match=named):
+        SuperLevelCallback(**kwargs)

@@ -60,14 +60,14 @@ def test_chain_through_lightnings_wrapper_and_the_guard():
 def test_import_without_the_frameworks():
     code = """
 import sys
-for name in ("lightning", "transformers", "accelerate"):
+for name in ("lightning", "transformers", "accelerate", "stable_baselines3"):
     sys.modules[name] = None  # as if not installed
 import torch
 import superlevel, superlevel.integrations as i
 from superlevel.optim import SuperLevelSGD
 w = torch.ones(1, requires_grad=True)
 print(i.find_superlevel(SuperLevelSGD([w])) is not None)
-for mod in ("lightning", "hf"):
+for mod in ("lightning", "hf", "sb3"):
     try:
         __import__("superlevel.integrations." + mod)
     except ImportError as exc:
@@ -76,8 +76,9 @@ for mod in ("lightning", "hf"):
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     ).stdout.split("\n")
-    assert out[:3] == [
+    assert out[:4] == [
         "True",
         "pip install 'superlevel[lightning]'",
         "pip install 'superlevel[hf]'",
+        "pip install 'superlevel[rl]'",
     ]

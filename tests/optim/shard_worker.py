@@ -1,14 +1,17 @@
 """Worker for test_shard_group.py: ZeRO and FSDP1 over gloo on CPU, one half batch per rank.
 
 Run by ``torchrun --nproc_per_node 2 shard_worker.py OUT``; rank 0 saves, for each
-wrapper with and without ``shard_group``, the full parameters after the steps, the
-reported norms and the step count.
+wrapper with ``shard_group``, the full parameters after the steps, the reported norms
+and the step count; without it, the error that refused the optimizer (ZeRO, FSDP1 flat
+parameters), the run (FSDP1 ``NO_SHARD``: every rank holds everything) or the warnings
+(FSDP1 ``use_orig_params=True``).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 import torch
 import torch.distributed as dist
@@ -83,14 +86,16 @@ def _zero(rank: int, world: int, shard_group) -> dict:
             "step": step}  # fmt: skip
 
 
-def _fsdp1(rank: int, world: int, shard_group) -> dict:
+def _fsdp1(rank: int, world: int, shard_group, **fsdp_kwargs) -> dict:
     from torch.distributed.fsdp import FullyShardedDataParallel
 
-    model = FullyShardedDataParallel(make_model(), device_id=torch.device("cpu"))
+    model = FullyShardedDataParallel(make_model(), device_id=torch.device("cpu"), **fsdp_kwargs)
     opt = SuperLevelSGD(model.parameters(), shard_group=shard_group, **KWARGS)
 
+    replicated = "sharding_strategy" in fsdp_kwargs  # NO_SHARD: every rank has the grad
+
     def poison():
-        if rank == 0:  # a nan in one rank's shard only
+        if rank == 0 or replicated:  # a nan in one rank's shard only, or in every copy
             next(model.parameters()).grad[0] = float("nan")
 
     norms, step = train(model, opt, batches(), rank, world, poison)
@@ -102,12 +107,24 @@ def _fsdp1(rank: int, world: int, shard_group) -> dict:
 def main(out: str) -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
+    from torch.distributed.fsdp import ShardingStrategy
+
     result = {}
     for name, run in (("zero", _zero), ("fsdp1", _fsdp1)):
-        for sharded in (True, False):
-            result[f"{name}-{'shard_group' if sharded else 'local'}"] = run(
-                rank, world, dist.group.WORLD if sharded else None
-            )
+        result[f"{name}-shard_group"] = run(rank, world, dist.group.WORLD)
+        try:
+            run(rank, world, None)
+        except ValueError as exc:  # refused at construction, on every rank
+            result[f"{name}-local"] = {"error": str(exc)}
+        else:
+            result[f"{name}-local"] = {"error": None}
+    result["fsdp1-no_shard"] = _fsdp1(
+        rank, world, None, sharding_strategy=ShardingStrategy.NO_SHARD
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result["fsdp1-orig_params"] = _fsdp1(rank, world, None, use_orig_params=True)
+    result["fsdp1-orig_params"]["warnings"] = [str(w.message) for w in caught]
     if rank == 0:
         torch.save(result, out)
     dist.barrier()

@@ -77,3 +77,66 @@ def test_compiled_fullgraph_step_equals_eager_foreach():
             torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
     assert compiled_opt.stats()["step"].item() == 3
     assert compiled_opt.stats()["skipped"].item() == 1
+
+
+def _scheduled(lr):
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(16, 16)) for _ in range(2)]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opt = SuperLevelSGD(params, lr=lr, decay=1e-3, foreach=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100))
+    return opt, sched
+
+
+@pytest.mark.parametrize(
+    ("lr", "graphs"), [(0.1, 2), (torch.tensor(0.1), 1)], ids=["float", "tensor"]
+)
+def test_a_changing_lr_compiles_the_step_once_or_twice_not_per_value(lr, graphs):
+    # Before: checking a float lr's value while tracing broke the graph and specialized
+    # it (4 graphs, 5 of 12 steps compiling); the first step's lazily created counters
+    # forced a second compilation for a tensor lr too. A float is now a graph input
+    # after its first change (dynamo's automatic dynamic: 2 compilations).
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    opt, sched = _scheduled(lr)
+
+    @torch.compile(backend=counter)
+    def step():
+        opt.step()
+
+    for _ in range(8):
+        step()
+        sched.step()
+    assert counter.frame_count == graphs
+    assert opt.stats()["step"].item() == 8
+
+
+@pytest.mark.parametrize("set_lr", [False, True], ids=["step", "step+lr"])
+def test_an_eager_step_after_a_compiled_one_works_on_cpu(set_lr):
+    # dynamo traces every group with capturable=True and writes that back into the real
+    # groups when the compiled function changes them (the first step created the
+    # counters; a hand-written schedule sets group["lr"]): the next eager step on CPU
+    # then refused "capturable=True". The counters now exist before, and the device
+    # check of capturable runs where the user sets it.
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(16, 16)) for _ in range(2)]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    # no scheduler: its wrapper around opt.step would break the graph before the write
+    opt = SuperLevelSGD(params, lr=0.1, decay=1e-3, foreach=True)
+
+    @torch.compile(backend="eager")
+    def step():
+        opt.step()
+        if set_lr:
+            opt.param_groups[0]["lr"] = 0.05
+
+    step()
+    if not set_lr:
+        assert opt.param_groups[0]["capturable"] is False  # nothing written back
+    opt.step()
+    assert opt.stats()["step"].item() == 2

@@ -164,8 +164,50 @@ def test_load_state_dict_validates_and_changes_nothing_when_refused(edit, shown)
     dst = SuperLevelSGD(_params(), lr=0.7, momentum=0.5)
     with pytest.raises(ValueError, match=shown):
         dst.load_state_dict(sd)
-    assert dst.param_groups[0]["lr"] == 0.7 and "step" not in dst.param_groups[0]
+    assert dst.param_groups[0]["lr"] == 0.7 and dst.param_groups[0]["step"].item() == 0
     assert not dst.state
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_older_state_dict_without_the_optional_flags_loads_with_their_defaults(path):
+    # torch's test_can_load_older_state_dict: a checkpoint from before a flag existed.
+    kw = dict(lr=0.3, decay=0.1, momentum=0.9)
+    ps, qs = _params(), _params()
+    src = SuperLevelSGD(ps, **kw, **PATHS[path])
+    seq = grad_sequence(5)
+    for gs in seq[:3]:
+        _set_grads(ps, gs[:2])
+        src.step()
+    old = copy.deepcopy(src.state_dict())
+    for group in old["param_groups"]:
+        for flag in ("maximize", "foreach", "fused", "capturable"):
+            del group[flag]
+    with torch.no_grad():
+        for p, q in zip(ps, qs, strict=True):
+            q.copy_(p)
+    dst = SuperLevelSGD(qs, lr=0.9, **PATHS[path])
+    dst.load_state_dict(old)
+    group = dst.param_groups[0]
+    assert (group["maximize"], group["foreach"], group["fused"], group["capturable"]) == (
+        False, None, None, False,
+    )  # fmt: skip
+    assert group["decay"] == 0.1 and group["step"].item() == 3
+    for gs in seq[3:]:
+        _set_grads(ps, gs[:2])
+        _set_grads(qs, gs[:2])
+        src.step()
+        dst.step()
+    for p, q in zip(ps, qs, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("key", ["decay", "min_lr", "norm_scale", "nonfinite", "momentum"])
+def test_state_dict_lacking_one_of_the_rules_keys_is_still_refused(key):
+    ps = _params()
+    sd = copy.deepcopy(SuperLevelSGD(ps, lr=0.3).state_dict())
+    del sd["param_groups"][0][key]
+    with pytest.raises(ValueError, match=rf"not a SuperLevelSGD state dict.*'{key}'"):
+        SuperLevelSGD(_params(), lr=0.7).load_state_dict(sd)
 
 
 # ---------------------------------------------------------------- 3. stats are values
@@ -251,6 +293,29 @@ def test_a_step_that_raises_changes_nothing():
         opt.step()
     assert torch.equal(f.detach(), torch.ones(3))
     assert opt.stats()["step"].item() == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_fused_true_on_cpu_half_floats_trains_through_foreach_with_a_warning(dtype):
+    # torch's CPU fused kernel leaves these unchanged (0 of 90000 weights moved before).
+    torch.manual_seed(0)
+    fused, plain = torch.nn.Linear(300, 300).to(dtype), torch.nn.Linear(300, 300).to(dtype)
+    plain.load_state_dict(fused.state_dict())
+    x = torch.randn(8, 300).to(dtype)
+    opt_f = SuperLevelSGD(fused.parameters(), lr=0.1, momentum=0.9, fused=True)
+    opt_p = SuperLevelSGD(plain.parameters(), lr=0.1, momentum=0.9, foreach=True)
+    before = fused.weight.detach().clone()
+    for _ in range(2):
+        for m, o in ((fused, opt_f), (plain, opt_p)):
+            o.zero_grad()
+            m(x).float().square().mean().backward()
+        with pytest.warns(RuntimeWarning, match=rf"{dtype}.*foreach path"):
+            opt_f.step()
+        opt_p.step()
+    changed = (fused.weight != before).float().mean().item()
+    assert changed > 0.5, changed  # before: 0 (bfloat16 rounds more small updates away)
+    for p, q in zip(fused.parameters(), plain.parameters(), strict=True):
+        assert torch.equal(p, q)
 
 
 def test_fused_group_that_cannot_run_stops_the_step_before_other_groups():
@@ -381,12 +446,19 @@ def test_capture_step_refuses_what_a_replay_cannot_do():
     from superlevel.optim import capture_step
 
     p = torch.nn.Parameter(torch.ones(3))
+    for not_an_optimizer in (None, torch.nn.Linear(2, 2)):  # was an AttributeError
+        with pytest.raises(TypeError, match="torch.optim.Optimizer, got"):
+            capture_step(not_an_optimizer)
     with pytest.raises(ValueError, match="capturable=True"):
         capture_step(SuperLevelSGD([p], lr=0.1))
+    with pytest.raises(ValueError, match="capturable=True needs params on an accelerator"):
+        SuperLevelSGD([p], lr=torch.tensor(0.1), capturable=True)  # refused where it is set
+    edited = SuperLevelSGD([p], lr=torch.tensor(0.1))
+    edited.param_groups[0]["capturable"] = True  # set afterwards: capture_step checks again
     with pytest.raises(ValueError, match=r"CUDA tensors .*\['cpu'\]"):
-        capture_step(SuperLevelSGD([p], lr=torch.tensor(0.1), capturable=True))
+        capture_step(edited)
     with pytest.raises(ValueError, match="warmup must be an int >= 0"):
-        capture_step(SuperLevelSGD([p], lr=0.1, capturable=True), warmup=-1)
+        capture_step(edited, warmup=-1)
     assert torch.equal(p, torch.ones(3)) and p.grad is None  # refused before any step ran
 
 

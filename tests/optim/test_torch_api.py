@@ -53,3 +53,22 @@ def test_fused_sgd_takes_a_tensor_lr_and_found_inf():
 def test_capture_health_check_runs_outside_capture():
     opt = SuperLevelSGD([torch.nn.Parameter(torch.zeros(2))])
     _torch_api.capture_health_check(opt)  # no capture in progress: nothing to refuse
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cpu_fused_kernel_still_leaves_half_floats_unchanged(dtype):
+    # torch 2.13's CPU fused SGD kernel updates only the tail of a half-float tensor
+    # shorter than its vector width. When this test fails, torch fixed the kernel: drop
+    # the foreach route in functional.bucket_impl (and this test).
+    p, g = torch.zeros(64, dtype=dtype), torch.ones(64, dtype=dtype)
+    kw = dict(momentum=0.0, dampening=0.0, nesterov=False, maximize=False, is_first_step=False)
+    lr = torch.tensor(0.5, dtype=torch.float64)
+    _torch_api.fused_sgd_([p], [g], [], lr=lr, found_inf=torch.zeros(()), **kw)
+    assert int((p != 0).sum()) < 64, "torch's CPU fused SGD kernel updates half floats now"
+    assert _torch_api.fused_sgd_updates_all("cpu", dtype) is False
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_probe_passes_where_the_kernel_works(dtype):
+    assert _torch_api.fused_sgd_updates_all("cpu", dtype) is True
+    assert _torch_api.fused_sgd_updates_all("cuda", dtype) is True  # trusted: no probe sync

@@ -10,7 +10,7 @@ import torch
 pytest.importorskip("sb3_contrib", reason="the rl extra (sb3-contrib) is not installed")
 
 from superlevel.bench.optimizers import get_optimizer  # noqa: E402
-from superlevel.bench.runner import evaluate  # noqa: E402
+from superlevel.bench.run.loop import evaluate  # noqa: E402
 from superlevel.bench.tasks.rl import RLBudget  # noqa: E402
 from superlevel.rl.harness import build_rl_task  # noqa: E402
 from superlevel.rl.ppo import PPOConfig  # noqa: E402

@@ -92,8 +92,9 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
     def wrapper(args: argparse.Namespace) -> int:
         import torch
 
-        from superlevel.bench.checkpoint import CheckpointError
         from superlevel.bench.registry import UnknownNameError
+        from superlevel.bench.run.checkpointing import CheckpointError
+        from superlevel.bench.run.parent import OtherCodeError
         from superlevel.bench.store import StoreError
         from superlevel.data.base import MissingDataError
 
@@ -111,6 +112,7 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
             StoreError,
             CheckpointError,
             MissingDataError,
+            OtherCodeError,
         ) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -168,6 +170,49 @@ def add_executor_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--retry-failed", action="store_true", help="run again the runs stored as failed"
     )
+    p.add_argument(
+        "--other-code",
+        choices=("refuse", "accept", "rerun"),
+        default="refuse",
+        help="stored runs made by other code than this: refuse (default; nothing runs), "
+        "accept them as they are (the report says so) or rerun them",
+    )
+
+
+def add_protocol_options(p: argparse.ArgumentParser, *, trials: int = 9, seeds: int = 5) -> None:
+    """The tuning protocol's options (``bench tune``, ``demo``); defaults as given."""
+    from superlevel.bench.tune import SEARCHES, Protocol
+
+    d = Protocol()
+    p.add_argument("--trials", type=int, default=trials,
+                   help=f"search points per optimizer, the same for all (default {trials})")
+    p.add_argument("--seeds", type=int, default=seeds,
+                   help=f"final seeds 1..N, never used for selection (default {seeds})")
+    p.add_argument("--tuning-seed", type=int, default=d.tuning_seed,
+                   help=f"the seed of every search run; > --seeds (default {d.tuning_seed})")
+    p.add_argument("--search", choices=SEARCHES, default=d.search,
+                   help="halton: quasi-random over the whole search space (a grid in one "
+                   "dimension); lr-grid: the lr alone, others at their defaults (DeepOBS)")
+    p.add_argument("--halving", type=int, default=d.halving,
+                   help=f"successive-halving factor (1: every trial in full; default "
+                   f"{d.halving})")
+    p.add_argument("--sampler-seed", type=int, default=d.sampler_seed,
+                   help="seed of the scrambled Halton sequence")
+    p.add_argument("--max-rounds", type=int, default=d.max_rounds,
+                   help=f"at most this many rounds of edge extension (default {d.max_rounds})")
+
+
+def protocol_from(args: argparse.Namespace) -> Any:
+    """The :class:`~superlevel.bench.tune.Protocol` of the parsed options (usage errors
+    name the bad value)."""
+    from superlevel.bench.tune import Protocol
+
+    try:
+        return Protocol(trials=args.trials, seeds=args.seeds, tuning_seed=args.tuning_seed,
+                        search=args.search, halving=args.halving,
+                        sampler_seed=args.sampler_seed, max_rounds=args.max_rounds)  # fmt: skip
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def _executor(args: argparse.Namespace) -> Any:
@@ -185,7 +230,7 @@ def _check_device(args: argparse.Namespace) -> None:
 
     Locally the device must exist here; Ray workers have their own (only the name is checked).
     """
-    from superlevel.bench.runner import check_device_name, resolve_device
+    from superlevel.bench.run import check_device_name, resolve_device
 
     _checked(resolve_device if args.executor == "local" else check_device_name, args.device)
 
@@ -224,32 +269,17 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     add_executor_options(p)
     p.set_defaults(func=_guarded(cmd_run))
 
-    p = sub.add_parser("tune", help="equal-budget tuning on validation, then rerun over seeds")
+    p = sub.add_parser(
+        "tune",
+        help="the tuning protocol: equal trials per optimizer, successive halving, edge "
+        "extension, selection on validation on a tuning seed, finals on fresh seeds",
+    )
     p.add_argument("--task", required=True, help="task name")
     p.add_argument("--optimizers", required=True, help="comma-separated optimizer names")
-    p.add_argument("--trials", type=int, required=True, help="trials per optimizer")
-    p.add_argument("--seeds", type=int, required=True, help="rerun the best setting on seeds 1..N")
-    p.add_argument(
-        "--mode",
-        choices=("optuna", "grid"),
-        default="optuna",
-        help="optuna (TPE over the search space) or grid (lr only, log grid)",
-    )
+    add_protocol_options(p)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--budget", default="quick")
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="task option")
-    p.add_argument("--sampler-seed", type=int, default=0, help="seed of the TPE sampler")
-    p.add_argument(
-        "--study-db",
-        default=None,
-        help="Optuna storage file (default: <db stem>.optuna.db next to --db)",
-    )
-    p.add_argument(
-        "--storage",
-        default=None,
-        help="Optuna storage as an SQLAlchemy URL (postgresql://..., mysql://...) for a "
-        "study shared across machines; instead of --study-db",
-    )
     _add_common(p)
     add_executor_options(p)
     p.set_defaults(func=_guarded(cmd_tune))
@@ -292,7 +322,7 @@ def _open_store(args: argparse.Namespace, *, readonly: bool = False) -> Any:
 
 
 def _printer(args: argparse.Namespace) -> Callable[[str], None]:
-    from superlevel.bench.runner import console_log
+    from superlevel.bench.run import console_log
 
     return console_log(getattr(args, "quiet", False))
 
@@ -300,7 +330,7 @@ def _printer(args: argparse.Namespace) -> Callable[[str], None]:
 def cmd_run(args: argparse.Namespace) -> int:
     """``bench run``: default hyperparameters, every task x optimizer x seed."""
     from superlevel.bench.optimizers import get_optimizer
-    from superlevel.bench.runner import make_config, outcome_counts, require_data, run_many
+    from superlevel.bench.run import make_config, outcome_counts, require_data, run_many
     from superlevel.bench.suites import SUITES, get_suite
     from superlevel.bench.tasks import get_task
 
@@ -365,6 +395,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             log=log,
             skip_missing_data=bool(args.suite),
             retry_failed=args.retry_failed,
+            other_code=args.other_code,
         )
     seconds = time.perf_counter() - start
     print(f"{outcome_counts(outcomes)} in {seconds:.1f}s -> {args.db}")
@@ -372,16 +403,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    """``bench tune``: equal trials per optimizer, validation selection, seeded reruns."""
-    from superlevel.bench.runner import make_config
-    from superlevel.bench.tune import tune
+    """``bench tune``: the tuning protocol on one task, then its finals."""
+    from superlevel.bench.run import make_config
+    from superlevel.bench.tune import TuneError, tune
 
-    _positive("--trials", args.trials)
-    _positive("--seeds", args.seeds)
+    protocol = protocol_from(args)
     _positive("--epochs", args.epochs)
     optimizers = _names(args.optimizers, "optimizers")
-    if args.storage and args.study_db:
-        raise UsageError("give --storage URL or --study-db FILE, not both")
     options = _pairs(args.option, "--option")
     _check_device(args)
     for name in optimizers:  # names, budget, epochs and options, before any work
@@ -390,33 +418,32 @@ def cmd_tune(args: argparse.Namespace) -> int:
             task_options=options,
         )  # fmt: skip
     with _open_store(args) as store, _executor(args) as executor:
-        results = tune(
-            args.task,
-            optimizers,
-            trials=args.trials,
-            seeds=args.seeds,
-            store=store,
-            budget=args.budget,
-            epochs=args.epochs,
-            task_options=options,
-            mode=args.mode,
-            study_path=args.study_db,
-            storage=args.storage,
-            executor=executor,
-            retry_failed=args.retry_failed,
-            sampler_seed=args.sampler_seed,
-            device=args.device,
-            data_dir=args.data_dir,
-            checkpoint_dir=args.checkpoint_dir,
-            progress=not args.quiet,
-            log=_printer(args),
-        )
+        try:
+            results = tune(
+                args.task, optimizers, protocol, store, budget=args.budget, epochs=args.epochs,
+                task_options=options, executor=executor, retry_failed=args.retry_failed,
+                other_code=args.other_code, device=args.device, data_dir=args.data_dir,
+                checkpoint_dir=args.checkpoint_dir, progress=not args.quiet, log=_printer(args),
+            )  # fmt: skip
+        except TuneError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        rows = {name: [store.get_run(rid) for rid in res.finals] for name, res in results.items()}
     for name, res in results.items():
-        val = "all trials diverged" if res.best_val is None else f"val {res.best_val:.4g}"
+        from superlevel.bench.tune import final_score
+
+        scores = [final_score(r) for r in rows[name]]
+        diverged = sum(r["status"] == "diverged" for r in rows[name])
+        mean = sum(scores) / len(scores) if all(v is not None for v in scores) else None
+        val = "every trial diverged" if res.best_val is None else f"val {res.best_val:.4g}"
+        edges = f"; STILL ON AN EDGE: {res.edges}" if res.edges else ""
         print(
-            f"{name}: best {json.dumps(res.best_hparams, sort_keys=True)} ({val}); "
-            f"{len(res.final)} seeds rerun"
+            f"{name}: selected {json.dumps(res.best_hparams, sort_keys=True)} ({val}; "
+            f"{len(res.extensions)} range extension(s){edges}); finals on seeds "
+            f"1-{protocol.seeds}: test mean {'-' if mean is None else f'{mean:.4g}'}"
+            f"{f', {diverged} diverged (scored as untrained)' if diverged else ''}"
         )
+    print(f"report: superlevel bench report --db {args.db}")
     return 0
 
 

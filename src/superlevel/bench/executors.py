@@ -1,8 +1,8 @@
 """Executors: where runs train. In this process, in a local worker pool, or on Ray.
 
-Every executor takes :class:`~superlevel.bench.runner.RunJob` s and yields
+Every executor takes :class:`~superlevel.bench.run.worker.RunJob` s and yields
 ``(index, RunResult)`` pairs as runs complete; none of them touches the results store.
-The caller (:func:`~superlevel.bench.runner.run_many`) is the only writer: it stores each
+The caller (:func:`~superlevel.bench.run.parent.run_many`) is the only writer: it stores each
 result as it arrives. A run's numbers depend on its configuration alone (it is seeded by
 it, and its worker uses the caller's torch thread count), so every executor gives the
 same results, run for run.
@@ -33,7 +33,7 @@ from collections.abc import Iterator, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from superlevel.bench.runner import FAILED, RunJob, RunResult, execute_job
+from superlevel.bench.run.worker import FAILED, RunJob, RunResult, execute_job
 
 EXECUTORS = ("local", "ray")
 MAX_DEFAULT_WORKERS = 8  # each worker holds its own copy of a task's data set
@@ -147,7 +147,7 @@ def _context(start_method: str | None) -> Any:
         start_method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     ctx = mp.get_context(start_method)
     if start_method == "forkserver":
-        ctx.set_forkserver_preload(["superlevel.bench.runner", "superlevel.bench.tasks"])
+        ctx.set_forkserver_preload(["superlevel.bench.run.worker", "superlevel.bench.tasks"])
     return ctx
 
 

@@ -172,7 +172,9 @@ class CharTransformer(nn.Module):
     """Decoder-only Transformer: ``(B, T)`` ids -> ``(B, T, vocab)`` next-character logits.
 
     Pre-norm blocks (``norm_first``), GELU, learned absolute positions, causal mask, and
-    the output layer tied to the input embedding.
+    the output layer tied to the input embedding. The embedding starts at N(0, 0.02^2)
+    (GPT-2's init): tied to the output, ``nn.Embedding``'s default N(0, 1) would make the
+    first logits of order ``sqrt(d_model)`` and the initial cross-entropy ~25x ``ln(vocab)``.
     """
 
     def __init__(
@@ -187,6 +189,7 @@ class CharTransformer(nn.Module):
         super().__init__()
         self.context = context
         self.embed = nn.Embedding(vocab_size, d_model)
+        nn.init.normal_(self.embed.weight, std=0.02)
         self.pos = nn.Parameter(torch.zeros(context, d_model))
         nn.init.normal_(self.pos, std=0.02)
         block = nn.TransformerEncoderLayer(

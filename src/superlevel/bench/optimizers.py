@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -29,25 +29,50 @@ Closure = Callable[[], torch.Tensor]
 
 @dataclass(frozen=True)
 class Param:
-    """One dimension of a search space.
+    """One dimension of a search space: a range, the step it is extended by, hard limits.
 
     Attributes:
-        low: lower bound (inclusive).
-        high: upper bound (inclusive).
-        log: sample uniformly in ``log(value)`` (learning rates, decays).
+        low: lower end of the range (inclusive).
+        high: upper end (inclusive).
+        log: the range is read in ``log10(value)`` (learning rates, decays, norms).
         integer: the value is an integer.
+        step: how far the range is extended when the selection lands on its edge, and
+            how close to an end counts as "on the edge": in decades when ``log`` (default
+            0.5, a factor ``sqrt(10)``), else in the value's units (default 1).
+        limits: the hard limits no extension passes (default: the range itself, so a
+            range without limits is never extended).
     """
 
     low: float
     high: float
     log: bool = False
     integer: bool = False
+    step: float | None = None
+    limits: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if not self.low < self.high:
             raise ValueError(f"search range needs low < high, got [{self.low}, {self.high}]")
         if self.log and self.low <= 0:
             raise ValueError(f"a log-uniform range needs low > 0, got {self.low}")
+        lo, hi = self.hard_limits
+        if not lo <= self.low < self.high <= hi:
+            raise ValueError(f"range [{self.low}, {self.high}] lies outside its limits {lo, hi}")
+        if not self.extension_step > 0:
+            raise ValueError(f"extension step must be > 0, got {self.step}")
+
+    @property
+    def hard_limits(self) -> tuple[float, float]:
+        return self.limits if self.limits is not None else (self.low, self.high)
+
+    @property
+    def extension_step(self) -> float:
+        if self.step is not None:
+            return self.step
+        return 0.5 if self.log else 1.0
+
+    def _scale(self, value: float) -> float:
+        return math.log10(value) if self.log else float(value)
 
     def grid(self, points: int) -> list[float]:
         """``points`` values spread evenly (in log space when ``log``) from low to high."""
@@ -55,12 +80,52 @@ class Param:
             raise ValueError(f"grid points must be >= 1, got {points}")
         if points == 1:
             return [self.low]
-        if self.log:
-            a, b = math.log10(self.low), math.log10(self.high)
-            values = [10 ** (a + (b - a) * i / (points - 1)) for i in range(points)]
-        else:
-            values = [self.low + (self.high - self.low) * i / (points - 1) for i in range(points)]
-        return [round(v) if self.integer else float(f"{v:.6g}") for v in values]
+        a, b = self._scale(self.low), self._scale(self.high)
+        return [self._value(a + (b - a) * i / (points - 1)) for i in range(points)]
+
+    def _value(self, x: float, digits: int = 6) -> float:
+        v = 10**x if self.log else x
+        return round(v) if self.integer else float(f"{v:.{digits}g}")
+
+    def at(self, u: float) -> float:
+        """The value at fraction ``u`` in ``[0, 1]`` of the range (in log space when ``log``),
+        to 3 significant digits (integers: rounded), for quasi-random points."""
+        a, b = self._scale(self.low), self._scale(self.high)
+        return self._value(a + (b - a) * min(max(u, 0.0), 1.0), digits=3)
+
+    def edge(self, value: float) -> str | None:
+        """``"low"`` / ``"high"`` when ``value`` lies less than one step from that end of the
+        range (the optimum may lie beyond it), else ``None``."""
+        tol = 0.01 * self.extension_step  # rounding of grid values must not move them
+        x = self._scale(value)
+        to_low, to_high = x - self._scale(self.low), self._scale(self.high) - x
+        near = [(d, side) for d, side in ((to_low, "low"), (to_high, "high"))
+                if d < self.extension_step - tol]  # fmt: skip
+        return min(near)[1] if near else None  # in a range narrower than a step: the nearer
+
+    def extended(self, side: str) -> Param | None:
+        """The range moved out by one step at ``side`` (clipped to the hard limits), or
+        ``None`` when that end is at its limit already."""
+        lo, hi = self.hard_limits
+        step = self.extension_step
+        if side == "low":
+            if self.low <= lo:
+                return None
+            new = max(self._value(self._scale(self.low) - step), lo)
+            return replace(self, low=new)
+        if side == "high":
+            if self.high >= hi:
+                return None
+            new = min(self._value(self._scale(self.high) + step), hi)
+            return replace(self, high=new)
+        raise ValueError(f"side must be 'low' or 'high', got {side!r}")
+
+    def text(self) -> str:
+        """``[0.001, 10] (log, step 0.5 decade, limits [1e-05, 1000])``."""
+        scale = f"log, step {self.extension_step:g} decade" if self.log else (
+            f"step {self.extension_step:g}")  # fmt: skip
+        lo, hi = self.hard_limits
+        return f"[{self.low:g}, {self.high:g}] ({scale}, limits [{lo:g}, {hi:g}])"
 
 
 @dataclass(frozen=True)
@@ -406,13 +471,24 @@ def _superlevel_guarded(
     return Stepper(opt, params, guard=guard)
 
 
-_LR_SGD = Param(1e-3, 3.0, log=True)
-_LR_MOM = Param(1e-4, 1.0, log=True)
-_LR_ADAM = Param(1e-5, 1e-1, log=True)
+def _lr(low: float, high: float) -> Param:
+    """A learning-rate range: log, extended by half a decade up to ``[1e-6, 1e3]``."""
+    return Param(low, high, log=True, limits=(1e-6, 1e3))
+
+
+_LR_SGD = _lr(1e-3, 3.0)
+_LR_MOM = _lr(1e-4, 1.0)
+_LR_ADAM = _lr(1e-5, 1e-1)
 # The super-level step length is below a(t) (it is a(t) * ||g|| / (1 + ||g||)), so its
 # useful lr range sits higher than plain SGD's.
-_LR_SL = Param(1e-3, 10.0, log=True)
-_DECAY = Param(0.01, 10.0, log=True)
+_LR_SL = _lr(1e-3, 10.0)
+# lr ends the run at lr * exp(-decay_total): from 0.9 lr (0.1) to 4.5e-5 lr (10).
+_DECAY = Param(0.1, 10.0, log=True, limits=(1e-3, 100.0))
+_WEIGHT_DECAY = Param(1e-4, 1e-1, log=True, limits=(1e-6, 10.0))
+_MAX_NORM = Param(0.01, 10.0, log=True, limits=(1e-4, 1e3))
+# SGDR: the first cycle in epochs (a factor 2 per step) and the growth of the cycles.
+_T_0 = Param(0.25, 8.0, log=True, step=math.log10(2), limits=(1 / 64, 256.0))
+_T_MULT = Param(1, 2, integer=True, limits=(1, 4))
 
 _ADAM_DEFAULTS = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
 
@@ -445,14 +521,14 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
             "adamw",
             "AdamW, lr=1e-3, decoupled weight decay 0.01",
             {**_ADAM_DEFAULTS, "weight_decay": 0.01},
-            {"lr": _LR_ADAM, "weight_decay": Param(1e-5, 1e-1, log=True)},
+            {"lr": _LR_ADAM, "weight_decay": _WEIGHT_DECAY},
             _adamw,
         ),
         OptimizerSpec(
             "sgdr",
             "SGD + momentum 0.9 with cosine warm restarts (SGDR), lr=0.01, first cycle T_0=1 epoch",
             {"lr": 0.01, "momentum": 0.9, "T_0": 1.0, "T_mult": 1, "eta_min_ratio": 0.0},
-            {"lr": _LR_MOM, "T_0": Param(0.25, 10.0, log=True)},
+            {"lr": _LR_MOM, "T_0": _T_0, "T_mult": _T_MULT},
             _sgdr,
         ),
         OptimizerSpec(
@@ -466,7 +542,7 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
             "sgd_clip",
             "clip_grad_norm_(max_norm=1) then SGD, lr=0.1",
             {"lr": 0.1, "max_norm": 1.0},
-            {"lr": _LR_SGD, "max_norm": Param(0.1, 10.0, log=True)},
+            {"lr": _LR_SGD, "max_norm": _MAX_NORM},
             _sgd_clip,
         ),
         OptimizerSpec(
@@ -480,7 +556,7 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
             "superlevel_momentum",
             "SuperLevelSGD with heavy-ball momentum 0.9, lr=0.05, ends at lr*exp(-2)",
             {"lr": 0.05, "decay_total": 2.0, "momentum": 0.9},
-            {"lr": Param(1e-4, 1.0, log=True), "decay_total": _DECAY},
+            {"lr": _LR_MOM, "decay_total": _DECAY},
             _superlevel,
         ),
         OptimizerSpec(

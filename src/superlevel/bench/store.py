@@ -4,15 +4,23 @@ Tables:
 
 - ``configs``: a run's identity (task, task options, budget, epochs, optimizer,
   hyperparameters, seed); ``run_id`` is a hash of exactly these fields.
-- ``runs``: status (``running``, ``finished``, ``diverged``, ``failed``), final metrics,
-  timings.
+- ``runs``: status (``finished``, ``diverged``, ``paused`` (stopped at an epoch, to be
+  trained further), ``failed``; ``running`` only in stores of older versions), final
+  metrics, timings, the id of the code that trained it.
 - ``tags``: why a run exists (``default``, ``trial``, ``grid``, ``tuned``); one run may
   serve several purposes (a tuning trial reused as a final seed).
 - ``epoch_metrics``: per epoch and split (train/val/test) loss, metric and wall time.
 - ``step_metrics``: subsampled per-step training loss, gradient norm, lr, effective lr.
 - ``environment``: torch version, device name, git revision, ... of the machine a run used.
+- ``tunings``: per tuning (setting, optimizer, protocol), its result: the search, the
+  extensions of its ranges, the selection, the final runs (:mod:`superlevel.bench.tune`).
+- ``code``: per code id, the hash of every module and the package versions it stands for
+  (see :func:`superlevel.bench.run.identity.code_identity`).
 
-A finished run is written in one transaction: readers see all of it or none of it.
+A run is written in one transaction, its config, environment, code, status, metrics and
+tags together: readers see all of it or none of it, and no half-written run remains
+after a kill. A store of schema 1 (before code ids) is upgraded in place when opened
+for writing (its runs then have no code id); read-only opens read it as it is.
 The store never deletes or rewrites a file it cannot read: a corrupted or locked
 database raises :class:`StoreError` with a message saying what to do.
 
@@ -34,9 +42,16 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+_READABLE_VERSIONS = ("1", "2")  # 1: before code ids and paused runs; upgraded on write
 APPLICATION_ID = 0x534C5642  # "SLVB": PRAGMA application_id of a superlevel results store
 _TABLES = {"meta", "environment", "configs", "runs", "tags", "epoch_metrics", "step_metrics"}
+_UPGRADE_1_TO_2 = (
+    "ALTER TABLE runs ADD COLUMN code_id TEXT",
+    "ALTER TABLE runs ADD COLUMN epochs_done INTEGER",
+    "ALTER TABLE runs ADD COLUMN initial_val_metric REAL",
+    "ALTER TABLE runs ADD COLUMN initial_test_metric REAL",
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -45,6 +60,19 @@ CREATE TABLE IF NOT EXISTS environment (
     fingerprint TEXT NOT NULL UNIQUE,
     info TEXT NOT NULL,
     first_seen REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS code (
+    code_id TEXT PRIMARY KEY,
+    info TEXT NOT NULL,
+    first_seen REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tunings (
+    tuning_id TEXT PRIMARY KEY,
+    setting TEXT NOT NULL,
+    optimizer TEXT NOT NULL,
+    protocol TEXT NOT NULL,
+    result TEXT NOT NULL,
+    finished_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS configs (
     run_id TEXT PRIMARY KEY,
@@ -75,7 +103,11 @@ CREATE TABLE IF NOT EXISTS runs (
     val_metric REAL,
     test_loss REAL,
     test_metric REAL,
-    info TEXT
+    info TEXT,
+    code_id TEXT,
+    epochs_done INTEGER,
+    initial_val_metric REAL,
+    initial_test_metric REAL
 );
 CREATE TABLE IF NOT EXISTS tags (
     run_id TEXT NOT NULL REFERENCES configs(run_id),
@@ -105,6 +137,7 @@ CREATE TABLE IF NOT EXISTS step_metrics (
 
 _RUN_FIELDS = (
     "steps",
+    "epochs_done",
     "wall_s",
     "train_s",
     "resumed_from_epoch",
@@ -117,10 +150,14 @@ _RUN_FIELDS = (
     "val_metric",
     "test_loss",
     "test_metric",
+    "initial_val_metric",
+    "initial_test_metric",
 )
 
 DONE = ("finished", "diverged")
+PAUSED = "paused"  # stopped at an epoch boundary; its checkpoint lets it go on
 FAILED = "failed"  # the run raised; ``info`` holds the error; rerun only when asked
+STATUSES = (*DONE, PAUSED, FAILED)
 
 
 class StoreError(RuntimeError):
@@ -154,6 +191,7 @@ class Store:
         self.path = Path(path)
         self.timeout = timeout
         self.readonly = readonly
+        self.schema_version = SCHEMA_VERSION
         if self.path.is_dir():
             raise StoreError(f"results database {self.path} is a directory, not a file")
         exists = self.path.is_file() and self.path.stat().st_size > 0
@@ -179,6 +217,7 @@ class Store:
         if not readonly and state != "ours":
             try:
                 self._init_schema()
+                self.schema_version = SCHEMA_VERSION
             except StoreError:
                 self._conn.close()
                 raise
@@ -323,16 +362,24 @@ class Store:
             )
         row = self._query("SELECT value FROM meta WHERE key='schema_version'")
         version = row[0][0] if row else None
-        if version != SCHEMA_VERSION:
+        if version not in _READABLE_VERSIONS:
             raise StoreError(
                 f"results database {self.path} has schema version {version!r}, "
                 f"this superlevel writes {SCHEMA_VERSION!r}; choose another --db"
             )
+        self.schema_version = version
+        if version != SCHEMA_VERSION:
+            return "old"
         return "ours" if app_id == APPLICATION_ID else "unmarked"
 
     def _init_schema(self) -> None:
-        """Create the tables (idempotent: also completes an unmarked store) and mark the file."""
+        """Create the tables (idempotent: also completes an unmarked store), upgrade a
+        schema-1 store, and mark the file; one transaction."""
         with self._tx() as c:
+            columns = {r[1] for r in c.execute("PRAGMA table_info(runs)")}
+            if columns and "code_id" not in columns:
+                for statement in _UPGRADE_1_TO_2:
+                    c.execute(statement)
             # Statement by statement: executescript() would commit the open transaction.
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -355,26 +402,44 @@ class Store:
 
     # -- writes -----------------------------------------------------------------------------
 
-    def environment_id(self, info: Mapping[str, Any]) -> int:
-        """The id of environment ``info`` (inserted on first sight)."""
-        fingerprint = json.dumps(dict(info), sort_keys=True)
-        with self._tx() as c:
-            c.execute(
-                "INSERT OR IGNORE INTO environment(fingerprint, info, first_seen) VALUES (?,?,?)",
-                (fingerprint, fingerprint, time.time()),
-            )
-            row = c.execute(
-                "SELECT env_id FROM environment WHERE fingerprint=?", (fingerprint,)
-            ).fetchone()
-        return int(row[0])
+    def record_run(
+        self,
+        config: Mapping[str, Any],
+        *,
+        status: str,
+        summary: Mapping[str, Any] | None = None,
+        epochs: Sequence[Mapping[str, Any]] = (),
+        steps: Sequence[Mapping[str, Any]] = (),
+        info: Mapping[str, Any] | None = None,
+        environment: Mapping[str, Any] | None = None,
+        code: Mapping[str, Any] | None = None,
+        tags: Iterable[str] = (),
+        replace: bool = False,
+    ) -> bool:
+        """Write one run and all it has, in ONE transaction.
 
-    def start_run(
-        self, run_id: str, config: Mapping[str, Any], *, env_id: int, tags: Iterable[str] = ()
-    ) -> None:
-        """Register ``run_id`` as running (no-op for its config/tags if already there).
+        Args:
+            config: the keys of the ``configs`` table (``run_id`` included).
+            status: ``finished``, ``diverged``, ``paused`` or ``failed``.
+            summary: the run's row (:data:`_RUN_FIELDS`); missing keys are stored NULL.
+            epochs, steps: its metrics; they replace any stored for this run.
+            info: free-form details (a failed run's ``error``).
+            environment: the machine it ran on (stored once per distinct value).
+            code: ``{"id": ..., "modules": ..., "versions": ...}`` of its code.
+            tags: why it exists; added to the tags it has.
+            replace: overwrite a stored ``finished`` or ``diverged`` result (a rerun by
+                new code); otherwise such a result is kept (another writer got there
+                first) and only the tags are added.
 
-        ``config`` has the keys of the ``configs`` table except ``run_id``.
+        Returns:
+            Whether this result was written (``False``: a done result was kept).
         """
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        summary = dict(summary or {})
+        values = [_finite_or_none(summary.get(k)) for k in _RUN_FIELDS]
+        run_id = config["run_id"]
+        now = time.time()
         with self._tx() as c:
             c.execute(
                 "INSERT OR IGNORE INTO configs(run_id, task, task_options, budget, epochs, "
@@ -390,16 +455,83 @@ class Store:
                     int(config["seed"]),
                 ),
             )
-            c.execute(
-                "INSERT INTO runs(run_id, status, env_id, started_at) VALUES (?, 'running', ?, ?) "
-                "ON CONFLICT(run_id) DO UPDATE SET status='running', env_id=excluded.env_id, "
-                "started_at=excluded.started_at WHERE runs.status NOT IN ('finished','diverged')",
-                (run_id, env_id, time.time()),
-            )
             c.executemany(
                 "INSERT OR IGNORE INTO tags(run_id, tag) VALUES (?, ?)",
                 [(run_id, t) for t in tags],
             )
+            row = c.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            if row is not None and row[0] in DONE and not replace:
+                return False
+            env_id = None
+            if environment:
+                fingerprint = json.dumps(dict(environment), sort_keys=True)
+                c.execute(
+                    "INSERT OR IGNORE INTO environment(fingerprint, info, first_seen) "
+                    "VALUES (?,?,?)",
+                    (fingerprint, fingerprint, now),
+                )
+                env_id = c.execute(
+                    "SELECT env_id FROM environment WHERE fingerprint=?", (fingerprint,)
+                ).fetchone()[0]
+            code_id = None
+            if code:
+                code_id = code["id"]
+                details = {k: v for k, v in code.items() if k != "id"}
+                c.execute(
+                    "INSERT OR IGNORE INTO code(code_id, info, first_seen) VALUES (?,?,?)",
+                    (code_id, json.dumps(details, sort_keys=True), now),
+                )
+            c.execute("DELETE FROM epoch_metrics WHERE run_id=?", (run_id,))
+            c.execute("DELETE FROM step_metrics WHERE run_id=?", (run_id,))
+            c.execute("DELETE FROM runs WHERE run_id=?", (run_id,))
+            c.executemany(
+                "INSERT INTO epoch_metrics(run_id, epoch, step, split, loss, metric, wall_s) "
+                "VALUES (?,?,?,?,?,?,?)",
+                [
+                    (run_id, e["epoch"], e["step"], e["split"], _finite_or_none(e["loss"]),
+                     _finite_or_none(e["metric"]), e["wall_s"])
+                    for e in epochs
+                ],
+            )  # fmt: skip
+            c.executemany(
+                "INSERT INTO step_metrics(run_id, step, loss, grad_norm, lr, effective_lr) "
+                "VALUES (?,?,?,?,?,?)",
+                [
+                    (run_id, s["step"], _finite_or_none(s["loss"]),
+                     _finite_or_none(s["grad_norm"]), _finite_or_none(s["lr"]),
+                     _finite_or_none(s["effective_lr"]))
+                    for s in steps
+                ],
+            )  # fmt: skip
+            fields = ", ".join(_RUN_FIELDS)
+            marks = ", ".join("?" for _ in _RUN_FIELDS)
+            c.execute(
+                f"INSERT INTO runs(run_id, status, env_id, code_id, started_at, finished_at, "
+                f"info, {fields}) VALUES (?,?,?,?,?,?,?,{marks})",
+                (run_id, status, env_id, code_id, now - float(summary.get("wall_s") or 0.0),
+                 now, json.dumps(dict(info or {}), default=str), *values),
+            )  # fmt: skip
+        return True
+
+    def save_tuning(self, tuning_id: str, setting: Mapping[str, Any], optimizer: str,
+                    protocol: Mapping[str, Any], result: Mapping[str, Any]) -> None:  # fmt: skip
+        """Keep (or replace) the result of one tuning."""
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO tunings(tuning_id, setting, optimizer, protocol, result, "
+                "finished_at) VALUES (?,?,?,?,?,?)",
+                (tuning_id, json.dumps(dict(setting), sort_keys=True), optimizer,
+                 json.dumps(dict(protocol), sort_keys=True), json.dumps(dict(result),
+                                                                         default=str),
+                 time.time()),
+            )  # fmt: skip
+
+    def tunings(self) -> list[dict[str, Any]]:
+        """Every kept tuning result (a dict), oldest first."""
+        if self.schema_version == "1":
+            return []
+        rows = self._query("SELECT result FROM tunings ORDER BY finished_at, tuning_id")
+        return [json.loads(r[0]) for r in rows]
 
     def add_tags(self, run_id: str, tags: Iterable[str]) -> None:
         """Attach ``tags`` to an existing run."""
@@ -408,76 +540,6 @@ class Store:
                 "INSERT OR IGNORE INTO tags(run_id, tag) VALUES (?, ?)",
                 [(run_id, t) for t in tags],
             )
-
-    def finish_run(
-        self,
-        run_id: str,
-        *,
-        status: str,
-        summary: Mapping[str, Any],
-        epochs: Sequence[Mapping[str, Any]],
-        steps: Sequence[Mapping[str, Any]],
-        info: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Write a finished (or diverged) run and all its metrics in ONE transaction.
-
-        Metrics already stored for ``run_id`` (from an interrupted attempt) are replaced.
-        """
-        if status not in DONE:
-            raise ValueError(f"status must be one of {DONE}, got {status!r}")
-        values = [_finite_or_none(summary.get(k)) for k in _RUN_FIELDS]
-        with self._tx() as c:
-            c.execute("DELETE FROM epoch_metrics WHERE run_id=?", (run_id,))
-            c.execute("DELETE FROM step_metrics WHERE run_id=?", (run_id,))
-            c.executemany(
-                "INSERT INTO epoch_metrics(run_id, epoch, step, split, loss, metric, wall_s) "
-                "VALUES (?,?,?,?,?,?,?)",
-                [
-                    (
-                        run_id,
-                        e["epoch"],
-                        e["step"],
-                        e["split"],
-                        _finite_or_none(e["loss"]),
-                        _finite_or_none(e["metric"]),
-                        e["wall_s"],
-                    )
-                    for e in epochs
-                ],
-            )
-            c.executemany(
-                "INSERT INTO step_metrics(run_id, step, loss, grad_norm, lr, effective_lr) "
-                "VALUES (?,?,?,?,?,?)",
-                [
-                    (
-                        run_id,
-                        s["step"],
-                        _finite_or_none(s["loss"]),
-                        _finite_or_none(s["grad_norm"]),
-                        _finite_or_none(s["lr"]),
-                        _finite_or_none(s["effective_lr"]),
-                    )
-                    for s in steps
-                ],
-            )
-            sets = ", ".join(f"{k}=?" for k in _RUN_FIELDS)
-            cur = c.execute(
-                f"UPDATE runs SET status=?, finished_at=?, info=?, {sets} WHERE run_id=?",
-                (status, time.time(), json.dumps(dict(info or {}), default=str), *values, run_id),
-            )
-            if cur.rowcount != 1:
-                raise StoreError(f"run {run_id} was not started in {self.path}")
-
-    def fail_run(self, run_id: str, *, error: str, info: Mapping[str, Any] | None = None) -> None:
-        """Mark a started run ``failed`` with ``error`` (kept in ``info["error"]``)."""
-        details = json.dumps({**dict(info or {}), "error": error}, default=str)
-        with self._tx() as c:
-            cur = c.execute(
-                "UPDATE runs SET status=?, finished_at=?, info=? WHERE run_id=?",
-                (FAILED, time.time(), details, run_id),
-            )
-            if cur.rowcount != 1:
-                raise StoreError(f"run {run_id} was not started in {self.path}")
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -525,6 +587,13 @@ class Store:
             out.append(d)
         return out
 
+    def code_info(self, code_id: str) -> dict[str, Any] | None:
+        """What code id ``code_id`` stands for (``modules``, ``versions``), or ``None``."""
+        if self.schema_version == "1":
+            return None
+        rows = self._query("SELECT info FROM code WHERE code_id=?", (code_id,))
+        return json.loads(rows[0][0]) if rows else None
+
     def epoch_metrics(self, run_id: str) -> list[dict[str, Any]]:
         """Per-epoch rows of ``run_id`` ordered by epoch and split."""
         rows = self._query(
@@ -539,6 +608,7 @@ class Store:
 
     def count(self, table: str) -> int:
         """Number of rows in ``table`` (one of the store's tables)."""
-        if table not in {"configs", "runs", "tags", "epoch_metrics", "step_metrics", "environment"}:
+        if table not in {"configs", "runs", "tags", "epoch_metrics", "step_metrics", "environment",
+                         "code", "tunings"}:  # fmt: skip
             raise ValueError(f"unknown table {table!r}")
         return int(self._query(f"SELECT count(*) FROM {table}")[0][0])

@@ -17,10 +17,10 @@ from superlevel.bench.tasks import TASKS
 class Suite:
     """A named set of runs: every task x optimizer x seed ``1..seeds`` at ``budget``.
 
-    ``grid_tasks``: on these tasks the demo also runs the DeepOBS learning-rate grid
-    (``grid_points`` log-spaced lrs per optimizer, the same number for everyone, selected on
-    the validation metric, then the best rerun over the seeds): the fair comparison, and
-    the LR-sensitivity plot.
+    ``bench run --suite`` trains the defaults over seeds ``1..seeds``; the demo instead
+    tunes every optimizer on ``tune_tasks`` with the tuning protocol
+    (:mod:`superlevel.bench.tune`, ``trials`` trials each, finals on seeds ``1..seeds``):
+    the fair comparison.
     """
 
     name: str
@@ -29,8 +29,8 @@ class Suite:
     optimizers: tuple[str, ...]
     seeds: int
     budget: str
-    grid_tasks: tuple[str, ...] = ()
-    grid_points: int = 7
+    tune_tasks: tuple[str, ...] = ()
+    trials: int = 9
 
     def __post_init__(self) -> None:
         for t in self.tasks:
@@ -39,7 +39,7 @@ class Suite:
         for o in self.optimizers:
             if o not in OPTIMIZERS:
                 raise UnknownNameError("optimizer", o, list(OPTIMIZERS))
-        for t in self.grid_tasks:
+        for t in self.tune_tasks:
             if t not in TASKS:
                 raise UnknownNameError("task", t, list(TASKS))
         if self.seeds < 1:
@@ -51,8 +51,8 @@ SUITES: dict[str, Suite] = {
     for s in [
         Suite(
             "quick",
-            "five small tasks, nine optimizers, 2 seeds, quick budgets: defaults, then a"
-            " 7-point lr grid per optimizer and task",
+            "five small tasks, nine optimizers, 3 seeds, quick budgets; the demo tunes each"
+            " optimizer (9 trials, successive halving, edge extension) before its finals",
             ("quadratic", "multiwell", "digits_mlp", "mnist1d_mlp", "mnist_mlp"),
             (
                 "sgd",
@@ -65,10 +65,10 @@ SUITES: dict[str, Suite] = {
                 "superlevel_momentum",
                 "superlevel_guarded",
             ),
-            2,
+            3,
             "quick",
-            grid_tasks=("quadratic", "multiwell", "digits_mlp", "mnist1d_mlp", "mnist_mlp"),
-            grid_points=7,
+            tune_tasks=("quadratic", "multiwell", "digits_mlp", "mnist1d_mlp", "mnist_mlp"),
+            trials=9,
         ),
         Suite(
             "full",

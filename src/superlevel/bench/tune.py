@@ -1,49 +1,61 @@
-"""The tuning protocol: equal budgets, validation-only selection, then a multi-seed rerun.
+"""The tuning protocol: one for ``bench tune``, the demo, the report and the study.
 
-For every optimizer on a task:
+For every optimizer on a setting (task, budget, epochs, options), with the same
+:class:`Protocol` for all of them (Choi et al. 2019; AlgoPerf's external tuning):
 
-1. **Search.** ``trials`` runs over the optimizer's search space, all with the same seed
-   (``trial_seed``). Two modes:
+1. **Search space.** The optimizer's own: every hyperparameter that defines it (lr for
+   all; ``decay_total`` for the exponentially decayed ones; weight decay for AdamW;
+   ``T_0``, ``T_mult`` for SGDR; ``max_norm`` for clipping), each a range with an
+   extension step and hard limits (:class:`~superlevel.bench.optimizers.Param`).
+2. **Trials.** ``trials`` points, the same number for every optimizer: a scrambled Halton
+   sequence over the space (scipy's ``qmc``; the same sequence for every optimizer with
+   as many dimensions), or, in one dimension, ``trials`` evenly spaced points (a grid is
+   the lowest-discrepancy set on a line). ``lr-grid`` searches the lr alone, others at
+   their defaults (DeepOBS).
+3. **Successive halving.** All trials train to the first rung (a fraction of the
+   epochs), the best ``1/eta`` go on to the next, the last rung is the full run; a
+   promoted trial resumes from its checkpoint (:mod:`superlevel.bench.run`), so no epoch
+   is trained twice. Rungs: ``K = floor(log_eta(trials))`` halvings at epochs
+   ``max(1, round(E / eta^(K - r)))`` (equal ones merged). ``eta = 1`` trains every trial
+   in full.
+4. **Selection on validation**, on the tuning seed (1001 by default), which is never a
+   final seed: the best validation metric at the last rung. Diverged trials rank last
+   and are never selected. The test split is never looked at.
+5. **Edge rule.** While the selection lies less than one step from an end of its range
+   (the optimum may lie beyond), that end is extended by one step (up to the hard
+   limit) and the selection, moved to the new end, is trained in full; the better of the
+   two is kept. Every extension is recorded, and so is every selection that still sits
+   on an edge (at its hard limit, or when the rounds ran out).
+6. **Finals** on seeds ``1..seeds``. A final that diverged is **scored**, not dropped:
+   with the metric of the untrained model (epoch 0: chance accuracy, the starting
+   suboptimality), counted in the tables. A final that *failed* (an error, not a
+   divergence) stops the protocol with :class:`TuneError`.
 
-   - ``optuna``: a seeded TPE sampler; the study lives in Optuna's RDB storage (by
-     default SQLite next to the results database, ``<db stem>.optuna.db``; any
-     SQLAlchemy URL for a cluster), so an interrupted search resumes and counts the
-     trials it already has. With an executor of ``N`` workers, trials are asked for
-     ``N`` at a time and evaluated in parallel; the batch is told back in trial order, so
-     a search is reproducible for a given ``N`` (it is a different search for another
-     ``N``: the sampler sees fewer results before it proposes).
-   - ``grid`` (DeepOBS): only the learning rate, on ``trials`` log-spaced points of its
-     range; other hyperparameters keep their defaults. This is what the LR-sensitivity
-     plot shows.
-
-2. **Select** the setting with the best *validation* metric of the last epoch. The test
-   split is never looked at. Diverged trials are never selected; if all diverge, the
-   defaults are used and a warning says so.
-
-3. **Rerun** the selected setting over seeds ``1..seeds`` (tag ``tuned``); the report
-   compares these.
-
-Each trial is an ordinary run in the results store (tag ``trial`` or ``grid``), so a
-trial that is also a final seed is not computed twice. Grid points of every optimizer,
-and then the reruns of every optimizer, go to the executor as one batch each.
+The protocol is a function of the store: run again on a store that holds its runs, it
+trains nothing and returns the same result, so an interrupted search resumes and a
+report can *replay* it without training (``train=False``). Each tuning's result is kept
+in the store (``tunings``) for the report.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections import defaultdict
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from superlevel.bench.optimizers import OptimizerSpec, get_optimizer
-from superlevel.bench.runner import (
+from superlevel.bench.optimizers import OptimizerSpec, Param, get_optimizer
+from superlevel.bench.run import (
     WARNING,
     Log,
     RunConfig,
-    RunOutcome,
-    _executor_or_default,
     check_positive,
+    checkpoint_path,
+    executor_or_default,
     make_config,
     run_many,
 )
@@ -51,67 +63,382 @@ from superlevel.bench.store import Store
 from superlevel.bench.tasks import get_task
 
 if TYPE_CHECKING:
-    import optuna
-
     from superlevel.bench.executors import Executor
 
-MODES = ("optuna", "grid")
+SEARCHES = ("halton", "lr-grid")
+TRIAL, FINAL = "trial", "tuned"  # the tags of search runs and final runs
+
+
+class TuneError(RuntimeError):
+    """The protocol cannot go on: a run failed with an error (not a divergence)."""
+
+
+class Incomplete(RuntimeError):  # noqa: N818 (a state, not a failure of the code)
+    """Replaying (``train=False``): runs the protocol needs are not in the store."""
+
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__(f"{done} of {total} runs of this step are stored")
+        self.done, self.total = done, total
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The tuning protocol every optimizer gets (see the module docstring).
+
+    Attributes:
+        trials: search points per optimizer (>= 1), the same for all.
+        seeds: final seeds ``1..seeds`` (>= 1).
+        tuning_seed: the seed every search run uses; must not be a final seed.
+        search: ``halton`` (the whole space) or ``lr-grid`` (lr only).
+        halving: successive-halving factor ``eta`` (1: every trial in full).
+        sampler_seed: seed of the scrambled Halton sequence.
+        max_rounds: at most this many rounds of edge extension.
+    """
+
+    trials: int = 9
+    seeds: int = 5
+    tuning_seed: int = 1001
+    search: str = "halton"
+    halving: int = 3
+    sampler_seed: int = 0
+    max_rounds: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ("trials", "seeds", "tuning_seed", "halving"):
+            check_positive(name, getattr(self, name))
+        if self.search not in SEARCHES:
+            raise ValueError(f"search must be one of {SEARCHES}, got {self.search!r}")
+        if self.tuning_seed <= self.seeds:
+            raise ValueError(
+                f"tuning_seed {self.tuning_seed} is one of the final seeds 1..{self.seeds}: "
+                "a seed that selected the setting must never be scored"
+            )
+        if isinstance(self.sampler_seed, bool) or not isinstance(self.sampler_seed, int) or (
+            self.sampler_seed < 0
+        ):
+            raise ValueError(f"sampler_seed must be an integer >= 0, got {self.sampler_seed!r}")
+        if isinstance(self.max_rounds, bool) or not isinstance(self.max_rounds, int) or (
+            self.max_rounds < 0
+        ):
+            raise ValueError(f"max_rounds must be an integer >= 0, got {self.max_rounds!r}")
+
+    @property
+    def final_seeds(self) -> list[int]:
+        return list(range(1, self.seeds + 1))
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What makes runs comparable across optimizers: task, budget, epochs, options."""
+
+    task: str
+    budget: str = "quick"
+    epochs: int | None = None
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def resolved(self) -> Setting:
+        """This setting with its epochs resolved and checked (``make_config`` validates)."""
+        cfg = make_config(self.task, "sgd", 1, budget=self.budget, epochs=self.epochs,
+                          task_options=dict(self.options))  # fmt: skip
+        return Setting(self.task, self.budget, cfg.epochs, tuple(sorted(self.options)))
+
+    def config(self, optimizer: str, seed: int, hparams: Mapping[str, Any]) -> RunConfig:
+        return make_config(self.task, optimizer, seed, budget=self.budget, epochs=self.epochs,
+                           hparams=hparams, task_options=dict(self.options))  # fmt: skip
+
+    def key(self) -> dict[str, Any]:
+        return {"task": self.task, "budget": self.budget, "epochs": self.epochs,
+                "task_options": dict(self.options)}  # fmt: skip
+
+
+@dataclass
+class Extension:
+    """One extension of a range: ``dim``'s ``side`` moved from ``before`` to ``after``;
+    the selection moved there scored ``value`` (``None``: diverged); ``kept`` when it
+    became the selection."""
+
+    dim: str
+    side: str
+    before: list[float]
+    after: list[float]
+    hparams: dict[str, Any]
+    value: float | None
+    kept: bool
 
 
 @dataclass
 class TuneResult:
-    """The outcome of tuning one optimizer on one task.
+    """The outcome of tuning one optimizer on one setting.
 
     Attributes:
-        optimizer: optimizer name.
-        mode: ``optuna`` or ``grid``.
-        trials: one dict per trial: ``hparams``, ``status``, ``val_metric``.
+        optimizer: its name.
+        setting: task, budget, epochs, options.
+        protocol: the :class:`Protocol`, as a dict.
+        space: per searched hyperparameter, its range ``[low, high]`` after extensions.
+        initial_space: the ranges the search started from.
+        rungs: ``[[epochs, trials trained to them], ...]``.
+        trials: per trial ``{"hparams", "run_id", "values": {epochs: val or None}}``.
         best_hparams: the selected (complete) hyperparameters.
-        best_val: its validation metric (``None`` when every trial diverged).
-        final: the reruns over seeds.
+        best_val: its validation metric (``None``: every trial diverged, defaults kept).
+        extensions: every :class:`Extension`, in order.
+        edges: per hyperparameter whose selection still lies on an edge, why.
+        finals: run ids of the final seeds ``1..seeds``, in seed order.
+        compute: ``{"runs", "steps", "train_s", "full_runs"}`` of the search (finals not
+            included): ``full_runs`` is steps over the steps of one full run.
     """
 
     optimizer: str
-    mode: str
+    setting: dict[str, Any]
+    protocol: dict[str, Any]
+    space: dict[str, list[float]] = field(default_factory=dict)
+    initial_space: dict[str, list[float]] = field(default_factory=dict)
+    rungs: list[list[int]] = field(default_factory=list)
     trials: list[dict[str, Any]] = field(default_factory=list)
     best_hparams: dict[str, Any] = field(default_factory=dict)
     best_val: float | None = None
-    final: list[RunOutcome] = field(default_factory=list)
+    extensions: list[Extension] = field(default_factory=list)
+    edges: dict[str, str] = field(default_factory=dict)
+    finals: list[str] = field(default_factory=list)
+    compute: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def tuning_id(self) -> str:
+        return tuning_id(self.setting, self.optimizer, self.protocol)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TuneResult:
+        d = dict(data)
+        d["extensions"] = [Extension(**e) for e in d.get("extensions", [])]
+        return cls(**d)
 
 
-def study_path_for(db: str | Path) -> Path:
-    """Default Optuna storage file for results database ``db``: ``<stem>.optuna.db``."""
-    db = Path(db)
-    return db.with_name(f"{db.stem}.optuna.db")
+def tuning_id(setting: Mapping[str, Any], optimizer: str, protocol: Mapping[str, Any]) -> str:
+    """16 hex digits of ``sha256`` over setting, optimizer and protocol."""
+    text = json.dumps({"setting": setting, "optimizer": optimizer, "protocol": protocol},
+                      sort_keys=True)  # fmt: skip
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------ pieces of the protocol
+
+
+def rung_ladder(epochs: int, trials: int, eta: int) -> list[tuple[int, int]]:
+    """``[(epochs_r, trials trained to epochs_r), ...]``, the last rung the full run.
+
+    ``K = floor(log_eta(trials))`` halvings; rung ``r`` at ``max(1, round(E / eta^(K-r)))``
+    epochs with ``ceil(trials / eta^r)`` trials; rungs of equal epochs are merged (the
+    first kept), so a short run has fewer rungs.
+    """
+    check_positive("epochs", epochs)
+    check_positive("trials", trials)
+    check_positive("halving", eta)
+    halvings = 0
+    while eta > 1 and eta ** (halvings + 1) <= trials:
+        halvings += 1
+    distinct: list[int] = []
+    for r in range(halvings + 1):
+        e = max(1, round(epochs / eta ** (halvings - r)))
+        if not distinct or e > distinct[-1]:
+            distinct.append(e)
+    distinct[-1] = epochs
+    return [(e, math.ceil(trials / eta**r)) for r, e in enumerate(distinct)]
+
+
+def searched_space(spec: OptimizerSpec, search: str) -> dict[str, Param]:
+    """The dimensions ``search`` tunes: the whole space, or the lr alone (``lr-grid``)."""
+    if search == "lr-grid":
+        return {"lr": spec.space["lr"]}
+    return dict(spec.space)
+
+
+def candidates(space: Mapping[str, Param], trials: int, sampler_seed: int) -> list[dict[str, Any]]:
+    """The search points: a grid in one dimension, a scrambled Halton sequence in more."""
+    dims = list(space)
+    if len(dims) == 1:
+        (dim,) = dims
+        return [{dim: v} for v in space[dim].grid(trials)]
+    from scipy.stats import qmc
+
+    units = qmc.Halton(d=len(dims), scramble=True, seed=sampler_seed).random(trials)
+    return [{d: space[d].at(float(u[j])) for j, d in enumerate(dims)} for u in units]
+
+
+def final_score(row: Mapping[str, Any]) -> float | None:
+    """A final run's score: its test metric, or, when it diverged, the untrained model's
+    (``initial_test_metric``); ``None`` when the run is not done."""
+    if row.get("status") == "finished":
+        return row.get("test_metric")
+    if row.get("status") == "diverged":
+        return row.get("initial_test_metric")
+    return None
 
 
 def _better(a: float, b: float, higher: bool) -> bool:
     return a > b if higher else a < b
 
 
-def _finished_value(trial: Mapping[str, Any]) -> float | None:
-    """A trial record's validation metric, or ``None`` unless it finished with a finite one."""
-    v = trial["val_metric"]
-    if trial["status"] != "finished" or v is None or not math.isfinite(v):
+def _rank_key(value: float | None, higher: bool) -> float:
+    if value is None or not math.isfinite(value):
+        return math.inf  # diverged: last
+    return -value if higher else value
+
+
+@dataclass
+class _Request:
+    configs: list[RunConfig]
+    until_epoch: int | None
+    tag: str
+    discard: list[str] = field(default_factory=list)  # trials eliminated: drop checkpoints
+
+
+def _check_failures(rows: Sequence[Mapping[str, Any]], configs: Sequence[RunConfig]) -> None:
+    failed = [(c, r) for c, r in zip(configs, rows, strict=True) if r["status"] == "failed"]
+    if failed:
+        shown = "; ".join(f"{c.label()}: {r['info'].get('error')}" for c, r in failed[:3])
+        raise TuneError(
+            f"{len(failed)} of {len(configs)} runs failed with an error (an error is not a "
+            f"divergence; fix it and rerun with --retry-failed): {shown}"
+        )
+
+
+def _val_at(store: Store, row: Mapping[str, Any], epochs: int) -> float | None:
+    """The validation metric of a stored run after ``epochs`` epochs (``None``: diverged)."""
+    if row["status"] == "diverged":
         return None
-    return float(v)
+    if row["epochs_done"] == epochs or (row["status"] == "finished" and epochs >= row["epochs"]):
+        return row["val_metric"]
+    for rec in store.epoch_metrics(row["run_id"]):
+        if rec["epoch"] == epochs and rec["split"] == "val":
+            return rec["metric"]
+    return None
 
 
-def tune(
-    task: str,
+def _protocol(
+    setting: Setting, spec: OptimizerSpec, protocol: Protocol, store: Store
+) -> Generator[_Request, None, TuneResult]:
+    """The protocol for one optimizer, as a generator of run requests (see :func:`tune`).
+
+    It yields what it needs trained; once resumed, the runs are in the store and it
+    reads them from there.
+    """
+    higher = get_task(setting.task).higher_is_better
+    epochs = setting.epochs
+    assert epochs is not None
+    space = searched_space(spec, protocol.search)
+    result = TuneResult(
+        spec.name, setting.key(), asdict(protocol),
+        initial_space={d: [p.low, p.high] for d, p in space.items()},
+    )  # fmt: skip
+
+    def config(hp: Mapping[str, Any], seed: int) -> RunConfig:
+        return setting.config(spec.name, seed, spec.resolve(hp))
+
+    def rows(configs: Sequence[RunConfig]) -> list[dict[str, Any]]:
+        out = [store.get_run(c.run_id) for c in configs]
+        assert all(r is not None for r in out)
+        return out  # type: ignore[return-value]
+
+    points = candidates(space, protocol.trials, protocol.sampler_seed)
+    trial_configs = [config(p, protocol.tuning_seed) for p in points]
+    result.trials = [{"hparams": p, "run_id": c.run_id, "values": {}}
+                     for p, c in zip(points, trial_configs, strict=True)]  # fmt: skip
+    ladder = rung_ladder(epochs, protocol.trials, protocol.halving)
+    result.rungs = [[e, n] for e, n in ladder]
+    alive = list(range(len(points)))
+    dropped: list[str] = []
+    for r, (rung_epochs, n) in enumerate(ladder):
+        alive = alive[:n]
+        configs = [trial_configs[i] for i in alive]
+        yield _Request(configs, None if rung_epochs == epochs else rung_epochs, TRIAL, dropped)
+        got = rows(configs)
+        _check_failures(got, configs)
+        for i, row in zip(alive, got, strict=True):
+            result.trials[i]["values"][str(rung_epochs)] = _val_at(store, row, rung_epochs)
+        alive.sort(key=lambda i, e=rung_epochs: _rank_key(result.trials[i]["values"][str(e)],
+                                                          higher))  # fmt: skip
+        nxt = ladder[r + 1][1] if r + 1 < len(ladder) else 1
+        dropped = [trial_configs[i].run_id for i in alive[nxt:]]
+    best_i = alive[0]
+    best_hp = dict(points[best_i])
+    best_val = result.trials[best_i]["values"][str(epochs)]
+    if best_val is not None:
+        for _round in range(protocol.max_rounds):
+            moves = []
+            for dim, param in space.items():
+                side = param.edge(best_hp[dim])
+                wider = None if side is None else param.extended(side)
+                if wider is None:
+                    continue
+                space[dim] = wider
+                moved = {**best_hp, dim: wider.low if side == "low" else wider.high}
+                moves.append((dim, side, param, wider, moved))
+            if not moves:
+                break
+            configs = [config(m[4], protocol.tuning_seed) for m in moves]
+            yield _Request(configs, None, TRIAL)
+            got = rows(configs)
+            _check_failures(got, configs)
+            for (dim, side, before, after, moved), row in zip(moves, got, strict=True):
+                value = _val_at(store, row, epochs)
+                kept = value is not None and _better(value, best_val, higher)
+                if kept:
+                    best_hp, best_val = moved, value
+                result.extensions.append(Extension(
+                    dim, side, [before.low, before.high], [after.low, after.high], moved,
+                    value, kept))  # fmt: skip
+        for dim, param in space.items():
+            side = param.edge(best_hp[dim])
+            if side is not None:
+                at_limit = param.extended(side) is None
+                result.edges[dim] = (f"{side} edge at its hard limit" if at_limit else
+                                     f"{side} edge, extension rounds used up")  # fmt: skip
+    result.space = {d: [p.low, p.high] for d, p in space.items()}
+    result.best_hparams = spec.resolve(best_hp if best_val is not None else None)
+    result.best_val = best_val
+    finals = [config(result.best_hparams, s) for s in protocol.final_seeds]
+    yield _Request(finals, None, FINAL)
+    final_rows = rows(finals)
+    _check_failures(final_rows, finals)
+    result.finals = [c.run_id for c in finals]
+    search = [r for r in (store.get_run(rid) for rid in _search_run_ids(result)) if r]
+    steps = sum(int(r["steps"] or 0) for r in search)
+    full = max((int(r["steps"] or 0) for r in final_rows if r["status"] == "finished"),
+               default=0)  # fmt: skip
+    result.compute = {
+        "runs": len(search),
+        "steps": steps,
+        "train_s": float(sum(r["train_s"] or 0.0 for r in search)),
+        "full_runs": steps / full if full else math.nan,
+    }
+    return result
+
+
+def _search_run_ids(result: TuneResult) -> list[str]:
+    """Every distinct run the search trained (trials and extensions), finals excluded."""
+    setting = Setting(result.setting["task"], result.setting["budget"],
+                      result.setting["epochs"], tuple(sorted(result.setting["task_options"]
+                                                             .items())))  # fmt: skip
+    ids = [t["run_id"] for t in result.trials]
+    seed = result.protocol["tuning_seed"]
+    spec = get_optimizer(result.optimizer)
+    ids += [setting.config(spec.name, seed, spec.resolve(e.hparams)).run_id
+            for e in result.extensions]  # fmt: skip
+    return list(dict.fromkeys(ids))
+
+
+# ------------------------------------------------------------------ the driver
+
+
+def tune_settings(
+    settings: Sequence[Setting],
     optimizers: Sequence[str],
-    *,
-    trials: int,
-    seeds: int,
+    protocol: Protocol,
     store: Store,
-    budget: str = "quick",
-    epochs: int | None = None,
-    task_options: Mapping[str, Any] | None = None,
-    mode: str = "optuna",
-    study_path: str | Path | None = None,
-    storage: str | None = None,
-    sampler_seed: int = 0,
-    trial_seed: int = 1,
+    *,
+    train: bool = True,
     executor: Executor | None = None,
     device: str = "cpu",
     data_dir: str | Path | None = None,
@@ -119,211 +446,115 @@ def tune(
     progress: bool = False,
     log: Log | None = None,
     retry_failed: bool = False,
-) -> dict[str, TuneResult]:
-    """Tune every optimizer in ``optimizers`` on ``task`` with the same number of trials.
+    other_code: str = "refuse",
+    tags: Sequence[str] = (),
+    on_outcome: Callable[[Any], None] | None = None,
+) -> dict[tuple[str, str], TuneResult]:
+    """Run :class:`Protocol` for every optimizer on every setting, all in step.
+
+    Every step's runs, over all settings and optimizers, go to the executor as one batch
+    (per rung epoch), so a pool trains them in parallel; the results do not depend on
+    the number of workers.
 
     Args:
-        task: task name.
+        settings: the settings (epochs resolved here).
         optimizers: optimizer names.
-        trials: trials per optimizer (>= 1); grid points in ``grid`` mode.
-        seeds: seeds ``1..seeds`` for the rerun of the selected setting (>= 1).
-        store: results store for every run.
-        budget: task budget name.
-        epochs: epochs per run (``None``: the budget's).
-        task_options: task options.
-        mode: ``optuna`` or ``grid``.
-        study_path: Optuna SQLite file (default: next to the store's database).
-        storage: Optuna storage URL (any SQLAlchemy URL), instead of ``study_path``.
-        sampler_seed: seed of the TPE sampler.
-        trial_seed: run seed used by every trial.
-        executor: where runs train (default: this process); its ``workers`` trials are
-            evaluated at once.
-        device, data_dir, checkpoint_dir, progress, retry_failed: as for
-            :func:`~superlevel.bench.runner.run_many`.
-        log: receives one line per trial and per rerun (and every warning).
+        protocol: the protocol, the same for all.
+        store: where every run goes, and the tuning results.
+        train: ``False`` replays the protocol from the store and trains nothing;
+            :class:`Incomplete` says how far the store is.
+        executor, device, data_dir, checkpoint_dir, progress, retry_failed, other_code:
+            as for :func:`~superlevel.bench.run.run_many`.
+        log: receives one line per selection, and every warning.
+        tags: extra tags for every run (the study's section).
+        on_outcome: called with each run's outcome as it is stored (``run_many``'s).
 
     Returns:
-        ``{optimizer: TuneResult}``.
+        ``{(setting key json, optimizer): TuneResult}``.
+
+    Raises:
+        TuneError: a run failed with an error.
+        Incomplete: ``train=False`` and a step's runs are not all stored.
     """
-    check_positive("trials", trials)
-    check_positive("seeds", seeds)
-    check_positive("trial_seed", trial_seed)
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if storage is not None and study_path is not None:
-        raise ValueError("give an Optuna storage URL or a study file, not both")
+    settings = [s.resolved() for s in settings]
     specs = [get_optimizer(name) for name in optimizers]
-    # Validates the task, budget, epochs and options before any work; resolves epochs.
-    epochs = make_config(
-        task, specs[0].name, trial_seed, budget=budget, epochs=epochs, task_options=task_options
-    ).epochs
-    higher = get_task(task).higher_is_better  # static metadata: no task is built here
     say = log or (lambda _msg: None)
+    gens = {(json.dumps(s.key(), sort_keys=True), sp.name): _protocol(s, sp, protocol, store)
+            for s in settings for sp in specs}  # fmt: skip
+    results: dict[tuple[str, str], TuneResult] = {}
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else store.path.parent / "checkpoints"
+    with executor_or_default(executor if train else None) as ex:
 
-    def config(spec: OptimizerSpec, seed: int, hp: Mapping[str, Any]) -> RunConfig:
-        return make_config(
-            task, spec.name, seed, budget=budget, epochs=epochs, hparams=hp,
-            task_options=task_options,
-        )  # fmt: skip
+        def ensure(configs: list[RunConfig], until: int | None, tag: str) -> None:
+            if train:
+                run_many(configs, store, executor=ex, device=device, data_dir=data_dir,
+                         checkpoint_dir=checkpoint_dir, tags=(tag, *tags), progress=progress,
+                         log=lambda m: say(m) if m.startswith(WARNING) else None,
+                         retry_failed=retry_failed, until_epoch=until,
+                         other_code=other_code, on_outcome=on_outcome)  # fmt: skip
+                return
+            done = 0
+            for c in configs:
+                row = store.get_run(c.run_id)
+                st = None if row is None else row["status"]
+                ok = st in ("finished", "diverged", "failed") or (
+                    st == "paused" and until is not None and row["epochs_done"] >= until)
+                done += ok
+            if done < len(configs):
+                raise Incomplete(done, len(configs))
 
-    results = {spec.name: TuneResult(spec.name, mode) for spec in specs}
-    with _executor_or_default(executor) as ex:
-
-        def run(configs: Sequence[RunConfig], tag: str, bar: bool) -> list[RunOutcome]:
-            return run_many(
-                configs,
-                store,
-                executor=ex,
-                device=device,
-                data_dir=data_dir,
-                checkpoint_dir=checkpoint_dir,
-                tags=(tag,),
-                progress=progress and bar,
-                log=lambda msg: say(msg) if msg.startswith(WARNING) else None,
-                retry_failed=retry_failed,
-            )
-
-        def run_trials(
-            points: Sequence[tuple[OptimizerSpec, Mapping[str, Any]]], tag: str, bar: bool
-        ) -> list[dict[str, Any]]:
-            outs = run([config(spec, trial_seed, hp) for spec, hp in points], tag, bar)
-            recs = []
-            for (spec, hp), out in zip(points, outs, strict=True):
-                row = store.get_run(out.config.run_id) or {}
-                val = row.get("val_metric")
-                recs.append(
-                    {"hparams": out.config.hparams, "status": row.get("status"), "val_metric": val}
-                )
-                shown = ", ".join(
-                    f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in hp.items()
-                )
-                say(f"  {task}/{spec.name} trial [{shown}]: {row.get('status')}, val={val}")
-            return recs
-
-        if mode == "grid":  # every optimizer's grid in one batch
-            say(f"tuning {', '.join(s.name for s in specs)} on {task}: {trials} grid points each")
-            points = [(spec, {"lr": lr}) for spec in specs for lr in spec.space["lr"].grid(trials)]
-            for (spec, _), rec in zip(points, run_trials(points, "grid", True), strict=True):
-                results[spec.name].trials.append(rec)
-        else:
-            for spec in specs:
-                say(f"tuning {spec.name} on {task}: {trials} optuna trials")
-                study = _study(
-                    spec, task, budget, epochs, task_options, higher, sampler_seed,
-                    _storage(storage, study_path, store),
-                )  # fmt: skip
-                results[spec.name].trials = _optuna(spec, study, trials, ex.workers, run_trials)
-        for spec in specs:
-            res = results[spec.name]
-            res.best_hparams, res.best_val = _select(spec, res.trials, higher)
-            if res.best_val is None:
-                say(f"  WARNING: every {spec.name} trial diverged; rerunning its defaults")
-            else:
-                say(f"  {spec.name}: selected {res.best_hparams} (val {res.best_val:.4g})")
-        reruns = [(spec, seed) for spec in specs for seed in range(1, seeds + 1)]
-        outs = run(
-            [config(s, seed, results[s.name].best_hparams) for s, seed in reruns], "tuned", True
-        )
-        for (spec, _), out in zip(reruns, outs, strict=True):
-            results[spec.name].final.append(out)
-            say(f"  rerun {out.config.label()}: {out.status}")
+        pending: dict[tuple[str, str], _Request] = {}
+        for key, gen in gens.items():
+            pending[key] = next(gen)
+        while pending:
+            groups: dict[tuple[int | None, str], list[tuple[str, str]]] = defaultdict(list)
+            for key, req in pending.items():
+                groups[(req.until_epoch, req.tag)].append(key)
+            for (until, tag), keys in sorted(groups.items(), key=lambda g: (g[0][0] or 0, g[0][1])):
+                configs = list({c.run_id: c for k in keys for c in pending[k].configs}.values())
+                ensure(configs, until, tag)
+                if train:
+                    for k in keys:
+                        for run_id in pending[k].discard:
+                            checkpoint_path(ckpt_dir, run_id).unlink(missing_ok=True)
+            advanced: dict[tuple[str, str], _Request] = {}
+            for key in pending:
+                try:
+                    advanced[key] = gens[key].send(None)
+                except StopIteration as stop:
+                    results[key] = stop.value
+            pending = advanced
+    for (_, name), res in sorted(results.items()):
+        what = (f"val {res.best_val:.4g}" if res.best_val is not None else
+                "every trial diverged: its defaults")  # fmt: skip
+        edges = f"; still on an edge: {res.edges}" if res.edges else ""
+        say(f"  {res.setting['task']}/{name}: selected {_hp_text(res.best_hparams)} ({what}, "
+            f"{len(res.extensions)} extension(s){edges})")  # fmt: skip
+        if res.best_val is None:
+            say(f"{WARNING}every {name} trial on {res.setting['task']} diverged; its finals "
+                "use its defaults")  # fmt: skip
+        if train:
+            store.save_tuning(res.tuning_id, res.setting, name, res.protocol, res.to_json())
     return results
 
 
-def _select(
-    spec: OptimizerSpec, trials: Sequence[Mapping[str, Any]], higher: bool
-) -> tuple[dict[str, Any], float | None]:
-    best_hp, best_val = spec.resolve(), None
-    for t in trials:
-        v = _finished_value(t)
-        if v is not None and (best_val is None or _better(v, best_val, higher)):
-            best_hp, best_val = dict(t["hparams"]), v
-    return best_hp, best_val
-
-
-def _storage(storage: str | None, study_path: str | Path | None, store: Store) -> Any:
-    """Optuna's RDB storage: ``storage`` (a URL), else SQLite at ``study_path`` or next to
-    the results database."""
-    import optuna
-
-    if storage is not None:
-        return optuna.storages.RDBStorage(storage)
-    path = Path(study_path) if study_path is not None else study_path_for(store.path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.RDBStorage(
-        f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": 30}}
-    )
-
-
-def _study(
-    spec: OptimizerSpec,
+def tune(
     task: str,
-    budget: str,
-    epochs: int,
-    task_options: Mapping[str, Any] | None,
-    higher: bool,
-    sampler_seed: int,
-    storage: Any,
-) -> optuna.Study:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    options = ",".join(f"{k}={v}" for k, v in sorted((task_options or {}).items()))
-    return optuna.create_study(
-        study_name=f"{task}|{budget}|{epochs}|{options}|{spec.name}",
-        storage=storage,
-        direction="maximize" if higher else "minimize",
-        sampler=optuna.samplers.TPESampler(seed=sampler_seed),
-        load_if_exists=True,
-    )
+    optimizers: Sequence[str],
+    protocol: Protocol,
+    store: Store,
+    *,
+    budget: str = "quick",
+    epochs: int | None = None,
+    task_options: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> dict[str, TuneResult]:
+    """:func:`tune_settings` on one setting; ``{optimizer: TuneResult}``."""
+    setting = Setting(task, budget, epochs, tuple(sorted((task_options or {}).items())))
+    out = tune_settings([setting], optimizers, protocol, store, **kwargs)
+    return {name: res for (_, name), res in out.items()}
 
 
-def _suggest(spec: OptimizerSpec, trial: optuna.Trial) -> dict[str, Any]:
-    hp: dict[str, Any] = {}
-    for key, p in spec.space.items():
-        if p.integer:
-            hp[key] = trial.suggest_int(key, int(p.low), int(p.high), log=p.log)
-        else:
-            hp[key] = trial.suggest_float(key, p.low, p.high, log=p.log)
-    return hp
-
-
-def _optuna(
-    spec: OptimizerSpec,
-    study: optuna.Study,
-    trials: int,
-    batch: int,
-    run_trials: Callable[..., list[dict[str, Any]]],
-) -> list[dict[str, Any]]:
-    """``trials`` trials of ``study`` (counting those it has), ``batch`` at a time.
-
-    Asked in order, evaluated together, told back in order: for a given ``batch`` the
-    search is reproducible (with ``batch=1`` it is ``study.optimize`` exactly).
-    """
-    from optuna.trial import TrialState
-
-    records: list[dict[str, Any]] = []
-    # Trials from an earlier, interrupted search count towards the budget.
-    previous = [
-        t
-        for t in study.trials
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    ]
-    for t in previous:
-        if t.state == TrialState.COMPLETE:
-            records.append(
-                {"hparams": spec.resolve(t.params), "status": "finished", "val_metric": t.value}
-            )
-    remaining = trials - len(previous)
-    while remaining > 0:
-        asked = [study.ask() for _ in range(min(batch, remaining))]
-        points = [(spec, _suggest(spec, t)) for t in asked]
-        for t, rec in zip(asked, run_trials(points, "trial", False), strict=True):
-            records.append(rec)
-            v = _finished_value(rec)
-            if v is None:  # a diverged setting is a failed trial: it counts, never selected
-                study.tell(t, state=TrialState.PRUNED)
-            else:
-                study.tell(t, v)
-        remaining -= len(asked)
-    return records
+def _hp_text(hp: Mapping[str, Any]) -> str:
+    return "{" + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in sorted(hp.items())) + "}"  # fmt: skip

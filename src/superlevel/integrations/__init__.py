@@ -13,6 +13,9 @@ needs only torch.
 - :class:`SuperLevelTrainerCallback`, :func:`superlevel_optimizers`
   (``superlevel.integrations.hf``, extra ``hf``): logs ``stats()`` into the Trainer's
   logs and refuses a setup that changes the rule; the right ``optimizers=`` pair.
+- :func:`superlevel_sb3_kwargs`, :func:`check_sb3_setup`, :class:`SuperLevelSB3Callback`
+  (``superlevel.integrations.sb3``, extra ``rl``): Stable-Baselines3's algorithm
+  arguments with SuperLevelSGD and no clip; the same checks for a built model.
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ _LAZY = {
     "SuperLevelTrainerCallback": "superlevel.integrations.hf",
     "superlevel_optimizers": "superlevel.integrations.hf",
     "check_trainer_setup": "superlevel.integrations.hf",
+    "SuperLevelSB3Callback": "superlevel.integrations.sb3",
+    "check_sb3_setup": "superlevel.integrations.sb3",
+    "superlevel_sb3_kwargs": "superlevel.integrations.sb3",
+    "check_lightning_setup": "superlevel.integrations.lightning",
 }
 
 __all__ = ["find_guard", "find_superlevel", "optimizer_chain", "superlevel_stats", *_LAZY]

@@ -1,18 +1,41 @@
-"""See through framework wrappers to our optimizer; its ``stats()`` as loggable floats.
+"""See through framework wrappers to our optimizer; its ``stats()`` as loggable floats;
+the checks every framework integration makes of the setup around it.
 
 Frameworks wrap the optimizer they are given: Lightning in a ``LightningOptimizer``
 (attribute ``_optimizer``), accelerate in an ``AcceleratedOptimizer`` (``optimizer``), and
 our :class:`~superlevel.stability.LyapunovGuard` wraps another (``optimizer``). The walk
 below is duck-typed on those attributes, so it needs none of the frameworks installed.
+
+Two things a framework does around the optimizer change the rule silently, whatever the
+framework: an lr schedule that lowers ``group["lr"]`` on top of ``exp(-decay * t)`` (a
+double decay), and a gradient clip before the optimizer (the modulation never sees the
+true norm). :func:`schedule_change`, :func:`decay_problem` and :func:`clip_problem` word
+them once; :func:`refuse_or_warn` is what each callback does with them.
 """
 
 from __future__ import annotations
 
+import logging
+import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-__all__ = ["find_guard", "find_superlevel", "optimizer_chain", "superlevel_stats"]
+__all__ = [
+    "check_callback_args",
+    "clip_problem",
+    "decay_problem",
+    "factors_fall",
+    "find_guard",
+    "find_superlevel",
+    "optimizer_chain",
+    "refuse_or_warn",
+    "schedule_change",
+    "superlevel_stats",
+]
+
+log = logging.getLogger("superlevel.integrations")
 
 # LightningOptimizer keeps the real one in `_optimizer`; the others in `optimizer`
 _INNER_ATTRS = ("_optimizer", "optimizer")
@@ -96,3 +119,89 @@ def superlevel_stats(
     if guard is not None:
         out.update({f"{prefix}/guard_{k}": float(v) for k, v in guard.counters.items()})
     return out
+
+
+# ---------------------------------------------------------------- setup checks
+def check_callback_args(prefix: Any, strict: Any) -> None:
+    """A callback's ``prefix`` (a non-empty string) and ``strict`` (a bool), named."""
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a string, got {prefix!r} ({type(prefix).__name__})")
+    if not prefix:
+        raise ValueError("prefix must be a non-empty string, got ''")
+    if not isinstance(strict, bool):
+        raise TypeError(f"strict must be True or False, got {strict!r} ({type(strict).__name__})")
+
+
+def factors_fall(factors: Sequence[float]) -> tuple[float, float] | None:
+    """``(peak, end)`` when the last lr factor is below the largest one, else ``None``.
+
+    Rising (warmup) is no decay; ending below the peak is (relative tolerance 1e-9).
+    """
+    peak, end = max(factors), factors[-1]
+    return (peak, end) if end < peak * (1 - 1e-9) else None
+
+
+def schedule_change(scheduler: Any, horizon: int) -> str | None:
+    """How ``scheduler`` lowers the lr over ``horizon`` of its steps, or ``None`` if never.
+
+    A ``LambdaLR`` (every Hugging Face schedule but ``reduce_lr_on_plateau``) is checked
+    by evaluating its factors at up to 1000 steps in ``[0, horizon]``: rising (warmup) is
+    fine, a fall below the peak is a decay. A ``ConstantLR`` only ever raises the lr.
+    Other schedulers cannot be evaluated without stepping them: reported as possible.
+    """
+    if scheduler is None:
+        return None
+    name = type(scheduler).__name__
+    if isinstance(scheduler, torch.optim.lr_scheduler.ConstantLR):
+        return None
+    if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+        n = max(int(horizon), 1)
+        steps = sorted({round(i * n / 999) for i in range(1000)} | {n})
+        for fn in scheduler.lr_lambdas:
+            fall = factors_fall([float(fn(s)) for s in steps])
+            if fall is not None:
+                peak, end = fall
+                return f"{name} takes the lr factor from {peak:g} down to {end:g} by step {n}"
+        return None
+    return f"{name} may lower the lr (only LambdaLR and ConstantLR can be checked)"
+
+
+def decay_problem(optimizer: Any, change: str | None, who: str, fix: str) -> str | None:
+    """The double-decay message when ``who`` lowers the lr (``change``) and ``decay > 0``."""
+    opt = find_superlevel(optimizer)
+    decays = [float(g["decay"]) for g in opt.param_groups] if opt is not None else []
+    if change is None or not any(d > 0 for d in decays):
+        return None
+    return (
+        f"SuperLevelSGD already decays its rate (a_t = lr * exp(-decay * t), decay="
+        f"{max(decays):g}), and {who} also lowers group['lr']: {change}. The rate used "
+        f"would be the product of both. Fix: {fix}."
+    )
+
+
+def clip_problem(setting: str, clip: float, fix: str, *, by_value: bool = False) -> str:
+    """The message for a gradient clip at ``clip`` that runs before the optimizer."""
+    if by_value:
+        return (
+            f"{setting} clamps every gradient element to [-{clip:g}, {clip:g}] before "
+            f"SuperLevelSGD sees them, so its modulation 1/(1 + ||g||/norm_scale) sees the "
+            f"norm of the clamped gradient, not the true one (the rule is already a smooth "
+            f"clip). Fix: {fix}."
+        )
+    return (
+        f"{setting} clips the gradients before SuperLevelSGD sees them, so its modulation "
+        f"1/(1 + ||g||/norm_scale) never sees a norm above {clip:g} (the rule is already a "
+        f"smooth clip). Fix: {fix}."
+    )
+
+
+def refuse_or_warn(problems: Sequence[str], strict: bool, callback: str) -> None:
+    """Raise ``ValueError`` listing ``problems`` (``strict``), or warn (``UserWarning``
+    and the ``logging`` module) and go on; nothing when there are none."""
+    if not problems:
+        return
+    msg = "this setup changes SuperLevelSGD's rule:\n- " + "\n- ".join(problems)
+    if strict:
+        raise ValueError(msg + f"\n({callback}(strict=False) only warns)")
+    log.warning(msg)
+    warnings.warn(msg, UserWarning, stacklevel=3)

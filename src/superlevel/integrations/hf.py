@@ -15,8 +15,6 @@ start (:func:`check_trainer_setup`) and logs ``stats()`` into the Trainer's logs
 
 from __future__ import annotations
 
-import logging
-import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,12 +28,19 @@ except ImportError as exc:  # the optional extra
         "superlevel.integrations.hf needs transformers: pip install 'superlevel[hf]'"
     ) from exc
 
-from superlevel.integrations._common import find_guard, find_superlevel, superlevel_stats
+from superlevel.integrations._common import (
+    check_callback_args,
+    clip_problem,
+    decay_problem,
+    find_guard,
+    find_superlevel,
+    refuse_or_warn,
+    schedule_change,
+    superlevel_stats,
+)
 from superlevel.optim import SuperLevelSGD
 
 __all__ = ["SuperLevelTrainerCallback", "check_trainer_setup", "superlevel_optimizers"]
-
-log = logging.getLogger(__name__)
 
 
 def _one(step: int) -> float:
@@ -66,32 +71,6 @@ def superlevel_optimizers(
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, _one)
 
 
-def _schedule_change(scheduler: Any, max_steps: int) -> str | None:
-    """How ``scheduler`` lowers the lr over ``max_steps``, or ``None`` when it never does.
-
-    A ``LambdaLR`` (every Trainer schedule but ``reduce_lr_on_plateau``) is checked by
-    evaluating its factors at up to 1000 steps in ``[0, max_steps]``: rising (warmup) is
-    fine, a fall below the peak is a decay. A ``ConstantLR`` only ever raises the lr.
-    Other schedulers cannot be evaluated without stepping them: reported as possible.
-    """
-    if scheduler is None:
-        return None
-    name = type(scheduler).__name__
-    if isinstance(scheduler, torch.optim.lr_scheduler.ConstantLR):
-        return None
-    if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
-        n = max(int(max_steps), 1)
-        steps = sorted({round(i * n / 999) for i in range(1000)} | {n})
-        for fn in scheduler.lr_lambdas:
-            factors = [float(fn(s)) for s in steps]
-            peak = max(factors)
-            end = factors[-1]
-            if end < peak * (1 - 1e-9):
-                return f"{name} takes the lr factor from {peak:g} down to {end:g} by step {n}"
-        return None
-    return f"{name} may lower the lr (only LambdaLR and ConstantLR can be checked)"
-
-
 def check_trainer_setup(
     args: Any, optimizer: Any, lr_scheduler: Any = None, max_steps: int = 0
 ) -> list[str]:
@@ -116,23 +95,23 @@ def check_trainer_setup(
     if opt is None:
         return [f"no SuperLevelSGD behind the Trainer's optimizer ({type(optimizer).__name__})"]
     problems = []
-    decays = [float(g["decay"]) for g in opt.param_groups]
-    change = _schedule_change(lr_scheduler, max_steps)
-    if change is not None and any(d > 0 for d in decays):
-        problems.append(
-            f"SuperLevelSGD already decays its rate (a_t = lr * exp(-decay * t), decay="
-            f"{max(decays):g}), and the Trainer's lr scheduler also lowers group['lr']: "
-            f"{change}. The rate used would be the product of both. Fix: "
-            f"Trainer(optimizers=superlevel_optimizers(model, lr=..., decay=...)) (a constant "
-            f"schedule), or TrainingArguments(lr_scheduler_type='constant')."
-        )
+    decay = decay_problem(
+        opt,
+        schedule_change(lr_scheduler, max_steps),
+        "the Trainer's lr scheduler",
+        "Trainer(optimizers=superlevel_optimizers(model, lr=..., decay=...)) (a constant "
+        "schedule), or TrainingArguments(lr_scheduler_type='constant')",
+    )
+    if decay is not None:
+        problems.append(decay)
     clip = getattr(args, "max_grad_norm", None)
     if clip is not None and float(clip) > 0:
         problems.append(
-            f"TrainingArguments(max_grad_norm={clip:g}) clips the gradients before SuperLevelSGD "
-            f"sees them, so its modulation 1/(1 + ||g||/norm_scale) never sees a norm above "
-            f"{clip:g} (the rule is already a smooth clip). Fix: "
-            f"TrainingArguments(max_grad_norm=0.0)."
+            clip_problem(
+                f"TrainingArguments(max_grad_norm={clip:g})",
+                float(clip),
+                "TrainingArguments(max_grad_norm=0.0)",
+            )
         )
     return problems
 
@@ -153,11 +132,16 @@ class SuperLevelTrainerCallback(TrainerCallback):
     (or :meth:`install`).
 
     Args:
-        prefix: key prefix of the logged values.
+        prefix: key prefix of the logged values (a non-empty string).
         strict: raise (``True``) or warn (``False``) on a setup that changes the rule.
+
+    Raises:
+        TypeError: ``prefix`` not a string, ``strict`` not a bool (``"no"`` is not False).
+        ValueError: an empty ``prefix``.
     """
 
     def __init__(self, prefix: str = "superlevel", strict: bool = True) -> None:
+        check_callback_args(prefix, strict)
         self.prefix = prefix
         self.strict = strict
         self.problems: list[str] = []
@@ -172,13 +156,7 @@ class SuperLevelTrainerCallback(TrainerCallback):
         self.problems = check_trainer_setup(
             args, kwargs.get("optimizer"), kwargs.get("lr_scheduler"), state.max_steps
         )
-        if not self.problems:
-            return
-        msg = "this setup changes SuperLevelSGD's rule:\n- " + "\n- ".join(self.problems)
-        if self.strict:
-            raise ValueError(msg + "\n(SuperLevelTrainerCallback(strict=False) only warns)")
-        log.warning(msg)
-        warnings.warn(msg, UserWarning, stacklevel=2)
+        refuse_or_warn(self.problems, self.strict, type(self).__name__)
 
     def on_log(
         self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any

@@ -15,10 +15,22 @@ Every other module goes through the functions here. Each has a public fallback, 
 torch that drops one still runs (slower); ``missing()`` names what is gone, and
 ``tests/optim/test_torch_api.py`` fails loudly when that list is not empty or a
 signature changed.
+
+Two more private details say whether the params are a shard of the model (so the norm
+needs ``shard_group``): FSDP1 marks its flat parameters ``_fsdp_flattened`` and records
+their unsharded size (:func:`fsdp1_flat_param_numel`), and a ``ZeroRedundancyOptimizer``
+builds its local optimizer inside its own methods (:func:`zero_building`).
+
+A private kernel can also be present and wrong: :func:`fused_sgd_updates_all` probes the
+fused SGD kernel once per (device type, dtype) with a tiny step and says whether it
+updated every element (torch 2.13's CPU kernel does not, for float16 and bfloat16).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -30,10 +42,13 @@ __all__ = [
     "Buckets",
     "capture_health_check",
     "foreach_sum_of_squares",
+    "fsdp1_flat_param_numel",
     "fused_devices",
     "fused_sgd_",
+    "fused_sgd_updates_all",
     "group_by_device_and_dtype",
     "missing",
+    "zero_building",
 ]
 
 Buckets = dict[tuple[torch.device, torch.dtype], list[int]]
@@ -140,6 +155,48 @@ def fused_sgd_(
     )
 
 
+# Longer than every vector width (AVX-512: 32 half floats) plus a tail that is not.
+_PROBE_NUMEL = 67
+
+
+@functools.cache
+def fused_sgd_updates_all(device_type: str, dtype: torch.dtype) -> bool:
+    """Whether torch's fused SGD kernel updates every element of ``dtype`` tensors.
+
+    A probe step, once per process and key: ``p = 0``, ``g = 1``, ``lr = 0.5`` on a
+    67-element tensor, without momentum and with a fresh momentum buffer (the kernel's
+    two branches); it must give ``p = -0.5`` everywhere (exact in every float dtype).
+    torch 2.13's CPU kernel for float16 and bfloat16 leaves the elements of its
+    vectorised chunks unchanged (n = 16, 32, 64: none updated; n = 31: the 15-element
+    tail only), so the probe fails there and those tensors take the foreach path.
+
+    Probed on CPU only, where reading the result is free; on an accelerator the probe
+    would be a device sync inside the first step, so its kernels are trusted (``True``).
+    ``False`` without the kernel, or when the probe step raises.
+    """
+    if _FUSED_SGD is None:
+        return False
+    if device_type != "cpu":
+        return True
+    lr = torch.tensor(0.5, dtype=torch.float64)  # the CPU kernel reads a double
+    found_inf = torch.zeros((), dtype=torch.float32)
+    want = torch.full((_PROBE_NUMEL,), -0.5, dtype=dtype)
+    for momentum in (0.0, 0.5):
+        p = torch.zeros(_PROBE_NUMEL, dtype=dtype)
+        g = torch.ones(_PROBE_NUMEL, dtype=dtype)
+        bufs = [torch.zeros_like(p)] if momentum else []
+        try:
+            fused_sgd_(
+                [p], [g], bufs, lr=lr, found_inf=found_inf, momentum=momentum,
+                dampening=0.0, nesterov=False, maximize=False, is_first_step=True,
+            )  # fmt: skip
+        except RuntimeError:
+            return False
+        if not torch.equal(p, want):
+            return False
+    return True
+
+
 def capture_health_check(optimizer: torch.optim.Optimizer) -> None:
     """torch's check that a step captured in a graph has ``capturable`` in every group.
 
@@ -152,3 +209,42 @@ def capture_health_check(optimizer: torch.optim.Optimizer) -> None:
         if check is not None:
             check()
             return
+
+
+def fsdp1_flat_param_numel(p: Tensor) -> tuple[int, int] | None:
+    """``(numel here, numel of the whole flat parameter)`` for an FSDP1 flat parameter.
+
+    ``None`` for any other tensor. A shard holds fewer elements than the whole (FSDP1
+    shards at wrapping time, before an optimizer can be built); ``NO_SHARD`` and a
+    world of one hold all of them. An original parameter under ``use_orig_params=True``
+    is marked ``_fsdp_flattened`` too but carries no size: ``(numel, -1)``.
+    """
+    if not getattr(p, "_fsdp_flattened", False):
+        return None
+    whole = getattr(p, "_unpadded_unsharded_size", None)
+    return p.numel(), (-1 if whole is None else int(torch.Size(whole).numel()))
+
+
+def zero_building(max_depth: int = 8) -> Any:
+    """The ``ZeroRedundancyOptimizer`` whose method is on the call stack, or ``None``.
+
+    ZeRO builds its local optimizer (``optimizer_class(...)``) in ``_init_local_optimizer``
+    and adds groups to it from its own ``add_param_group``: a frame within ``max_depth``
+    whose ``self`` is one. ``None`` when ZeRO was never imported (nothing is imported here).
+    """
+    module = sys.modules.get("torch.distributed.optim.zero_redundancy_optimizer")
+    cls = getattr(module, "ZeroRedundancyOptimizer", None)
+    if cls is None:
+        return None
+    frame = inspect.currentframe()
+    try:
+        for _ in range(max_depth):
+            frame = frame.f_back if frame is not None else None
+            if frame is None:
+                return None
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, cls):
+                return owner
+        return None
+    finally:
+        del frame  # no reference cycle through the frames

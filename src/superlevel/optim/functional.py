@@ -28,18 +28,26 @@ choose; :mod:`.reference` is the slow twin every path is held equal to.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-from ._torch_api import Buckets, fused_devices, fused_sgd_, group_by_device_and_dtype
+from ._torch_api import (
+    Buckets,
+    fused_devices,
+    fused_sgd_,
+    fused_sgd_updates_all,
+    group_by_device_and_dtype,
+)
 from .norm import global_grad_norm, local
 from .settings import Hyper
 
 __all__ = [
     "Impl",
+    "bucket_impl",
     "decayed_lr",
     "decayed_lr_host",
     "fused_supported",
@@ -181,6 +189,26 @@ def resolve_impl(
         )
     ):
         return "fused"
+    return "foreach"
+
+
+def bucket_impl(impl: Impl, device: torch.device, dtype: torch.dtype) -> Impl:
+    """The path of one (device, dtype) bucket of a group whose path is ``impl``.
+
+    The group's own, except where torch's fused kernel fails its probe step
+    (:func:`~._torch_api.fused_sgd_updates_all`: torch 2.13's CPU kernel leaves most
+    float16/bfloat16 elements unchanged): such a bucket of a fused group takes the
+    foreach path, with a warning, rather than not training.
+    """
+    if impl != "fused" or fused_sgd_updates_all(device.type, dtype):
+        return impl
+    warnings.warn(
+        f"fused=True: torch {torch.__version__}'s fused SGD kernel does not update every "
+        f"element of {dtype} tensors on {device.type} (a probe step left elements "
+        f"unchanged), so these params take the foreach path (the same rule)",
+        RuntimeWarning,
+        stacklevel=4,
+    )
     return "foreach"
 
 
@@ -368,15 +396,15 @@ def superlevel_update_(
     buckets = buckets if buckets is not None else group_by_device_and_dtype(params)
     if impl == "fused":
         check_fused(buckets)
-    host = isinstance(ok, bool) and impl != "fused"
-    each = _Each(foreach=impl != "single")
     for (device, dtype), idx in buckets.items():
+        path_impl = bucket_impl(impl, device, dtype)
+        each = _Each(foreach=path_impl != "single")
         ps, gs = [params[i] for i in idx], [grads[i] for i in idx]
-        if host:
+        if isinstance(ok, bool) and path_impl != "fused":  # host scalars
             a = float(lr)
             _rule(each, ps, gs, momentum_buffers, idx, a=a, s=a * float(eta), ok=ok, h=h)
             continue
         a, e, k = _scalars_on(device, dtype, lr, eta, ok)
-        path = _fused if impl == "fused" else _rule
-        kw: dict[str, Any] = {} if impl == "fused" else {"each": each}
+        path = _fused if path_impl == "fused" else _rule
+        kw: dict[str, Any] = {} if path_impl == "fused" else {"each": each}
         path(ps=ps, gs=gs, bufs=momentum_buffers, idx=idx, a=a, s=a * e, ok=k.bool(), h=h, **kw)

@@ -66,8 +66,14 @@ def capture_step(optimizer: torch.optim.Optimizer, *, warmup: int = 1) -> Callab
         place: a new tensor or a Python float after capture is not seen by the replay.
 
     Raises:
+        TypeError: ``optimizer`` is not a ``torch.optim.Optimizer`` (``None``, a model...).
         ValueError: not capturable, a param off CUDA, or a param without gradient.
     """
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(
+            f"capture_step needs a torch.optim.Optimizer, got {optimizer!r} "
+            f"({type(optimizer).__name__})"
+        )
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
     _check_capturable(optimizer)

@@ -18,17 +18,20 @@ from .norm import global_grad_norm, has_dtensor, host_grad_norm, is_dtensor, loc
 from .settings import (
     GLOBAL_KEYS,
     GROUP_DEFAULTS,
+    OPTIONAL_FLAGS,
     Hyper,
     check_global,
     group_hyper,
     settings_key,
 )
+from .sharding import check_shards
 
 __all__ = ["SuperLevelSGD"]
 
 # Keys a SuperLevelSGD param group must have; a state dict without them is another
-# optimizer's (torch.optim.SGD's lacks decay, min_lr, norm_scale, nonfinite).
-_REQUIRED = ("lr", *GROUP_DEFAULTS)
+# optimizer's (torch.optim.SGD's lacks decay, min_lr, norm_scale, nonfinite). The
+# optional flags may be missing (an older checkpoint): loading fills their defaults.
+_REQUIRED = ("lr", *(k for k in GROUP_DEFAULTS if k not in OPTIONAL_FLAGS))
 _COUNTERS = ("step", "skipped")
 
 
@@ -95,7 +98,8 @@ class SuperLevelSGD(Optimizer):
             float32), foreach otherwise. Under ``torch.compile`` the foreach path is used.
             Per group; the norm is global either way.
         capturable: Allow CUDA-graph capture of ``step()`` (torch refuses it otherwise) and
-            check its preconditions (params on an accelerator, ``nonfinite="skip"``).
+            check its preconditions (params on an accelerator, ``nonfinite="skip"``) when
+            the group is added.
             Every path is already free of host syncs; a float ``lr`` is baked into a
             captured graph.
         shard_group: A ``torch.distributed`` process group whose ranks each own a disjoint
@@ -103,7 +107,9 @@ class SuperLevelSGD(Optimizer):
             norm is summed over it with one all-reduce (no host sync), so every rank uses
             the norm of the full gradient. ``None`` for DDP, FSDP2 (DTensors are reduced
             over their mesh automatically) and one process. A runtime handle: not part
-            of ``state_dict()``; pass it again when rebuilding the optimizer.
+            of ``state_dict()``; pass it again when rebuilding the optimizer. Without
+            it, params that are a shard (built by ZeRO over several ranks, FSDP1 flat
+            parameters holding part of the whole) are refused with ``ValueError``.
 
     Example:
         >>> opt = SuperLevelSGD(model.parameters(), lr=0.1, decay=1e-3)  # doctest: +SKIP
@@ -146,7 +152,7 @@ class SuperLevelSGD(Optimizer):
         )
         group_hyper(defaults, read_tensors=True)  # bad arguments fail here, named
         # Mutated in place by step(): torch.compile cannot trace a new attribute binding.
-        self._last: dict[str, Any] = {}
+        self._last: dict[str, Any] = _no_last_step()
         self._layouts: dict[int, Any] = {}  # group -> (param ids, buckets) buffers match
         self._checked: dict[int, Any] = {}  # group -> (settings_key, Hyper) last checked
         self.shard_group = shard_group
@@ -154,7 +160,7 @@ class SuperLevelSGD(Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        self.__dict__.setdefault("_last", {})
+        self.__dict__.setdefault("_last", _no_last_step())
         self.__dict__.setdefault("_layouts", {})
         self.__dict__.setdefault("_checked", {})
         self.__dict__.setdefault("shard_group", None)
@@ -171,7 +177,11 @@ class SuperLevelSGD(Optimizer):
 
     # ------------------------------------------------------------ groups and state
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a group (checked); its ``t`` starts at the optimizer's current ``t``."""
+        """Add a group (checked); its ``t`` starts at the optimizer's current ``t``.
+
+        Refused (``ValueError``) besides bad settings: params that are a shard of the
+        model (ZeRO, FSDP1 flat parameters) without ``shard_group`` (:mod:`.sharding`).
+        """
         if self.param_groups:
             first = self.param_groups[0]
             for key in GLOBAL_KEYS:
@@ -184,10 +194,24 @@ class SuperLevelSGD(Optimizer):
         group_hyper(candidate, read_tensors=True)
         super().add_param_group(param_group)
         group = self.param_groups[-1]
+        try:
+            _check_capturable(len(self.param_groups) - 1, group)
+            check_shards(group["params"], self.shard_group)
+        except ValueError:
+            self.param_groups.pop()  # refused: the optimizer stays as it was
+            raise
         if len(self.param_groups) > 1 and "step" in self.param_groups[0]:
             # t is global: a late group joins at the current count.
             for key in _COUNTERS:
                 group[key] = self.param_groups[0][key].clone()
+        else:
+            # Counters exist before the first step: a compiled first step that created
+            # them would change the groups' layout (a recompile) and make dynamo write
+            # its traced view of the groups back (capturable=True on CPU groups).
+            device = local(group["params"][0]).device if group["params"] else None
+            device = None if device is not None and device.type == "meta" else device
+            for key in _COUNTERS:
+                group[key] = torch.zeros((), dtype=torch.int64, device=device)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a SuperLevelSGD state dict, checked in full before anything changes.
@@ -196,7 +220,10 @@ class SuperLevelSGD(Optimizer):
         and the per-group hyperparameters) are restored with the groups. Refused with
         ``ValueError``: another optimizer's state dict, a value outside its domain, a
         step count that is not a finite integer >= 0, a momentum buffer whose shape is
-        not its param's.
+        not its param's. A group that lacks only optional flags (``maximize``,
+        ``foreach``, ``fused``, ``capturable``: a checkpoint from an older version) gets
+        their defaults, as torch's optimizers do; one that lacks the rule's own keys
+        (``decay``, ``min_lr``, ``norm_scale``, ...) is another optimizer's and refused.
         """
         _check_state_dict(state_dict, self.param_groups)
         super().load_state_dict(state_dict)
@@ -205,7 +232,7 @@ class SuperLevelSGD(Optimizer):
                 device = local(group["params"][0]).device if group["params"] else None
                 for key in _COUNTERS:
                     group[key] = _counter(group[key], device)
-        self._last.clear()
+        self._last.update(_no_last_step())
         self._layouts.clear()
         self._checked.clear()
 
@@ -222,7 +249,7 @@ class SuperLevelSGD(Optimizer):
         zero = torch.zeros((), dtype=torch.int64, device=device)
         step = group.get("step", zero)
         last = self._last
-        if "grad_norm" in last:
+        if last["grad_norm"] is not None:
             norm, scale, lr = last["grad_norm"], last["scale"], last["lr"]
         else:
             h = group_hyper(group)
@@ -337,7 +364,7 @@ class SuperLevelSGD(Optimizer):
             bufs = [self.state[p].get("momentum_buffer") for p in params]
             bufs = [None if b is None else local(b) for b in bufs] if sharded else bufs
         buckets = group_by_device_and_dtype(lp)
-        _check_buckets(gi, buckets, capturable=group["capturable"])
+        _check_buckets(gi, buckets)
         impl = F.resolve_impl(foreach=group["foreach"], fused=group["fused"], buckets=buckets)
         if impl == "fused":
             F.check_fused(buckets)
@@ -413,20 +440,38 @@ class SuperLevelSGD(Optimizer):
             group["skipped"].add_(bad)
 
 
-def _check_buckets(gi: int, buckets: Buckets, *, capturable: bool) -> None:
+def _no_last_step() -> dict[str, Any]:
+    """The record of the last step before any: fixed keys, so a compiled step that fills
+    it in place guards on the same dict shape at the first step and every later one."""
+    return dict.fromkeys(("grad_norm", "scale", "lr"))
+
+
+def _check_buckets(gi: int, buckets: Buckets) -> None:
     """Refuse params the rule cannot update (before anything changes)."""
-    # torch.compile sets capturable=True in every group while tracing: not the user's.
-    capturable = capturable and not torch.compiler.is_compiling()
     for dev, dt in buckets:
         if not (dt.is_floating_point or dt.is_complex):
             raise TypeError(
                 f"SuperLevelSGD updates floating-point and complex params; group {gi} "
                 f"has a {dt} param with a gradient (on {dev})"
             )
-        if capturable and dev.type == "cpu":
-            raise ValueError(
-                f"capturable=True needs params on an accelerator, got a param on {dev} (group {gi})"
-            )
+
+
+def _check_capturable(gi: int, group: dict[str, Any]) -> None:
+    """``capturable=True`` needs params on an accelerator: checked where the user sets it.
+
+    Not in ``step()``: dynamo traces every group with ``capturable=True`` and writes that
+    back into the real groups when a compiled function changes them (``group["lr"] =
+    ...`` in a compiled train step), so a later eager step would be refused for a flag
+    the user never set. On CPU the flag has no effect on the step.
+    """
+    if not group["capturable"]:
+        return
+    on_cpu = [pi for pi, p in enumerate(group["params"]) if local(p).device.type == "cpu"]
+    if on_cpu:
+        raise ValueError(
+            f"capturable=True needs params on an accelerator, got param {on_cpu[0]} of "
+            f"group {gi} on cpu"
+        )
 
 
 def _home(groups: list[_Group]) -> torch.device:
@@ -481,7 +526,7 @@ def _check_saved_group(gi: int, sg: dict[str, Any], g: dict[str, Any]) -> None:
             f"optimizer {len(g['params'])}"
         )
     try:
-        group_hyper(sg, read_tensors=True)
+        group_hyper({**GROUP_DEFAULTS, **sg}, read_tensors=True)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"state dict param group {gi}: {exc}") from exc
     for key in _COUNTERS:

@@ -21,6 +21,7 @@ from torch import Tensor
 __all__ = [
     "GLOBAL_KEYS",
     "GROUP_DEFAULTS",
+    "OPTIONAL_FLAGS",
     "Hyper",
     "check_flag",
     "check_global",
@@ -44,6 +45,9 @@ GROUP_DEFAULTS: dict[str, Any] = {
     "norm_scale": 1.0,
     "nonfinite": "skip",
 }
+# Flags a checkpoint from an older version may lack (torch's optimizers gained them one
+# release at a time): loading fills their defaults, as torch's own optimizers do.
+OPTIONAL_FLAGS = ("maximize", "foreach", "fused", "capturable")
 # Kept in every group (where torch users look) but one value for the whole optimizer:
 # the norm is global, so its scale and its non-finite policy are too.
 GLOBAL_KEYS = ("norm_scale", "nonfinite")
@@ -97,8 +101,15 @@ def check_flag(name: str, value: Any, *, optional: bool = False) -> None:
 
 
 def _check_lr(value: Any, read: bool) -> float | None:
-    """A float lr, or a one-element real floating tensor (its value read only if ``read``)."""
+    """A float lr, or a one-element real floating tensor (its value read only if ``read``).
+
+    Under ``torch.compile`` a float lr is a graph input (a symbolic float): checking its
+    value would specialize the graph on it (a recompile per lr value), so it is checked
+    where it is set (construction, eager steps, ``load_state_dict``), not while tracing.
+    """
     if not isinstance(value, Tensor):
+        if torch.compiler.is_compiling():
+            return None
         return check_real("lr", value, high=_LR_MAX)
     if value.numel() != 1:
         raise ValueError(f"a tensor lr must have one element, got shape {tuple(value.shape)}")

@@ -30,6 +30,7 @@ two points are *not* in one connected sub-level set of the segment.
 from __future__ import annotations
 
 import csv
+import inspect
 import math
 import os
 import shutil
@@ -110,6 +111,30 @@ class StabilityMonitor:
 
     DEFAULT_EVERY = 2000
 
+    @classmethod
+    def check_options(cls, **options: Any) -> None:
+        """Check keyword options as the constructor would, before there is a model.
+
+        For code that builds the monitor later (a framework callback at train start):
+        a bad option fails where it is written. The constructor's defaults fill in what
+        ``options`` leaves out.
+
+        Raises:
+            TypeError: a keyword the constructor does not take (named, with the list).
+            ValueError: a bad value, named (as the constructor raises it).
+        """
+        params = inspect.signature(cls.__init__).parameters
+        names = [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY]
+        unknown = sorted(set(options) - set(names))
+        if unknown:
+            raise TypeError(
+                f"StabilityMonitor got unexpected keyword argument(s) {unknown}; "
+                f"its options are {names}"
+            )
+        values = {n: params[n].default for n in names} | options
+        checked = inspect.signature(_check_options).parameters
+        _check_options(**{n: values[n] for n in checked})
+
     def __init__(
         self,
         model: nn.Module,
@@ -134,33 +159,12 @@ class StabilityMonitor:
             raise ValueError(f"model must be an nn.Module, got {model!r}")
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise ValueError(f"optimizer must be a torch.optim.Optimizer, got {optimizer!r}")
-        for name, val in (
-            ("every", every),
-            ("barrier_points", barrier_points),
-            ("norm_every", norm_every),
-        ):
-            if isinstance(val, bool) or not isinstance(val, int) or val < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {val!r}")
-        if barrier_points == 1 or barrier_points == 2:
-            raise ValueError(f"barrier_points must be 0 or >= 3, got {barrier_points!r}")
-        if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1:
-            raise ValueError(f"flush_every must be an int >= 1, got {flush_every!r}")
-        if not isinstance(tol, (int, float)) or not math.isfinite(tol):
-            raise ValueError(f"tol must be a finite number, got {tol!r}")
-        if probe_batch is not None:
-            if not (isinstance(probe_batch, (tuple, list)) and len(probe_batch) == 2):
-                raise ValueError(f"probe_batch must be an (x, y) pair, got {type(probe_batch)}")
-            if loss_fn is None or not callable(loss_fn):
-                raise ValueError(f"loss_fn must be callable when probe_batch is given: {loss_fn!r}")
-            _check_probe_batch(*probe_batch)
-        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
-            raise ValueError(f"keep must be an int >= 1 or None, got {keep!r}")
-        try:
-            check_solver_args(sharpness_iters, sharpness_tol, sharpness_method)
-        except ValueError as exc:
-            raise ValueError(f"sharpness_{exc}") from None
-        if guard is not None and not hasattr(guard, "last"):
-            raise ValueError(f"guard must be a LyapunovGuard, got {guard!r}")
+        _check_options(
+            probe_batch=probe_batch, loss_fn=loss_fn, every=every,
+            sharpness_iters=sharpness_iters, sharpness_tol=sharpness_tol,
+            sharpness_method=sharpness_method, barrier_points=barrier_points, tol=tol,
+            flush_every=flush_every, guard=guard, norm_every=norm_every, keep=keep,
+        )  # fmt: skip
         from superlevel.stability.guard import LyapunovGuard
 
         if isinstance(optimizer, LyapunovGuard):
@@ -505,6 +509,51 @@ def _loss_value(loss: Any) -> Tensor | float:
     if isinstance(loss, bool) or not isinstance(loss, (int, float)):
         raise ValueError(f"record() needs a scalar loss, got {type(loss).__name__}")
     return float(loss)
+
+
+def _check_options(
+    *,
+    probe_batch: Any,
+    loss_fn: Any,
+    every: Any,
+    sharpness_iters: Any,
+    sharpness_tol: Any,
+    sharpness_method: Any,
+    barrier_points: Any,
+    tol: Any,
+    flush_every: Any,
+    guard: Any,
+    norm_every: Any,
+    keep: Any,
+) -> None:
+    """The constructor's checks of its options (everything but the model and optimizer)."""
+    for name, val in (
+        ("every", every),
+        ("barrier_points", barrier_points),
+        ("norm_every", norm_every),
+    ):
+        if isinstance(val, bool) or not isinstance(val, int) or val < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {val!r}")
+    if barrier_points == 1 or barrier_points == 2:
+        raise ValueError(f"barrier_points must be 0 or >= 3, got {barrier_points!r}")
+    if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1:
+        raise ValueError(f"flush_every must be an int >= 1, got {flush_every!r}")
+    if not isinstance(tol, (int, float)) or not math.isfinite(tol):
+        raise ValueError(f"tol must be a finite number, got {tol!r}")
+    if probe_batch is not None:
+        if not (isinstance(probe_batch, (tuple, list)) and len(probe_batch) == 2):
+            raise ValueError(f"probe_batch must be an (x, y) pair, got {type(probe_batch)}")
+        if loss_fn is None or not callable(loss_fn):
+            raise ValueError(f"loss_fn must be callable when probe_batch is given: {loss_fn!r}")
+        _check_probe_batch(*probe_batch)
+    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
+        raise ValueError(f"keep must be an int >= 1 or None, got {keep!r}")
+    try:
+        check_solver_args(sharpness_iters, sharpness_tol, sharpness_method)
+    except ValueError as exc:
+        raise ValueError(f"sharpness_{exc}") from None
+    if guard is not None and not hasattr(guard, "last"):
+        raise ValueError(f"guard must be a LyapunovGuard, got {guard!r}")
 
 
 def _check_probe_batch(x: Any, y: Any) -> None:

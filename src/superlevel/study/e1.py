@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from superlevel.bench.runner import RunConfig
+from superlevel.bench.run import RunConfig
 from superlevel.study import harness
 from superlevel.study.common import (
     ClaimEvidence,
@@ -41,7 +41,6 @@ from superlevel.study.common import (
     run_rising_fraction,
     save_figure,
 )
-from superlevel.study.tuning import best_lr
 
 ID = "E1"
 TITLE = "Quadratic: exponential decay, modulation, or both"
@@ -88,6 +87,18 @@ class Config:
     def settings(self) -> list[tuple[float, float]]:
         return [(c, n) for n in self.noises for c in self.conditions]
 
+
+
+def best_lr(lrs, rows, score) -> float | None:  # noqa: ANN001 (E1's own a0 sweep)
+    """The lr of ``rows`` (one stored run per lr) with the lowest finite ``score``; ``None``
+    when every run diverged or scored ``inf``/NaN. Ties go to the smaller lr."""
+    import math
+
+    if len(lrs) != len(rows):
+        raise ValueError(f"need one run per lr, got {len(lrs)} lrs and {len(rows)} runs")
+    scored = [(score(r), lr) for lr, r in zip(lrs, rows, strict=True)]
+    finite = [s for s in scored if math.isfinite(s[0])]
+    return min(finite)[1] if finite else None
 
 def log_grid(low_exp: float, high_exp: float, per_decade: int) -> tuple[float, ...]:
     """``10 ** (low_exp + k / per_decade)`` for ``k = 0 .. round((high - low) * per_decade)``.

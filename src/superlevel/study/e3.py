@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from superlevel.bench.runner import RunConfig
+from superlevel.bench.run import RunConfig
 from superlevel.study import harness
 from superlevel.study.common import (
     ClaimEvidence,

@@ -1,6 +1,6 @@
 """The study's one door into the benchmark harness.
 
-Sections describe runs as :class:`~superlevel.bench.runner.RunConfig` (through
+Sections describe runs as :class:`~superlevel.bench.run.RunConfig` (through
 :func:`config`) and hand them to :func:`run`; they read results back with
 :func:`results`. Everything that depends on the harness's API (worker pools,
 executors) is decided here, so a change of the harness touches this module only.
@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from superlevel.bench.executors import make_executor
-from superlevel.bench.runner import WARNING, RunConfig, make_config, run_many
+from superlevel.bench.run import WARNING, RunConfig, make_config, run_many
 from superlevel.study.common import Context
 
 
@@ -27,7 +27,7 @@ def config(
     hparams: Mapping[str, Any] | None = None,
     task_options: Mapping[str, Any] | None = None,
 ) -> RunConfig:
-    """A validated run configuration (see :func:`superlevel.bench.runner.make_config`)."""
+    """A validated run configuration (see :func:`superlevel.bench.run.make_config`)."""
     return make_config(
         task,
         optimizer,

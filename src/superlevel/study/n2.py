@@ -1,6 +1,6 @@
 """N2 — activations: is the rule's behaviour the same across activation functions?
 
-A :class:`~superlevel.study.tuning.Comparison` whose settings are the activations of one
+A :class:`~superlevel.study.compare.Comparison` whose settings are the activations of one
 harness task: every (activation, optimizer) pair gets the same number of grid points over
 the optimizer's own lr range on seed 1, selected by validation accuracy, then seeds
 ``1..n`` at the selected lr; differences are paired over seeds against ``superlevel``.
@@ -25,7 +25,7 @@ from superlevel.study.common import (
     run_rising_fraction,
     save_figure,
 )
-from superlevel.study.tuning import (
+from superlevel.study.compare import (
     Comparison,
     Setting,
     load_comparison,
@@ -41,11 +41,11 @@ REFERENCE = "superlevel"
 
 @dataclass(frozen=True)
 class Config:
-    """N2's size: task, activations, optimizers, grid points per optimizer, seeds."""
+    """N2's size: task, activations, optimizers, trials per optimizer, seeds."""
 
     activations: tuple[str, ...]
     optimizers: tuple[str, ...]
-    grid_points: int
+    trials: int
     seeds: int
     task: str = "digits_mlp"
     budget: str = "quick"
@@ -55,7 +55,7 @@ class Config:
         return Comparison(
             tuple(Setting(a, self.task, (("activation", a),)) for a in self.activations),
             self.optimizers,
-            self.grid_points,
+            self.trials,
             self.seeds,
             self.budget,
             self.epochs,
@@ -113,7 +113,7 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
         [
             protocol,
             "",
-            f"Budget: harness budget `{cfg.budget}` of `{cfg.task}`; {cfg.grid_points} grid "
+            f"Budget: harness budget `{cfg.budget}` of `{cfg.task}`; {cfg.trials} grid "
             f"points per optimizer on seed 1, then {cfg.seeds} seeds; {len(out.all_runs)} "
             f"runs, {compute_seconds(out.all_runs) / 60:.1f} min of compute. Hardware: "
             f"{hardware_text(out.all_runs)}.",
@@ -153,7 +153,7 @@ def _protocol(cfg: Config) -> str:
         "**Question.** Is the rule's behaviour the same across activation functions?\n\n"
         f"**Protocol.** Harness task `{cfg.task}` with activation "
         f"{', '.join(cfg.activations)} x optimizers {', '.join(cfg.optimizers)} (harness "
-        f"defaults besides the lr). Each pair: {cfg.grid_points} log-spaced lrs over the "
+        f"defaults besides the lr). Each pair: {cfg.trials} log-spaced lrs over the "
         "optimizer's own search range (the same budget for every optimizer), run on seed 1, "
         f"selected by validation accuracy; the selected lr then runs on seeds 1..{cfg.seeds}. "
         "The test split selects nothing. *Rising intervals*: the fraction of logged "

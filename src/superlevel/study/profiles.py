@@ -55,14 +55,14 @@ PROFILES: dict[str, dict[str, Any]] = {
         "N2": n2.Config(
             activations=("relu", "tanh"),
             optimizers=("superlevel", "sgd"),
-            grid_points=2,
+            trials=2,
             seeds=2,
             epochs=1,
         ),
         "Q2": q2.Config(
             tasks=(("digits_mlp", (("activation", "relu"),)),),  # clean: N2's relu runs
             optimizers=("superlevel", "sgd"),
-            grid_points=2,
+            trials=2,
             seeds=2,
             epochs=1,
             conditions=q2.CONDITIONS[:2],
@@ -70,14 +70,14 @@ PROFILES: dict[str, dict[str, Any]] = {
         "Q1": q1.Config(
             tasks=(("digits_mlp", (("activation", "relu"),)),),  # N2's relu runs
             optimizers=("superlevel", "sgd"),
-            grid_points=2,
+            trials=2,
             seeds=2,
             epochs=1,
         ),
         "Q3": q3.Config(
             tasks=(("cartpole_novel", ()),),
             optimizers=("superlevel", "adam"),
-            grid_points=2,
+            trials=2,
             seeds=2,
             budget="quick",
             epochs=1,
@@ -108,14 +108,14 @@ PROFILES: dict[str, dict[str, Any]] = {
         "N2": n2.Config(
             activations=_ACTIVATIONS,
             optimizers=_N2_OPTIMIZERS,
-            grid_points=4,
+            trials=4,
             seeds=5,
         ),
         "Q2": q2.Config(
             # fmnist_2c2d: about 1 min a run here (5000 examples, 3 epochs, 1 thread).
             tasks=(("mnist_mlp", (("subset", 5000),)), ("fmnist_2c2d", (("subset", 5000),))),
             optimizers=_Q2_OPTIMIZERS,
-            grid_points=4,
+            trials=4,
             seeds=3,
             epochs=3,
         ),
@@ -129,14 +129,14 @@ PROFILES: dict[str, dict[str, Any]] = {
                 ("char_transformer", ()),
             ),
             optimizers=_Q1_OPTIMIZERS,
-            grid_points=3,
+            trials=3,
             seeds=5,
         ),
         "Q3": q3.Config(
             # About 2 min a run at the full budget (1e5 env steps) on one core here.
             tasks=(("cartpole_novel", ()),),
             optimizers=_Q3_OPTIMIZERS,
-            grid_points=3,
+            trials=3,
             seeds=5,
             budget="full",
         ),
@@ -167,14 +167,14 @@ PROFILES: dict[str, dict[str, Any]] = {
         "N2": n2.Config(
             activations=_ACTIVATIONS,
             optimizers=_N2_OPTIMIZERS,
-            grid_points=7,
+            trials=7,
             seeds=10,
             task="mnist_mlp",
         ),
         "Q2": q2.Config(
             tasks=(("mnist_mlp", ()), ("fmnist_2c2d", ())),
             optimizers=_Q2_OPTIMIZERS + ("adamw", "superlevel_momentum"),
-            grid_points=7,
+            trials=7,
             seeds=5,
         ),
         "Q1": q1.Config(
@@ -186,14 +186,14 @@ PROFILES: dict[str, dict[str, Any]] = {
                 ("char_transformer", ()),
             ),
             optimizers=_Q1_OPTIMIZERS,
-            grid_points=7,
+            trials=7,
             seeds=5,
             budget="full",
         ),
         "Q3": q3.Config(
             tasks=(("cartpole_novel", ()), ("cartpole_noisy", ())),
             optimizers=_Q3_OPTIMIZERS + ("superlevel_guarded", "adamw"),
-            grid_points=5,
+            trials=5,
             seeds=10,
             budget="full",
         ),

@@ -1,6 +1,6 @@
 """Q1 — architectures: MLP, CNN, RNN and Transformer against the usual optimizers.
 
-A :class:`~superlevel.study.tuning.Comparison` with one setting per harness task: every
+A :class:`~superlevel.study.compare.Comparison` with one setting per harness task: every
 optimizer gets the same number of grid points over its own lr range on seed 1, selected
 by validation metric, then seeds ``1..n``. Besides the final test metric: steps to the
 task's validation target (the harness's ``steps_to_target``, AlgoPerf-style) and a
@@ -27,7 +27,7 @@ from superlevel.study.common import (
     not_yet_run,
     save_figure,
 )
-from superlevel.study.tuning import (
+from superlevel.study.compare import (
     TasksConfig,
     load_complete_tasks,
     run_comparison,
@@ -121,7 +121,7 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
         [
             protocol,
             "",
-            f"Budget: harness budget `{cfg.budget}` of each task; {cfg.grid_points} grid points "
+            f"Budget: harness budget `{cfg.budget}` of each task; {cfg.trials} grid points "
             f"per optimizer on seed 1, then {cfg.seeds} seeds; {len(out.all_runs)} runs, "
             f"{compute_seconds(out.all_runs) / 60:.1f} min of compute. Hardware: "
             f"{hardware_text(out.all_runs)}.",
@@ -157,7 +157,7 @@ def _protocol(cfg: Config) -> str:
     return (
         "**Question.** Does the rule match or beat the usual optimizers beyond MLPs?\n\n"
         f"**Protocol.** Harness tasks {tasks} x optimizers {', '.join(cfg.optimizers)} "
-        f"(harness defaults besides the lr). Each pair: {cfg.grid_points} log-spaced lrs over "
+        f"(harness defaults besides the lr). Each pair: {cfg.trials} log-spaced lrs over "
         "the optimizer's own range (the same budget for every optimizer) on seed 1, selected "
         f"by the validation metric, then seeds 1..{cfg.seeds}. Steps to target: the first "
         "epoch end at which the validation metric reaches the task's target; the performance "

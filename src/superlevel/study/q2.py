@@ -1,6 +1,6 @@
 """Q2 — noisy and imbalanced data: does the rule stay stable when the labels lie?
 
-A :class:`~superlevel.study.tuning.Comparison` over (data set, condition) settings:
+A :class:`~superlevel.study.compare.Comparison` over (data set, condition) settings:
 label noise (a fraction of training labels replaced at random) and class imbalance (a
 long-tailed training split, largest / smallest class = ratio). Both change the *training*
 split only: validation (which selects the lr) and test stay clean and balanced, so test
@@ -28,7 +28,7 @@ from superlevel.study.common import (
     not_yet_run,
     save_figure,
 )
-from superlevel.study.tuning import (
+from superlevel.study.compare import (
     Comparison,
     Setting,
     load_complete_tasks,
@@ -55,7 +55,7 @@ class Config:
 
     tasks: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]
     optimizers: tuple[str, ...]
-    grid_points: int
+    trials: int
     seeds: int
     epochs: int | None = None
     conditions: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = CONDITIONS
@@ -69,7 +69,7 @@ class Config:
             for label, extra in self.conditions
         )
         return Comparison(
-            settings, self.optimizers, self.grid_points, self.seeds, "quick", self.epochs
+            settings, self.optimizers, self.trials, self.seeds, "quick", self.epochs
         )
 
 
@@ -141,7 +141,8 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
             protocol,
             "",
             f"Budget: harness budget `quick`{_epochs_text(cfg)}; "
-            f"{cfg.grid_points} grid points per optimizer on seed 1, then {cfg.seeds} seeds; "
+            f"{cfg.trials} trials per optimizer (the bench tuning protocol), finals on "
+            f"{cfg.seeds} seeds; "
             f"{len(out.all_runs)} runs, {compute_seconds(out.all_runs) / 60:.1f} min of "
             f"compute. Hardware: {hardware_text(out.all_runs)}.",
             "",
@@ -188,7 +189,7 @@ def _protocol(cfg: Config) -> str:
         "**Question.** Does the rule stay stable under label noise and class imbalance?\n\n"
         f"**Protocol.** Harness tasks {tasks} under {', '.join(c for c, _ in cfg.conditions)} "
         "(training split only; validation and test clean and balanced) x optimizers "
-        f"{', '.join(cfg.optimizers)}. Each (setting, optimizer): {cfg.grid_points} "
+        f"{', '.join(cfg.optimizers)}. Each (setting, optimizer): {cfg.trials} "
         "log-spaced lrs over the optimizer's own range on seed 1, selected by validation "
         f"accuracy, then seeds 1..{cfg.seeds}. The test split selects nothing. The "
         "generalisation gap is the last epoch's accuracy on the training split as trained "

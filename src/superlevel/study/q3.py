@@ -1,6 +1,6 @@
 """Q3 — reinforcement learning in POMDPs (the paper's open question 3).
 
-A :class:`~superlevel.study.tuning.Comparison` on the harness's RL tasks
+A :class:`~superlevel.study.compare.Comparison` on the harness's RL tasks
 (:mod:`superlevel.rl`): recurrent PPO on CartPole without velocities, every minibatch
 update an ``optimizer.step(closure)``. Every optimizer gets the same lr grid over its own
 range on seed 1, selected by the mean greedy return on the validation episodes, then
@@ -30,7 +30,7 @@ from superlevel.study.common import (
     not_yet_run,
     save_figure,
 )
-from superlevel.study.tuning import (
+from superlevel.study.compare import (
     TasksConfig,
     load_complete_tasks,
     run_comparison,
@@ -125,7 +125,8 @@ def report(ctx: Context, cfg: Config | None) -> SectionResult:
             protocol,
             "",
             f"Budget: harness budget `{cfg.budget}` ({_steps_text(out.all_runs)}); "
-            f"{cfg.grid_points} grid points per optimizer on seed 1, then {cfg.seeds} seeds; "
+            f"{cfg.trials} trials per optimizer (the bench tuning protocol), finals on "
+            f"{cfg.seeds} seeds; "
             f"{len(out.all_runs)} runs, {compute_seconds(out.all_runs) / 60:.1f} min of "
             f"compute. Hardware: {hardware_text(out.all_runs)}.",
             "",
@@ -176,7 +177,7 @@ def _protocol(cfg: Config | None) -> str:
         ""
         if cfg is None
         else (
-            f" x optimizers {', '.join(cfg.optimizers)}. Each pair: {cfg.grid_points} "
+            f" x optimizers {', '.join(cfg.optimizers)}. Each pair: {cfg.trials} "
             "log-spaced lrs over the optimizer's own range on seed 1, selected by the mean "
             f"greedy return on the validation episodes, then seeds 1..{cfg.seeds}"
         )

@@ -48,12 +48,16 @@ from superlevel.bench.report.render import (
 )
 from superlevel.bench.report.select import Config, Setting, plural, seeds_text, select
 from superlevel.bench.report.tables import (
+    TUNING_HEAD,
+    comparison_table,
     environment_text,
     guard_text,
     lr_points,
     overview_table,
     profile_costs,
+    provenance_text,
     setting_table,
+    tuning_rows,
 )
 from superlevel.bench.stats import performance_profile
 from superlevel.bench.store import Store
@@ -101,18 +105,23 @@ def _intro(settings: list[Setting], n_runs: int) -> list[Block]:
     compared = [r for s in settings for c in s.compared for r in c.runs]
     budgets = sorted({f"`{s.key[1]}`" for s in settings})
     head, rows = overview_table(settings)
-    return [
+    blocks: list[Block] = [
         Paragraph(
             f"{len(compared)} compared runs ({n_runs} runs in the store). "
-            f"Hardware: {environment_text(compared)}."
+            f"Hardware: {environment_text(compared)}. {provenance_text(compared)}"
         ),
         Paragraph(
             "Protocol: `default` = the hyperparameters the runs were started with (the "
-            "registry's unless overridden); `tuned` = the setting with the best validation "
-            "metric among an equal number of trials per optimizer, rerun over seeds. One "
-            "row is one configuration (task, options, budget, epochs, optimizer, "
-            "hyperparameters): only its seeds are averaged. The test split is never used "
-            "for choices. Steps-to-target is measured at epoch ends."
+            "registry's unless overridden); `tuned` = the tuning protocol of "
+            "`superlevel.bench.tune` (docs/benchmark.md): the same number of trials per "
+            "optimizer over its own search space, successive halving, ranges extended while "
+            "the selection sits on an edge, selection on the validation metric of a tuning "
+            "seed that is never scored, finals on seeds never looked at. One row is one "
+            "configuration (task, options, budget, epochs, optimizer, hyperparameters): only "
+            "its seeds are averaged. A seed that diverged is **scored** with its untrained "
+            "model's test metric (chance accuracy, the starting suboptimality), not dropped. "
+            "The test split is never used for choices. Steps-to-target is measured at epoch "
+            "ends."
         ),
         Heading(2, "Overview: test metric, mean ± std over seeds"),
         Paragraph(
@@ -121,10 +130,28 @@ def _intro(settings: list[Setting], n_runs: int) -> list[Block]:
         ),
         Table(head, rows),
     ]
+    head, rows = comparison_table(settings)
+    if rows:
+        blocks += [
+            Heading(2, "Comparisons"),
+            Paragraph(
+                f"Per setting, its reference (`superlevel` where compared) minus each other "
+                f"optimizer, paired over the seeds both have; a paired t interval (df = n - 1). "
+                f"All {len(rows)} comparisons are one family: Holm's correction over it, for "
+                "the difference tests and for the equivalence tests (TOST against the task's "
+                "margin: 0.5 accuracy points, 0.1 decade of suboptimality, 25 return). "
+                "`higher`/`lower`: the adjusted difference test rejects at 0.05; `equivalent "
+                "within m`: the adjusted TOST rejects; otherwise `inconclusive`, with the "
+                "smallest difference these seeds could have detected (power 0.8 at 0.05 / "
+                "family size). A contained 0 is never read as \"the same\"."
+            ),
+            Table(head, rows),
+        ]
+    return blocks
 
 
 def _setting_section(
-    setting: Setting, series: dict[str, RunSeries], fig_dir: Path
+    setting: Setting, series: dict[str, RunSeries], fig_dir: Path, tunings: list[dict[str, Any]]
 ) -> tuple[list[Block], list[Path]]:
     """A setting's heading, table, notes and figures."""
     task, budget, epochs, _ = setting.key
@@ -140,6 +167,16 @@ def _setting_section(
     notes = " ".join(c.note for c in setting.rows if c.note)
     guard = guard_text(setting.compared)
     blocks += [Paragraph(t) for t in (notes, guard) if t]
+    tuned = tuning_rows(setting, tunings)
+    if tuned:
+        blocks += [
+            Paragraph(
+                "Tuning: per optimizer its search (trials, rungs of successive halving, "
+                "compute in full-run equivalents), its ranges after extension, the selection, "
+                "every extension and every selection still on an edge."
+            ),
+            Table(TUNING_HEAD, tuned),
+        ]
     slug = fig_dir / f"bench_{setting.slug()}"
     points, grid = lr_points(setting.runs)
     superlevel = [c for c in setting.compared if c.optimizer.startswith("superlevel")]
@@ -212,7 +249,8 @@ def build_blocks(store: Store, out_dir: Path) -> tuple[list[Block], list[Path]]:
     series = load_series(store, (r for s in settings for c in s.compared for r in c.runs))
     blocks += _intro(settings, len(runs))
     figures: list[Path] = []
-    for part in [_setting_section(s, series, fig_dir) for s in settings]:
+    tunings = store.tunings()
+    for part in [_setting_section(s, series, fig_dir, tunings) for s in settings]:
         blocks += part[0]
         figures += part[1]
     profile_blocks, profile_figures = _profile_section(settings, fig_dir)

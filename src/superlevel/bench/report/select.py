@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from superlevel.bench.stats import bootstrap_ci, mean_std
+from superlevel.bench.stats import mean_std, t_interval
 
 __all__ = [
     "Config",
@@ -237,8 +237,10 @@ class Summary:
         n: runs (seeds).
         seeds: their seeds.
         diverged: how many diverged.
-        mean, std: test metric over the finished runs (``None`` when none finished).
-        ci: 95% bootstrap interval of that mean.
+        scores: per seed, the test metric, a diverged seed scored with its untrained
+            model's (:func:`~superlevel.bench.tune.final_score`): a failure counts.
+        mean, std: of ``scores`` (``None`` when there are none).
+        ci: 95% Student-t interval of that mean.
         test_loss: mean test loss of the finished runs.
         stt_median: median steps-to-target over all seeds, a seed that never reached it
             counting as infinitely slow (``None`` when that median is infinite).
@@ -249,6 +251,7 @@ class Summary:
     n: int
     seeds: list[int]
     diverged: int
+    scores: list[float]
     mean: float | None
     std: float | None
     ci: tuple[float | None, float | None]
@@ -260,14 +263,18 @@ class Summary:
 
 def summarize(runs: Sequence[Run]) -> Summary:
     """The :class:`Summary` of one configuration's runs."""
-    ok = [r for r in runs if r["status"] == "finished" and r["test_metric"] is not None]
+    from superlevel.bench.tune import final_score
+
+    scored = [(r["seed"], final_score(r)) for r in runs]
+    scores = [v for _, v in scored if v is not None and math.isfinite(v)]
     mean = std = test_loss = None
     ci: tuple[float | None, float | None] = (None, None)
-    if ok:
-        mean, std = mean_std([r["test_metric"] for r in ok])
-        ci = bootstrap_ci([r["test_metric"] for r in ok])
-        losses = [r["test_loss"] for r in ok if r["test_loss"] is not None]
-        test_loss = float(np.mean(losses)) if losses else None
+    if scores:
+        mean, std = mean_std(scores)
+        ci = t_interval(scores)
+    done = [r for r in runs if r["status"] == "finished"]
+    losses = [r["test_loss"] for r in done if r["test_loss"] is not None]
+    test_loss = float(np.mean(losses)) if losses else None
     stt = [r["steps_to_target"] for r in runs]
     med = float(np.median([math.inf if s is None else s for s in stt])) if stt else math.inf
     timed = [r["train_s"] / r["steps"] for r in runs if r["steps"] and r["train_s"] is not None]
@@ -275,6 +282,7 @@ def summarize(runs: Sequence[Run]) -> Summary:
         n=len(runs),
         seeds=[r["seed"] for r in runs],
         diverged=sum(r["status"] == "diverged" for r in runs),
+        scores=scores,
         mean=mean,
         std=std,
         ci=ci,

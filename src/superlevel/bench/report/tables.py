@@ -65,12 +65,15 @@ def guard_text(configs: Sequence[Config]) -> str:
 
 
 def _hparams_cell(cfg: Config, rows: Sequence[Config]) -> str:
-    """The hyperparameters that tell ``cfg`` from the optimizer's other rows, else its lr."""
+    """The lr, the hyperparameters its optimizer searches, and those that tell ``cfg``
+    from the optimizer's other rows."""
+    from superlevel.bench.optimizers import OPTIMIZERS
+
     peers = [c.hparams for c in rows if c.optimizer == cfg.optimizer]
-    keys = differing(peers) if len(peers) > 1 else []
-    if not keys and "lr" in cfg.hparams:
-        keys = ["lr"]
-    return hparams_text(cfg.hparams, keys) or "—"
+    keys = set(differing(peers) if len(peers) > 1 else [])
+    spec = OPTIMIZERS.get(cfg.optimizer)
+    keys |= set(spec.space) if spec is not None else {"lr"}
+    return hparams_text(cfg.hparams, sorted(k for k in keys if k in cfg.hparams)) or "—"
 
 
 def setting_table(setting: Setting) -> tuple[list[str], list[list[str]]]:
@@ -178,3 +181,148 @@ def lr_points(runs: Sequence[Run]) -> tuple[dict[str, list[tuple[float, float | 
             (float(r["hparams"]["lr"]), r["val_metric"] if ok else None)
         )
     return points, bool(grid)
+
+
+# ------------------------------------------------------------------ comparisons
+
+
+def reference_label(setting: Setting) -> str:
+    """The configuration the others are compared with: ``superlevel`` when compared, else
+    the first compared label."""
+    labels = [c.label for c in setting.compared]
+    return "superlevel" if "superlevel" in labels else labels[0]
+
+
+def comparison_family(settings: Sequence[Setting]) -> dict[tuple[str, str], Any]:
+    """Every comparison of the report as one Holm family: per setting, its reference minus
+    each other compared configuration, paired over the seeds both have (>= 2).
+
+    Values are the scores (a diverged seed scored with its untrained model), read in
+    ``log10`` where the task says so; margins are the task's
+    (:attr:`~superlevel.bench.tasks.registry.TaskSpec.comparison`).
+
+    Returns:
+        ``{(setting title, label): (Comparison, Paired inputs info)}``.
+    """
+    from superlevel.bench.stats import compare_family
+    from superlevel.bench.tasks import get_task
+
+    pairs: dict[str, tuple[list[float], list[float]]] = {}
+    margins: dict[str, float] = {}
+    keys: dict[str, tuple[str, str, str]] = {}
+    for setting in settings:
+        how = get_task(setting.key[0]).comparison
+        ref_label = reference_label(setting)
+        by_label = {c.label: c for c in setting.compared}
+        ref = _scores_by_seed(by_label[ref_label], how.log10)
+        for label, cfg in by_label.items():
+            if label == ref_label:
+                continue
+            other = _scores_by_seed(cfg, how.log10)
+            seeds = sorted(set(ref) & set(other))
+            if len(seeds) < 2:
+                continue
+            name = f"{setting.title()}|{label}"
+            pairs[name] = ([ref[s] for s in seeds], [other[s] for s in seeds])
+            margins[name] = how.margin
+            keys[name] = (setting.title(), ref_label, label)
+    if not pairs:
+        return {}
+    out = compare_family(pairs, margin=margins)
+    return {(keys[n][0], keys[n][2]): (out[n], keys[n][1]) for n in pairs}
+
+
+def _scores_by_seed(cfg: Config, log10: bool) -> dict[int, float]:
+    from superlevel.bench.tune import final_score
+
+    out = {}
+    for r in cfg.runs:
+        v = final_score(r)
+        if v is None or not math.isfinite(v):
+            continue
+        out[r["seed"]] = math.log10(max(v, 1e-30)) if log10 else v
+    return out
+
+
+def comparison_table(settings: Sequence[Setting]) -> tuple[list[str], list[list[str]]]:
+    """One row per comparison: reference minus other, its interval, Holm-adjusted tests,
+    the margin, the detectable difference and the verdict."""
+    from superlevel.bench.tasks import get_task
+
+    family = comparison_family(settings)
+    head = ["setting", "reference − other", "seeds", "difference [95% CI]", "Holm p",
+            "TOST p (margin)", "detectable (80%)", "verdict"]  # fmt: skip
+    rows = []
+    by_title = {s.title(): s for s in settings}
+    for (title, label), (cmp, ref) in family.items():
+        how = get_task(by_title[title].key[0]).comparison
+        unit = " decade" if how.log10 else ""
+        p = cmp.paired
+        rows.append([
+            title, f"{ref} − {label}", str(p.n), p.text(), f"{cmp.p_adjusted:.3g}",
+            f"{cmp.p_equivalent_adjusted:.3g} (±{p.margin:g}{unit})",
+            f"{cmp.detectable:.3g}{unit}", cmp.text(),
+        ])  # fmt: skip
+    return head, rows
+
+
+# ------------------------------------------------------------------ tuning and provenance
+
+
+def tuning_rows(setting: Setting, tunings: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """Per tuned optimizer of ``setting``: its search, compute, selection and edges."""
+    task, budget, epochs, opts = setting.key
+    rows = []
+    for t in tunings:
+        s = t["setting"]
+        if (s["task"], s["budget"], s["epochs"], json.dumps(s["task_options"], sort_keys=True)) \
+                != (task, budget, epochs, opts):  # fmt: skip
+            continue
+        proto = t["protocol"]
+        ranges = "; ".join(
+            f"{d} [{lo:g}, {hi:g}]" + (f" from [{t['initial_space'][d][0]:g}, "
+                                       f"{t['initial_space'][d][1]:g}]"
+                                       if [lo, hi] != t["initial_space"][d] else "")
+            for d, (lo, hi) in t["space"].items()
+        )  # fmt: skip
+        ext = "; ".join(
+            f"{e['dim']} {e['side']} to {e['after'][0 if e['side'] == 'low' else 1]:g}"
+            f" ({'kept' if e['kept'] else 'not better'})"
+            for e in t["extensions"]
+        ) or "none"
+        edges = "; ".join(f"{d}: {why}" for d, why in t["edges"].items()) or "none"
+        rungs = " → ".join(f"{n}@{e}" for e, n in t["rungs"])
+        c = t["compute"]
+        rows.append([
+            t["optimizer"], f"{proto['trials']} {proto['search']}, seed {proto['tuning_seed']}",
+            rungs, f"{c['runs']} runs, {fmt(c['full_runs'], 3)} full runs, "
+            f"{fmt(c['train_s'], 3)} s", ranges, hparams_text(t["best_hparams"],
+                                                             sorted(t["space"])),
+            ext, edges, seeds_text(range(1, proto["seeds"] + 1)),
+        ])  # fmt: skip
+    return rows
+
+
+TUNING_HEAD = ["optimizer", "trials (search, tuning seed)", "rungs (trials@epochs)",
+               "search compute", "ranges (after extension)", "selected", "extensions",
+               "still on an edge", "final seeds"]  # fmt: skip
+
+
+def provenance_text(runs: Sequence[Run]) -> str:
+    """The code and software the runs came from: code ids with counts, git revisions,
+    Python, torch and numpy versions; says so when the runs come from more than one code."""
+    codes: dict[str, int] = {}
+    for r in runs:
+        key = r.get("code_id") or "unknown (stored before runs recorded their code)"
+        codes[key] = codes.get(key, 0) + 1
+    revs = sorted({r["env"].get("git_revision", "?") for r in runs if r.get("env")})
+    envs = [r["env"] for r in runs if r.get("env")]
+    soft = sorted({f"Python {e.get('python', '?')}, torch {e.get('torch', '?')}, "
+                   f"numpy {e.get('numpy', '?')}" for e in envs})  # fmt: skip
+    code = ", ".join(f"`{k}` ({v} runs)" for k, v in sorted(codes.items()))
+    text = (f"Code: {code}; git revisions {', '.join(revs) or '?'}; "
+            f"{'; '.join(soft) or '?'}.")  # fmt: skip
+    if len(codes) > 1:
+        text += (f" **These runs come from {len(codes)} different codes** (runs of other code "
+                 "were accepted): numbers of different code are compared here.")
+    return text

@@ -31,6 +31,8 @@ __all__ = [
     "positive",
     "register",
     "task_names",
+    "COMPARISONS",
+    "Comparison",
 ]
 
 Validator = Callable[[Any], None]
@@ -61,6 +63,37 @@ class TaskSpec:
     builder: Callable[..., TaskInstance] = field(repr=False, compare=False)
     metric_name: str = field(kw_only=True)
     higher_is_better: bool = field(kw_only=True)
+    margin: float | None = field(default=None, kw_only=True)
+
+    @property
+    def comparison(self) -> Comparison:
+        """How this task's metric is compared across optimizers (see :data:`COMPARISONS`)."""
+        base = COMPARISONS[self.metric_name]
+        return base if self.margin is None else Comparison(self.margin, base.log10)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """How a metric is compared: the equivalence margin and the scale it is read on.
+
+    Attributes:
+        margin: the smallest difference that matters, for the equivalence test (TOST),
+            in the metric's units, or in decades when ``log10``.
+        log10: compare ``log10(metric)`` (a suboptimality spans decades: a difference
+            of 1e-3 means nothing at 1.0 and everything at 1e-4).
+    """
+
+    margin: float
+    log10: bool = False
+
+
+# The equivalence margin per metric (a task may state its own): 0.5 accuracy points;
+# 0.1 decade of suboptimality (a factor 1.26); 25 return (5% of CartPole's 500).
+COMPARISONS: dict[str, Comparison] = {
+    "accuracy": Comparison(0.005),
+    "suboptimality": Comparison(0.1, log10=True),
+    "return": Comparison(25.0),
+}
 
 
 # --------------------------------------------------------------------------- options

@@ -459,13 +459,22 @@ def hook_balance(rows: list[dict]) -> list[str]:
             if cost > saved
             else f"a net gain of {saved - cost:.3f} ms per training step"
         )
-        floor = by.get((config, HOOK_FLOOR))
+        floor, sgd = by.get((config, HOOK_FLOOR)), by.get((config, BASE))
         floor_text = (
             f"; floor (SGD with a bare read hook) {floor['vs_sgd']:.2f}x, so "
             f"{hooked['vs_sgd'] / floor['vs_sgd']:.2f}x the floor"
             if floor
             else ""
         )
+        if floor and sgd:
+            # What one read of every gradient costs in each place: the premise of the mode.
+            in_backward = floor["backward_ms"] - sgd["backward_ms"]
+            in_step, left = (plain["step_ms"] - sgd["step_ms"], hooked["step_ms"] - sgd["step_ms"])
+            floor_text += (
+                f"; reading every gradient once costs {in_backward:.3f} ms in backward (bare "
+                f"hooks) against {in_step:.3f} ms in the step (SuperLevelSGD's step over "
+                f"SGD's; {left:.3f} ms of it left with the hooks)"
+            )
         out.append(
             f"{_model_name(config)}: with the hooks zero_grad+fwd+bwd {cost:+.3f} ms, step "
             f"{-saved:+.3f} ms: {verdict}; backward + step {hooked['vs_sgd']:.2f}x SGD's "
@@ -508,14 +517,21 @@ def header(threads: int, runs: int, repeats: int, stat: str, load: tuple[float, 
         f"torch {torch.__version__}, {cpu}, {os.cpu_count()} cores, {threads} threads; "
         f"{runs} runs x {repeats} interleaved steps per candidate ({stat} per run, median "
         f"ratio over runs, range in brackets); load average {load[0]:.1f} before / "
-        f"{load[1]:.1f} after{_busy_note(load)}"
+        f"{load[1]:.1f} after{busy_note(load, threads, os.cpu_count() or 1)}"
     )
 
 
-def _busy_note(load: tuple[float, ...]) -> str:
-    # A load above the core count means other jobs took time slices from the steps.
-    busy = max(load) > (os.cpu_count() or 1)
-    return " (other jobs were running: read with care)" if busy else " (a quiet machine)"
+def busy_note(load: tuple[float, float], threads: int, cores: int) -> str:
+    """Whether other jobs shared the cores, from the 1-minute load before and after.
+
+    The load after includes this benchmark's own ``threads``; other jobs' load is about
+    ``max(before, after - threads)``. More of it than the cores the benchmark leaves
+    free (plus 0.5 of slack) took time slices from the steps.
+    """
+    others = max(load[0], load[1] - threads)
+    if others > max(cores - threads, 0) + 0.5:
+        return f" (other jobs were running, load ~{others:.1f} besides this one: read with care)"
+    return " (a quiet machine)"
 
 
 def _cpu_name() -> str:

@@ -40,3 +40,34 @@ def test_training_candidates_are_what_they_are_named(step_cost, config):
 def test_bad_mlp_spec_is_refused(step_cost):
     with pytest.raises(ValueError, match="784-1024-1024-10x128"):
         step_cost.parse_mlp("784x")
+
+
+@pytest.mark.parametrize(
+    ("load", "busy"),
+    [
+        ((0.1, 1.9), False),  # only this benchmark's two threads
+        ((0.4, 2.3), False),  # within the slack
+        ((1.6, 1.8), True),  # others ran before: not quiet, even if the load after is low
+        ((0.2, 3.5), True),  # others started during the run
+    ],
+)
+def test_busy_note_counts_other_jobs_not_this_one(step_cost, load, busy):
+    note = step_cost.busy_note(load, threads=2, cores=2)
+    assert ("other jobs were running" in note) == busy, note
+    assert ("quiet" in note) != busy
+
+
+def test_hook_balance_reports_both_reads_and_the_verdict(step_cost):
+    def row(name, backward, step):
+        return dict(config="1e3x4", name=name, backward_ms=backward, step_ms=step,
+                    vs_sgd=(backward + step) / 12.0)  # fmt: skip
+
+    rows = [row(step_cost.BASE, 10.0, 2.0), row("SuperLevelSGD", 10.0, 5.0),
+            row(step_cost.HOOKED, 12.3, 2.5), row(step_cost.HOOK_FLOOR, 12.0, 2.0)]  # fmt: skip
+    (line,) = step_cost.hook_balance(rows)
+    assert "zero_grad+fwd+bwd +2.300 ms, step -2.500 ms: a net gain of 0.200 ms" in line
+    assert "costs 2.000 ms in backward (bare hooks) against 3.000 ms in the step" in line
+    assert "0.500 ms of it left with the hooks" in line
+    rows[2] = row(step_cost.HOOKED, 14.0, 2.5)
+    (line,) = step_cost.hook_balance(rows)
+    assert "the hooks cost 1.500 ms more in backward than they save in the step" in line

@@ -73,6 +73,7 @@ HOOK_FLOOR = "SGD(foreach)+read hooks"
 MLP_DEFAULT = "784-1024-1024-10x128"
 READ_DOT, READ_POWSUM = "read pass (dot)", "read pass (powsum)"
 ROOT = Path(__file__).resolve().parents[1]
+LOADS: list[float] = []  # the 1-minute load average after each run of the current section
 
 
 def parse_config(text: str) -> tuple[int, int]:
@@ -178,7 +179,10 @@ def run(
         try:
             params = make_tensors(n, k, device)
             steps = candidates(params, device)
-            per_run = [time_steps(steps, device, repeats, stat=stat) for _ in range(runs)]
+            per_run = []
+            for _ in range(runs):
+                per_run.append(time_steps(steps, device, repeats, stat=stat))
+                LOADS.append(os.getloadavg()[0])
         except (RuntimeError, MemoryError) as exc:  # e.g. out of memory for 1e9 params
             print(f"# {device} {text}: skipped ({type(exc).__name__}: {str(exc)[:120]})")
             continue
@@ -395,7 +399,10 @@ def run_training(
     for config in configs:
         try:
             cands = training_candidates(config, device)
-            per_run = [time_training(cands, device, repeats, stat=stat) for _ in range(runs)]
+            per_run = []
+            for _ in range(runs):
+                per_run.append(time_training(cands, device, repeats, stat=stat))
+                LOADS.append(os.getloadavg()[0])
         except (RuntimeError, MemoryError) as exc:
             if "fell back" in str(exc):
                 raise
@@ -511,26 +518,34 @@ def write_block(path: Path, name: str, text: str) -> None:
         raise SystemExit(f"{exc}; nothing written") from exc
 
 
-def header(threads: int, runs: int, repeats: int, stat: str, load: tuple[float, ...]) -> str:
+def header(
+    threads: int, runs: int, repeats: int, stat: str, before: float, during: list[float]
+) -> str:
     cpu = _cpu_name()
+    cores = os.cpu_count() or 1
+    after = f"{min(during):.1f}-{max(during):.1f}" if during else "-"
     return (
-        f"torch {torch.__version__}, {cpu}, {os.cpu_count()} cores, {threads} threads; "
+        f"torch {torch.__version__}, {cpu}, {cores} cores, {threads} threads; "
         f"{runs} runs x {repeats} interleaved steps per candidate ({stat} per run, median "
-        f"ratio over runs, range in brackets); load average {load[0]:.1f} before / "
-        f"{load[1]:.1f} after{busy_note(load, threads, os.cpu_count() or 1)}"
+        f"ratio over runs, range in brackets); load average {before:.1f} before, {after} "
+        f"after each run{busy_note(during, threads, cores)}"
     )
 
 
-def busy_note(load: tuple[float, float], threads: int, cores: int) -> str:
-    """Whether other jobs shared the cores, from the 1-minute load before and after.
+def busy_note(during: list[float], threads: int, cores: int) -> str:
+    """Whether other jobs shared the cores, from the 1-minute load after each run.
 
-    The load after includes this benchmark's own ``threads``; other jobs' load is about
-    ``max(before, after - threads)``. More of it than the cores the benchmark leaves
-    free (plus 0.5 of slack) took time slices from the steps.
+    Each sample includes this benchmark's own ``threads``; other jobs' load is about
+    ``sample - threads``. More of it than the cores the benchmark leaves free (plus 0.5
+    of slack) took time slices from the steps. (The load before is not used: it is the
+    minute before the run, whoever ran then.)
     """
-    others = max(load[0], load[1] - threads)
+    others = max((load - threads for load in during), default=0.0)
     if others > max(cores - threads, 0) + 0.5:
-        return f" (other jobs were running, load ~{others:.1f} besides this one: read with care)"
+        return (
+            f" (other jobs were running, load up to ~{others:.1f} besides this one: "
+            f"read with care)"
+        )
     return " (a quiet machine)"
 
 
@@ -604,8 +619,9 @@ def main(argv: list[str] | None = None) -> int:
     blocks: dict[str, str] = {}
     for section in sections:
         load0 = os.getloadavg()[0]
+        LOADS.clear()
         rows = measure(section, devices, args)
-        head = header(args.threads, args.runs, args.repeats, args.stat, (load0, os.getloadavg()[0]))
+        head = header(args.threads, args.runs, args.repeats, args.stat, load0, LOADS)
         print(f"\n# {section}: {head}; CUDA: {gpu}")
         if section == "step":
             print(markdown(rows, args.stat))

@@ -43,18 +43,24 @@ def test_bad_mlp_spec_is_refused(step_cost):
 
 
 @pytest.mark.parametrize(
-    ("load", "busy"),
+    ("during", "busy"),
     [
-        ((0.1, 1.9), False),  # only this benchmark's two threads
-        ((0.4, 2.3), False),  # within the slack
-        ((1.6, 1.8), True),  # others ran before: not quiet, even if the load after is low
-        ((0.2, 3.5), True),  # others started during the run
+        ([1.9, 2.1, 2.0], False),  # only this benchmark's two threads
+        ([2.3, 2.4], False),  # within the slack
+        ([2.0, 3.6, 2.1], True),  # others ran during one of the runs
+        ([], False),  # no sample: nothing to say it was busy
     ],
 )
-def test_busy_note_counts_other_jobs_not_this_one(step_cost, load, busy):
-    note = step_cost.busy_note(load, threads=2, cores=2)
+def test_busy_note_counts_other_jobs_not_this_one(step_cost, during, busy):
+    note = step_cost.busy_note(during, threads=2, cores=2)
     assert ("other jobs were running" in note) == busy, note
     assert ("quiet" in note) != busy
+
+
+def test_header_gives_the_load_before_and_after_each_run(step_cost):
+    text = step_cost.header(2, 9, 30, "median", 0.7, [2.0, 2.2, 3.9])
+    assert "load average 0.7 before, 2.0-3.9 after each run" in text
+    assert "load up to ~1.9 besides this one" in text
 
 
 def test_hook_balance_reports_both_reads_and_the_verdict(step_cost):

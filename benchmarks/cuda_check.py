@@ -19,7 +19,13 @@ Sections, each reported on its own (a failing section does not stop the others):
 6. edges: huge finite float32 (1e20) and float64 (1e200) gradients on every path, taken
    like the reference (the float64-accumulated norm and the ``torch.where`` fallback)
    without a host sync; per-group foreach/fused/single in one optimizer; ``.half()``
-   after construction; the int64 step count past 2**24.
+   after construction; the int64 step count past 2**24;
+7. ``norm_in_backward``: the norm taken by hooks while backward writes the gradients
+   (shares computed on the autograd engine's streams) gives the plain step's params on
+   every path, with every norm from the hooks and no host sync; an edited gradient falls
+   back; float64 falls back (WIDE); a captured step (``capture_step``) falls back inside
+   the graph and its replays equal eager steps. Its speed (backward + step against
+   SGD's and clip + SGD's) is in section 5.
 
 Prints Markdown; exit status 1 if any section failed.
 """
@@ -39,7 +45,13 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[0] / "src"))
 sys.path.insert(0, str(HERE))
-from superlevel.optim import ReferenceSuperLevelSGD, SuperLevelSGD, capture_step  # noqa: E402
+from superlevel.optim import (  # noqa: E402
+    ReferenceSuperLevelSGD,
+    SuperLevelSGD,
+    capture_step,
+    norm_in_backward,
+)
+from superlevel.optim import backward_norm as bn  # noqa: E402
 
 PATHS = {
     "single": dict(foreach=False),
@@ -261,8 +273,11 @@ def make_speed_section(big: str, repeats: int) -> Callable[[], None]:
         import step_cost
 
         configs = ["1e7x100", "1e8x200", "1.2e8x1200", big]
+        train = ["1e7x100", "1e8x200", big, f"mlp:{step_cost.MLP_DEFAULT}"]
         if DEVICE == "cpu":
             configs = ["1e5x10", "1e5x100"]
+            rows = step_cost.run_training("cpu", [*configs, "mlp:64-32-10x16"], 3)
+            assert {r["name"] for r in rows} >= {step_cost.HOOKED}
             return "dry run: " + step_cost.markdown(step_cost.run("cpu", configs, 3))[-60:]
         rows = step_cost.run("cuda", configs, repeats)
         print(step_cost.markdown(rows))
@@ -270,8 +285,20 @@ def make_speed_section(big: str, repeats: int) -> Callable[[], None]:
             print(line)
         print()
         print("\n".join(graph_timings(configs[:3], repeats)))
+        # Backward + step, with the norm taken by hooks during backward (norm_in_backward).
+        train_rows = step_cost.run_training("cuda", train, repeats)
+        print("\n" + step_cost.training_markdown(train_rows))
+        for line in step_cost.hook_balance(train_rows) + step_cost.training_goal_lines(train_rows):
+            print(line)
         ours = [r for r in rows if r["name"] == "SuperLevelSGD" and r["config"] == big]
-        return f"{big}: {ours[0]['vs_sgd']:.2f}x SGD(foreach)" if ours else f"{big} not run"
+        hooked = [r for r in train_rows if r["name"] == step_cost.HOOKED and r["config"] == big]
+        text = f"{big}: {ours[0]['vs_sgd']:.2f}x SGD(foreach)" if ours else f"{big} not run"
+        if hooked:
+            text += (
+                f"; hooked step {hooked[0]['step_vs_sgd']:.2f}x SGD's, backward + step "
+                f"{hooked[0]['vs_sgd']:.2f}x"
+            )
+        return text
 
     return check_speed
 
@@ -356,6 +383,79 @@ def check_edges() -> str:
     return f"huge grads on {len(done)} path/dtype pairs, per-group paths, .half(), t > 2**24"
 
 
+def _max_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
+    return max(
+        (p - q).abs().max().item() for p, q in zip(a.parameters(), b.parameters(), strict=True)
+    )
+
+
+@section("7. norm_in_backward: the norm taken by hooks during backward")
+def check_norm_in_backward() -> str:
+    def twins(dtype: torch.dtype) -> tuple[torch.nn.Module, torch.nn.Module]:
+        torch.manual_seed(0)
+        a = torch.nn.Sequential(
+            torch.nn.Linear(64, 256), torch.nn.Tanh(), torch.nn.Linear(256, 10)
+        ).to(DEVICE, dtype)  # fmt: skip
+        b = torch.nn.Sequential(
+            torch.nn.Linear(64, 256), torch.nn.Tanh(), torch.nn.Linear(256, 10)
+        ).to(DEVICE, dtype)  # fmt: skip
+        b.load_state_dict(a.state_dict())
+        return a, b
+
+    gen = torch.Generator().manual_seed(3)
+    data = [(torch.randn(32, 64, generator=gen), torch.randn(32, 10, generator=gen))
+            for _ in range(6)]  # fmt: skip
+    kw = dict(lr=0.2, decay=0.05, momentum=0.9, weight_decay=0.01)
+    done = []
+    for path in ("single", "foreach", "fused", "default"):
+        for dtype in (torch.float32, torch.float64):
+            hooked, plain = twins(dtype)
+            opt_h = SuperLevelSGD(hooked.parameters(), **kw, **PATHS[path])
+            opt_p = SuperLevelSGD(plain.parameters(), **kw, **PATHS[path])
+            handle = norm_in_backward(opt_h)
+            for i, (x, y) in enumerate(data):
+                for m in (hooked, plain):
+                    m.zero_grad()
+                    out = m(x.to(DEVICE, dtype))
+                    torch.nn.functional.mse_loss(out, y.to(DEVICE, dtype)).backward()
+                    if i == 3:  # an edit after backward: that step falls back
+                        torch.nn.utils.clip_grad_norm_(m.parameters(), 0.1)
+                _sync_free(opt_h.step)
+                opt_p.step()
+            err = _max_diff(hooked, plain)
+            assert err <= (1e-6 if dtype == torch.float32 else 1e-12), (path, dtype, err)
+            want = {bn.EDITED: 1} if dtype == torch.float32 or DEVICE == "cpu" else None
+            if want is not None:  # float32 (and CPU host scalars): 5 steps from the hooks
+                assert (handle.cached, dict(handle.reasons)) == (5, want), (path, handle)
+            else:  # float64 with device scalars: no share without reading the gradients
+                assert handle.cached == 0 and set(handle.reasons) <= {bn.EDITED, bn.WIDE}
+            done.append(f"{path}/{str(dtype)[6:]}")
+    text = f"hooked == plain on {len(done)} path/dtype pairs"
+    if DEVICE != "cuda":
+        return text + " (dry run: no capture)"
+    # A captured step with hooks attached: the graph takes the norm itself.
+    hooked, plain = twins(torch.float32)
+    lr = torch.tensor(0.2, device=DEVICE)
+    opt_g = SuperLevelSGD(hooked.parameters(), lr=lr, capturable=True, momentum=0.9)
+    opt_e = SuperLevelSGD(plain.parameters(), lr=0.2, momentum=0.9)
+    handle = norm_in_backward(opt_g)
+    replay = None
+    for x, y in data:
+        for m in (hooked, plain):
+            m.zero_grad(set_to_none=False)
+            torch.nn.functional.mse_loss(m(x.to(DEVICE)), y.to(DEVICE)).backward()
+        if replay is None:
+            replay = capture_step(opt_g)  # warm-up step (cached) + the capture
+        else:
+            replay()
+        opt_e.step()
+    torch.cuda.synchronize()
+    err = _max_diff(hooked, plain)
+    assert err < 1e-5, f"captured with hooks vs eager {err:.2e}"
+    assert handle.reasons[bn.CAPTURE] == 1, handle
+    return text + f"; a captured step falls back (CAPTURE) and replays equal eager ({err:.1e})"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--skip-speed", action="store_true")
@@ -368,7 +468,8 @@ def main(argv: list[str] | None = None) -> int:
         global DEVICE
         DEVICE = "cpu"
         for check in (
-            check_correctness, check_compile, check_edges, make_speed_section("1e5x10", 3)
+            check_correctness, check_compile, check_edges, check_norm_in_backward,
+            make_speed_section("1e5x10", 3),
         ):  # fmt: skip
             check()
         print("\n".join(f"| {n} | {s} | {d} |" for n, s, d in RESULTS))
@@ -379,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     props = torch.cuda.get_device_properties(0)
     print(f"# SuperLevelSGD CUDA check\n\ntorch {torch.__version__}, {props.name}, "
           f"{props.total_memory / 2**30:.0f} GiB")  # fmt: skip
-    checks = [check_correctness, check_syncs, check_graph, check_edges]
+    checks = [check_correctness, check_syncs, check_graph, check_edges, check_norm_in_backward]
     if not args.skip_compile:
         checks.append(check_compile)
     if not args.skip_speed:

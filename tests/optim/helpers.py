@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from superlevel.optim import ReferenceSuperLevelSGD, SuperLevelSGD
 
@@ -49,3 +50,29 @@ def run_pair(kwargs, path, seq, dtype=torch.float64, groups=None):
         opt.step()
         ref_opt.step()
     return opt, fast, ref_opt, ref
+
+
+# Ops that read a tensor's value on the host: on an accelerator each is a device sync.
+# (.item(), float(t), bool(t), `if t` all end in _local_scalar_dense.)
+_SYNC_OPS = (
+    "aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "aten.equal",
+    "aten._unique2", "aten.unique_consecutive",
+)  # fmt: skip
+
+
+class HostReads(TorchDispatchMode):
+    """Records every op that reads a tensor's value on the host (the CPU stand-in for
+    ``torch.cuda.set_sync_debug_mode("error")``: on an accelerator each would sync).
+
+    Usage: ``with HostReads() as reads: opt.step()``, then ``assert reads.ops == []``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func.overloadpacket)
+        if name in _SYNC_OPS:
+            self.ops.append(name)
+        return func(*args, **(kwargs or {}))

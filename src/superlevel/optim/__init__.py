@@ -1,11 +1,13 @@
 """The SuperLevelSGD optimizer: thin class, functional core, slow reference.
 
 ``SuperLevelSGD`` (the ``torch.optim`` class), ``damp_grad_norm_`` (the modulation alone,
-for any optimizer), ``capture_step`` (the step as one CUDA graph replay), the functional
+for any optimizer), ``capture_step`` (the step as one CUDA graph replay),
+``norm_in_backward`` (the global norm taken during backward, by hooks), the functional
 pieces in :mod:`.functional` and the slow reference
 :class:`.reference.ReferenceSuperLevelSGD` that the tests hold every path equal to.
 """
 
+from .backward_norm import NormInBackward, norm_in_backward
 from .clip import damp_grad_norm_
 from .functional import decayed_lr, modulation, superlevel_update_
 from .graphs import capture_step
@@ -14,6 +16,7 @@ from .optimizer import SuperLevelSGD
 from .reference import ReferenceSuperLevelSGD
 
 __all__ = [
+    "NormInBackward",
     "ReferenceSuperLevelSGD",
     "SuperLevelSGD",
     "capture_step",
@@ -21,5 +24,6 @@ __all__ = [
     "decayed_lr",
     "global_grad_norm",
     "modulation",
+    "norm_in_backward",
     "superlevel_update_",
 ]

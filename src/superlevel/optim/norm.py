@@ -32,7 +32,14 @@ from torch import Tensor
 
 from ._torch_api import Buckets, foreach_sum_of_squares, group_by_device_and_dtype
 
-__all__ = ["global_grad_norm", "has_dtensor", "host_grad_norm", "is_dtensor", "local"]
+__all__ = [
+    "global_grad_norm",
+    "gradient_share",
+    "has_dtensor",
+    "host_grad_norm",
+    "is_dtensor",
+    "local",
+]
 
 
 def is_dtensor(t: Tensor) -> bool:
@@ -68,23 +75,31 @@ def _can_overflow(dtype: torch.dtype, device: torch.device) -> bool:
     return dtype in (torch.float64, torch.complex128) or device.type == "mps"
 
 
-def _wide_partial(gs: list[Tensor], dtype: torch.dtype, device: torch.device) -> Tensor:
-    """``sum ||g||^2`` of one (device, dtype) bucket, accumulated wide, no host read."""
+def _wide_norms(gs: list[Tensor], dtype: torch.dtype, device: torch.device) -> list[Tensor]:
+    """``||g||`` of each gradient of one (device, dtype) bucket, accumulated wide."""
     acc = wide_dtype(device)
     if dtype.is_complex:
-        norms = [torch.linalg.vector_norm(g, 2).to(acc) for g in gs]
-    elif dtype == acc:
-        norms = list(torch._foreach_norm(gs, 2))
-    else:
-        # One multi-tensor launch with a float64 output (torch's fast CUDA route takes it).
-        norms = list(torch._foreach_norm(gs, 2, dtype=acc))
+        return [torch.linalg.vector_norm(g, 2).to(acc) for g in gs]
+    if dtype == acc:
+        return list(torch._foreach_norm(gs, 2))
+    # One multi-tensor launch with a float64 output (torch's fast CUDA route takes it).
+    return list(torch._foreach_norm(gs, 2, dtype=acc))
+
+
+def _sum_of_squared_norms(norms: list[Tensor]) -> Tensor:
+    """``sum n_i^2`` of per-tensor norms (one bucket), as a 0-dim tensor."""
     stacked = torch.stack(norms) if len(norms) > 1 else norms[0].reshape(1)
     # Square after stacking: a foreach pow would allocate one output per gradient.
     return torch.dot(stacked, stacked)
 
 
-def _host_partial(gs: list[Tensor], dtype: torch.dtype) -> Tensor:
-    """``sum ||g||^2`` of one CPU bucket at full speed (may overflow; see the fallback).
+def _wide_partial(gs: list[Tensor], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``sum ||g||^2`` of one (device, dtype) bucket, accumulated wide, no host read."""
+    return _sum_of_squared_norms(_wide_norms(gs, dtype, device))
+
+
+def _host_squares(gs: list[Tensor], dtype: torch.dtype) -> list[Tensor]:
+    """``||g||^2`` of each CPU gradient of one bucket at full speed (may overflow).
 
     One ``_foreach_powsum`` over the bucket (squares summed directly, no sqrt-then-square;
     half precision accumulated in float32). Chosen over a BLAS ``dot`` per tensor by
@@ -94,9 +109,37 @@ def _host_partial(gs: list[Tensor], dtype: torch.dtype) -> Tensor:
     cores are oversubscribed.
     """
     if dtype.is_complex:
-        return torch.stack([torch.linalg.vector_norm(g).double().square() for g in gs]).sum()
+        return [torch.linalg.vector_norm(g).double().square() for g in gs]
     acc = None if dtype in (torch.float32, torch.float64) else torch.float32
-    return torch.stack(foreach_sum_of_squares(gs, acc)).sum(dtype=torch.float64)
+    return foreach_sum_of_squares(gs, acc)
+
+
+def _host_sum(squares: list[Tensor]) -> Tensor:
+    """``sum ||g||^2`` of one bucket's per-tensor squares, in float64."""
+    return torch.stack(squares).sum(dtype=torch.float64)
+
+
+def _host_partial(gs: list[Tensor], dtype: torch.dtype) -> Tensor:
+    """``sum ||g||^2`` of one CPU bucket at full speed (may overflow; see the fallback)."""
+    return _host_sum(_host_squares(gs, dtype))
+
+
+def gradient_share(g: Tensor, *, host: bool) -> Tensor | None:
+    r"""One gradient's share of the global norm, in the form the norm functions combine.
+
+    What :func:`host_grad_norm` (``host``: :math:`\lVert g \rVert^2`, as its
+    ``_foreach_powsum`` takes it) or :func:`global_grad_norm` (device scalars:
+    :math:`\lVert g \rVert` accumulated in float64) computes for ``g`` inside its bucket,
+    so a norm combined from shares taken earlier (during backward) is the norm they take.
+    ``None`` where the sync-free overflow-free norm needs the gradient itself (float64
+    gradients with device scalars, and every dtype on MPS): there the fallback
+    ``m * ||g / m||`` is selected with ``torch.where`` and so always computed.
+    """
+    if host:
+        return _host_squares([g], g.dtype)[0]
+    if _can_overflow(g.dtype, g.device):
+        return None
+    return _wide_norms([g], g.dtype, g.device)[0]
 
 
 def _all_reduce(t: Tensor, group: Any, op: str = "sum") -> Tensor:
@@ -156,11 +199,17 @@ def _dtensor_partial(grads: Sequence[Tensor]) -> Tensor:
     return torch.stack(out).sum()
 
 
-def _local_sum(grads: Sequence[Tensor], buckets: Buckets) -> Tensor:
+def _local_sum(
+    grads: Sequence[Tensor], buckets: Buckets, shares: Sequence[Tensor] | None = None
+) -> Tensor:
     home = grads[0].device
     acc = wide_dtype(home)
     parts = [
-        _wide_partial([grads[i] for i in idx], dtype, device).to(home, acc)
+        (
+            _wide_partial([grads[i] for i in idx], dtype, device)
+            if shares is None
+            else _sum_of_squared_norms([shares[i] for i in idx])
+        ).to(home, acc)
         for (device, dtype), idx in buckets.items()
     ]
     # One bucket (the usual case): no stack/sum kernels, each a launch on an accelerator.
@@ -173,6 +222,7 @@ def global_grad_norm(
     foreach: bool = True,
     buckets: Buckets | None = None,
     shard_group: Any = None,
+    shares: Sequence[Tensor] | None = None,
 ) -> Tensor:
     r"""One L2 norm over all gradients (and ranks), without reading it on the host.
 
@@ -186,6 +236,9 @@ def global_grad_norm(
             disjoint shard of the gradients (ZeRO, FSDP1): the sum of squares is
             all-reduced over it (one collective, no host sync). ``None``: local.
             DTensor gradients (FSDP2) are reduced over their mesh instead.
+        shares: ``gradient_share(g, host=False)`` of each of ``grads`` (dense only),
+            taken earlier (during backward): combined instead of reading the gradients,
+            except by the overflow-free fallback of float64 buckets.
 
     Returns:
         A 0-dim float64 tensor (float32 on MPS) on the first gradient's device; ``0.``
@@ -193,6 +246,11 @@ def global_grad_norm(
     """
     del foreach  # one multi-tensor norm per bucket on every device
     dense = [g for g in grads if not is_dtensor(g)] if has_dtensor(grads) else list(grads)
+    if shares is not None and (len(dense) < len(grads) or len(shares) != len(grads)):
+        raise ValueError(
+            f"shares: one per dense gradient, got {len(shares)} for {len(grads)} gradients "
+            f"({len(grads) - len(dense)} of them DTensors)"
+        )
     if len(dense) < len(grads):
         if shard_group is not None:
             raise ValueError(
@@ -210,7 +268,7 @@ def global_grad_norm(
         return _all_reduce(zero, shard_group).sqrt()
     buckets = buckets or group_by_device_and_dtype(dense)
     home = dense[0].device
-    total = _all_reduce(_local_sum(dense, buckets), shard_group)
+    total = _all_reduce(_local_sum(dense, buckets, shares), shard_group)
     plain = total.sqrt()
     if not any(_can_overflow(dt, dev) for dev, dt in buckets):
         return plain
@@ -219,17 +277,30 @@ def global_grad_norm(
 
 
 def host_grad_norm(
-    grads: Sequence[Tensor], *, buckets: Buckets | None = None, shard_group: Any = None
+    grads: Sequence[Tensor],
+    *,
+    buckets: Buckets | None = None,
+    shard_group: Any = None,
+    shares: Sequence[Tensor] | None = None,
 ) -> float:
     """:func:`global_grad_norm` as a Python float, for CPU gradients in eager mode.
 
     The partial sums are in host memory, so reading them costs no device sync; the
-    overflow-free fallback runs only when the plain sum is not finite.
+    overflow-free fallback runs only when the plain sum is not finite. ``shares``:
+    ``gradient_share(g, host=True)`` of each of ``grads``, taken earlier (during
+    backward), summed instead of reading the gradients (the fallback still reads them).
     """
+    if shares is not None and len(shares) != len(grads):
+        raise ValueError(f"shares: one per gradient, got {len(shares)} for {len(grads)}")
     if not grads:
         return float(_all_reduce(torch.zeros((), dtype=torch.float64), shard_group).sqrt())
     buckets = buckets or group_by_device_and_dtype(grads)
-    parts = [_host_partial([grads[i] for i in idx], dt) for (_, dt), idx in buckets.items()]
+    parts = [
+        _host_partial([grads[i] for i in idx], dt)
+        if shares is None
+        else _host_sum([shares[i] for i in idx])
+        for (_, dt), idx in buckets.items()
+    ]
     total = parts[0] if len(parts) == 1 else torch.stack(parts).sum()
     n = math.sqrt(float(_all_reduce(total, shard_group)))
     if math.isfinite(n):

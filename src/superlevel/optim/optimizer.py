@@ -13,6 +13,7 @@ from torch.optim import Optimizer
 
 from . import functional as F
 from ._torch_api import Buckets, capture_health_check, group_by_device_and_dtype
+from .backward_norm import attached
 from .norm import global_grad_norm, has_dtensor, host_grad_norm, is_dtensor, local
 from .settings import (
     GLOBAL_KEYS,
@@ -377,9 +378,14 @@ class SuperLevelSGD(Optimizer):
         # DTensor grads (FSDP2) go whole to the norm: it reduces them over their mesh.
         grads = all_local if dense else [p.grad for item in groups for p in item.params]
         buckets = _merge([g.buckets for g in groups], [len(g.params) for g in groups])
-        if host and dense:
-            norm: Any = host_grad_norm(all_local, buckets=buckets, shard_group=self.shard_group)
-        else:
+        in_backward = attached(self)  # norm_in_backward(self): the shares its hooks took
+        norm: Any = None if in_backward is None else in_backward.cached_norm(
+            [p for item in groups for p in item.params], all_local, buckets,
+            host=host, dense=dense, shard_group=self.shard_group,
+        )  # fmt: skip
+        if norm is None and host and dense:
+            norm = host_grad_norm(all_local, buckets=buckets, shard_group=self.shard_group)
+        elif norm is None:
             norm = global_grad_norm(
                 grads,
                 buckets=buckets if dense else None,

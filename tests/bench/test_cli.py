@@ -297,7 +297,11 @@ def test_per_optimizer_hyperparameters(tmp_path: Path, capsys) -> None:
     args += " --hp lr=0.05 --hp superlevel:decay_total=0.5 --db"
     assert main([*args.split(), str(db)]) == 0
     runs = {r["optimizer"]: r["hparams"] for r in Store(db).runs()}
-    assert runs == {"sgd": {"lr": 0.05}, "superlevel": {"lr": 0.05, "decay_total": 0.5}}
+    # superlevel's own default (norm_scale) is recorded beside what --hp set
+    assert runs == {
+        "sgd": {"lr": 0.05},
+        "superlevel": {"lr": 0.05, "decay_total": 0.5, "norm_scale": 1.0},
+    }
 
 
 def test_demo_skips_the_lr_grid_of_a_task_whose_data_is_missing(

@@ -3,12 +3,19 @@
 Sub-commands are contributed by the sub-packages (``bench``, ``landscape``, ``data``):
 each exposes ``add_subparser(subparsers)`` and sets ``func`` on its parser. They are
 imported on demand so a missing optional extra only breaks the command that needs it.
+
+Two things hold for every sub-command, so they are done here once: output to a closed
+pipe (``superlevel data list | head -1``) ends the command quietly with exit status 141,
+as for a program killed by ``SIGPIPE``; and a path that is not valid UTF-8 (a file name
+of another encoding) is printed with backslash escapes instead of raising
+``UnicodeEncodeError`` (stderr's own convention, applied to stdout).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -43,15 +50,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a program its pipe closed
+
+
+def _escape_unencodable_output() -> None:
+    """Print what stdout's encoding cannot hold (a non-UTF-8 path) as ``\\udcff`` escapes."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None and getattr(sys.stdout, "errors", None) == "strict":
+        reconfigure(errors="backslashreplace")
+
+
+def _silence_closed_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null, so that the interpreter's final
+    flush does not raise a second ``BrokenPipeError`` (Python's documented recipe)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (captured)
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``superlevel`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _escape_unencodable_output()
     try:
         result = args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): not an error of ours
+        _silence_closed_stdout()
+        return BROKEN_PIPE
     return int(result or 0)
 
 

@@ -42,7 +42,7 @@ ALL_TASKS = {
 # Batch-trained tasks above; the RL tasks (episodes, PPO minibatches) are tested in tests/rl.
 RL_TASKS = {"cartpole_novel", "cartpole_noisy", "repeat_previous"}
 TINY = Budget(batch_size=16, epochs=1, max_train_examples=64)
-REAL_FOLDER = {"mnist": "mnist", "fashion-mnist": "fashion-mnist", "kjv": "text"}
+REAL_FOLDER = {"mnist": "mnist", "fashion-mnist": "fashion-mnist", "text": "text"}
 
 
 def real_data_dir(folder: str) -> str:

@@ -6,6 +6,10 @@ folder that cannot be written, a broken checkpoint) with a one-line ``error:`` m
 on stderr that names the bad value or path and the cause. Only the project's own errors
 (and operating-system errors, which name their file) are turned into that message; any
 other exception is a bug and keeps its traceback.
+
+Sizes have documented bounds (:data:`MAX_SEEDS`, :data:`MAX_TRIALS`, ``--threads`` at
+most the CPUs, ``--workers`` capped at the cores and the runs): past them a command
+would only exhaust memory or compete with itself.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +27,8 @@ from typing import Any
 from superlevel.bench.registry import ConfigError  # light: no torch, no data loaders
 
 DEFAULT_DB = "results/superlevel.db"
+MAX_SEEDS = 1000  # seeds 1..N per run setting; more only fills memory before any output
+MAX_TRIALS = 10_000  # search points per optimizer in `bench tune`
 
 
 class UsageError(ConfigError):
@@ -77,9 +85,42 @@ def _pairs(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
     return out
 
 
-def _positive(name: str, value: int | None) -> None:
+def _positive(name: str, value: int | None, most: int | None = None) -> None:
     if value is not None and value < 1:
         raise UsageError(f"{name} must be >= 1, got {value}")
+    if value is not None and most is not None and value > most:
+        raise UsageError(f"{name} must be at most {most}, got {value}")
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on (its affinity where the OS says, else all)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def check_threads(threads: int) -> int:
+    """``--threads``: 0 (torch's default) up to the CPUs; more only oversubscribes them
+    (and a huge count crashes torch's thread pool)."""
+    most = cpu_count()
+    if not 0 <= threads <= most:
+        raise UsageError(
+            f"--threads must be in 0..{most} (0: torch's default; {most}: this machine's "
+            f"CPUs), got {threads}"
+        )
+    return threads
+
+
+def seconds(text: str) -> float:
+    """An ``argparse`` type: a finite number of seconds >= 0 (``--db-timeout``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
+    return value
 
 
 def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -101,11 +142,11 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
         threads = getattr(args, "threads", 0) or 0
         before = torch.get_num_threads()
         try:
-            if threads < 0:
-                raise UsageError(f"--threads must be >= 0, got {threads}")
-            if threads:
+            if check_threads(threads):
                 torch.set_num_threads(threads)
             return func(args)
+        except BrokenPipeError:  # the reader went away: the entry point ends quietly
+            raise
         except (
             UnknownNameError,
             ConfigError,
@@ -129,7 +170,7 @@ def _add_common(p: argparse.ArgumentParser, *, device: bool = True) -> None:
     p.add_argument("--db", default=DEFAULT_DB, help=f"results database (default {DEFAULT_DB})")
     p.add_argument(
         "--db-timeout",
-        type=float,
+        type=seconds,
         default=5.0,
         help="seconds to wait for a locked database (default 5)",
     )
@@ -146,8 +187,8 @@ def _add_common(p: argparse.ArgumentParser, *, device: bool = True) -> None:
             "--threads",
             type=int,
             default=1,
-            help="torch CPU threads (default 1: small models on a shared CPU run fastest and "
-            "time most steadily on one; 0 keeps torch's default)",
+            help="torch CPU threads, 0 up to the CPUs (default 1: small models on a shared "
+            "CPU run fastest and time most steadily on one; 0 keeps torch's default)",
         )
 
 
@@ -158,7 +199,8 @@ def add_executor_options(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="runs trained at once (default 1 with --executor local, the cluster's CPUs "
-        "with ray); results do not depend on it",
+        "with ray); locally capped at the CPU cores and the number of runs, beyond which "
+        "runs only compete; results do not depend on it",
     )
     p.add_argument(
         "--executor",
@@ -184,22 +226,50 @@ def add_protocol_options(p: argparse.ArgumentParser, *, trials: int = 9, seeds: 
     from superlevel.bench.tune import SEARCHES, Protocol
 
     d = Protocol()
-    p.add_argument("--trials", type=int, default=trials,
-                   help=f"search points per optimizer, the same for all (default {trials})")
-    p.add_argument("--seeds", type=int, default=seeds,
-                   help=f"final seeds 1..N, never used for selection (default {seeds})")
-    p.add_argument("--tuning-seed", type=int, default=d.tuning_seed,
-                   help=f"the seed of every search run; > --seeds (default {d.tuning_seed})")
-    p.add_argument("--search", choices=SEARCHES, default=d.search,
-                   help="halton: quasi-random over the whole search space (a grid in one "
-                   "dimension); lr-grid: the lr alone, others at their defaults (DeepOBS)")
-    p.add_argument("--halving", type=int, default=d.halving,
-                   help=f"successive-halving factor (1: every trial in full; default "
-                   f"{d.halving})")
-    p.add_argument("--sampler-seed", type=int, default=d.sampler_seed,
-                   help="seed of the scrambled Halton sequence")
-    p.add_argument("--max-rounds", type=int, default=d.max_rounds,
-                   help=f"at most this many rounds of edge extension (default {d.max_rounds})")
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=trials,
+        help=f"search points per optimizer, the same for all, at most "
+        f"{MAX_TRIALS} (default {trials})",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=seeds,
+        help=f"final seeds 1..N, never used for selection, N at most {MAX_SEEDS} (default {seeds})",
+    )
+    p.add_argument(
+        "--tuning-seed",
+        type=int,
+        default=d.tuning_seed,
+        help=f"the seed of every search run; > --seeds (default {d.tuning_seed})",
+    )
+    p.add_argument(
+        "--search",
+        choices=SEARCHES,
+        default=d.search,
+        help="halton: quasi-random over the whole search space (a grid in one "
+        "dimension); lr-grid: the lr alone, others at their defaults (DeepOBS)",
+    )
+    p.add_argument(
+        "--halving",
+        type=int,
+        default=d.halving,
+        help=f"successive-halving factor (1: every trial in full; default {d.halving})",
+    )
+    p.add_argument(
+        "--sampler-seed",
+        type=int,
+        default=d.sampler_seed,
+        help="seed of the scrambled Halton sequence",
+    )
+    p.add_argument(
+        "--max-rounds",
+        type=int,
+        default=d.max_rounds,
+        help=f"at most this many rounds of edge extension (default {d.max_rounds})",
+    )
 
 
 def protocol_from(args: argparse.Namespace) -> Any:
@@ -207,6 +277,10 @@ def protocol_from(args: argparse.Namespace) -> Any:
     name the bad value)."""
     from superlevel.bench.tune import Protocol
 
+    for flag, value, most in (("--trials", args.trials, MAX_TRIALS),
+                              ("--seeds", args.seeds, MAX_SEEDS)):  # fmt: skip
+        if value > most:  # the lower bounds are the protocol's own checks
+            raise UsageError(f"{flag} must be at most {most}, got {value}")
     try:
         return Protocol(trials=args.trials, seeds=args.seeds, tuning_seed=args.tuning_seed,
                         search=args.search, halving=args.halving,
@@ -215,12 +289,32 @@ def protocol_from(args: argparse.Namespace) -> Any:
         raise UsageError(str(exc)) from exc
 
 
-def _executor(args: argparse.Namespace) -> Any:
+def _workers(args: argparse.Namespace, runs: int | None) -> int | None:
+    """``--workers``, capped locally at what helps: the cores and ``runs`` (when known).
+
+    More processes than cores only take turns on them (and each holds a copy of its
+    task's data); more than runs start idle. The cap is said on stderr.
+    """
+    _positive("--workers", args.workers)
+    if args.executor != "local" or args.workers is None:
+        return args.workers
+    limits = [(cpu_count(), "the CPU cores")]
+    if runs is not None:
+        limits.append((max(1, runs), "the runs to train"))
+    most, why = min(limits)
+    if args.workers > most:
+        print(f"note: --workers {args.workers} capped at {most} ({why}; more would only "
+              "compete for them)", file=sys.stderr)  # fmt: skip
+        return most
+    return args.workers
+
+
+def _executor(args: argparse.Namespace, runs: int | None = None) -> Any:
     from superlevel.bench.executors import make_executor
 
-    _positive("--workers", args.workers)
+    workers = _workers(args, runs)
     try:
-        return _checked(make_executor, args.executor, workers=args.workers, address=args.address)
+        return _checked(make_executor, args.executor, workers=workers, address=args.address)
     except ImportError as exc:  # the optional extra is not installed
         raise UsageError(str(exc)) from exc
 
@@ -249,7 +343,12 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     what.add_argument("--task", help="task name (see `bench list`)")
     what.add_argument("--suite", help="suite name: quick | full")
     p.add_argument("--optimizers", help="comma-separated names (default: the quick suite's)")
-    p.add_argument("--seeds", type=int, default=None, help="seeds 1..N (default 1, suite: its own)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help=f"seeds 1..N, N at most {MAX_SEEDS} (default 1, suite: its own)",
+    )
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: the budget's)")
     p.add_argument("--budget", default=None, help="quick | full (default quick, suite: its own)")
     p.add_argument(
@@ -334,7 +433,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from superlevel.bench.suites import SUITES, get_suite
     from superlevel.bench.tasks import get_task
 
-    _positive("--seeds", args.seeds)
+    _positive("--seeds", args.seeds, MAX_SEEDS)
     _positive("--epochs", args.epochs)
     hp = _pairs(args.hp, "--hp")
     # "OPT:KEY=VALUE" applies to one optimizer, "KEY=VALUE" to all of them.
@@ -348,14 +447,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         suite = get_suite(args.suite)
         tasks = list(suite.tasks)
         optimizers = (
-            _names(args.optimizers, "optimizers") if args.optimizers else list(suite.optimizers)
+            _names(args.optimizers, "optimizers")
+            if args.optimizers is not None
+            else list(suite.optimizers)
         )
         seeds = args.seeds or suite.seeds
         budget = args.budget or suite.budget
     else:
         get_task(args.task)
         tasks = [args.task]
-        optimizers = _names(args.optimizers or ",".join(SUITES["quick"].optimizers), "optimizers")
+        given = args.optimizers  # "" is a mistake, not "the default"
+        optimizers = _names(",".join(SUITES["quick"].optimizers) if given is None else given,
+                            "optimizers")  # fmt: skip
         seeds = args.seeds or 1
         budget = args.budget or "quick"
     for name in optimizers:
@@ -365,7 +468,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(f"--hp names optimizer {name!r}, which is not in --optimizers")
     _check_device(args)  # fail on a bad device before any work
     if args.executor == "local" and not args.suite:
-        require_data(args.task, args.data_dir)  # before the store exists: nothing created
+        require_data(args.task, args.data_dir, options)  # before the store: nothing created
     configs = [
         _checked(
             make_config,
@@ -383,7 +486,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     ]
     log = _printer(args)
     start = time.perf_counter()
-    with _open_store(args) as store, _executor(args) as executor:
+    # The executor first: a Ray address that cannot be reached leaves no database behind.
+    with _executor(args, len({c.run_id for c in configs})) as executor, _open_store(args) as store:
         outcomes = run_many(
             configs,
             store,
@@ -404,7 +508,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     """``bench tune``: the tuning protocol on one task, then its finals."""
-    from superlevel.bench.run import make_config
+    from superlevel.bench.run import make_config, require_data
     from superlevel.bench.tune import TuneError, tune
 
     protocol = protocol_from(args)
@@ -417,7 +521,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
             make_config, args.task, name, 1, budget=args.budget, epochs=args.epochs,
             task_options=options,
         )  # fmt: skip
-    with _open_store(args) as store, _executor(args) as executor:
+    if args.executor == "local":
+        require_data(args.task, args.data_dir, options)  # before the store: nothing created
+    with _executor(args) as executor, _open_store(args) as store:
         try:
             results = tune(
                 args.task, optimizers, protocol, store, budget=args.budget, epochs=args.epochs,
@@ -484,6 +590,10 @@ def cmd_results(args: argparse.Namespace) -> int:
     """``bench results``: one row per run, CSV or an aligned table."""
     with _open_store(args, readonly=True) as store:
         runs = store.runs(task=args.task)
+    if args.task is not None and not runs:
+        from superlevel.bench.tasks import get_task
+
+        get_task(args.task)  # an unknown name is an error; a known one may have no runs yet
     rows = [[_cell(r, c) for c in RESULT_COLUMNS] for r in runs]
     if args.format == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")

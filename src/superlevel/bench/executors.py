@@ -27,6 +27,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import signal
+import socket
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -237,6 +238,41 @@ class LocalPoolExecutor(Executor):
 # ------------------------------------------------------------------ Ray
 
 
+RAY_CONNECT_TIMEOUT = 10.0  # seconds to reach a Ray address before giving up
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of ``host:port`` or ``ray://host:port``; ``None`` for other forms
+    (``auto``, ``local``: Ray finds those itself)."""
+    rest = address.removeprefix("ray://")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def probe_address(address: str, timeout: float = RAY_CONNECT_TIMEOUT) -> None:
+    """Check that something listens at a Ray ``address`` (a TCP connect, ``timeout`` s).
+
+    ``ray.init`` itself cannot be bounded: at an address nobody answers it retries for
+    many minutes, printing warnings. The probe turns that into one error in seconds.
+
+    Raises:
+        ValueError: nothing accepted a connection at ``address`` within ``timeout`` s.
+    """
+    target = _host_port(address)
+    if target is None:
+        return
+    try:
+        socket.create_connection(target, timeout=timeout).close()
+    except OSError as exc:
+        cause = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise ValueError(
+            f"cannot reach Ray at --address {address!r}: {cause} (tried for up to "
+            f"{timeout:g} s); start the cluster (`ray start --head`) or check the address"
+        ) from None
+
+
 def _ray_execute(job: RunJob) -> RunResult:
     return execute_job(job)
 
@@ -255,6 +291,8 @@ class RayExecutor(Executor):
         workers: runs in flight at once (default: the cluster's CPUs / ``num_cpus``).
         num_cpus: CPUs reserved per run.
         max_retries: how often Ray starts a task again whose worker process died.
+        connect_timeout: seconds to reach ``address`` (``host:port``, ``ray://...``)
+            before :class:`ValueError` (:func:`probe_address`).
     """
 
     remote = True
@@ -266,6 +304,7 @@ class RayExecutor(Executor):
         workers: int | None = None,
         num_cpus: float = 1,
         max_retries: int = 3,
+        connect_timeout: float = RAY_CONNECT_TIMEOUT,
     ) -> None:
         try:
             import ray
@@ -274,6 +313,8 @@ class RayExecutor(Executor):
         self._ray = ray
         self._owns = not ray.is_initialized()
         if self._owns:
+            if address is not None:
+                probe_address(address, connect_timeout)
             ray.init(address=address, log_to_driver=False)
         resources = ray.cluster_resources()
         self._gpus = resources.get("GPU", 0) > 0

@@ -27,13 +27,20 @@ database raises :class:`StoreError` with a message saying what to do.
 Our files are marked with ``PRAGMA application_id`` (:data:`APPLICATION_ID`); a file is
 recognised as ours (by that mark, or for files written before it, by the ``meta`` row
 and tables) *before* anything is written, so another application's SQLite file stays
-byte-identical. ``Store(path, readonly=True)`` (``bench results``, ``bench report``)
-opens the file read-only and never creates or changes one.
+byte-identical; so does a table-less file whose ``user_version`` another application
+set. ``path`` is a file path, nothing else: a SQLite URI (``file:...``) or a special
+name (``:memory:``, the empty string) is refused, since SQLite would open something
+other than that file (an in-memory database keeps nothing; a URI may name another
+file or mode). A JSON cell that no longer parses (a hand-edited or damaged row) is a
+:class:`StoreError` naming its table, column and run. ``Store(path, readonly=True)``
+(``bench results``, ``bench report``) opens the file read-only and never creates or
+changes one.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import time
 import urllib.parse
@@ -164,6 +171,33 @@ class StoreError(RuntimeError):
     """The results database cannot be used (corrupted, locked, wrong schema)."""
 
 
+def _check_path_name(path: str | Path) -> None:
+    """Refuse what SQLite would not read as this file: a URI, ``:memory:``, ``""``."""
+    text = str(path)
+    if isinstance(path, str) and text.lower().startswith("file:"):
+        raise StoreError(
+            f"results database {text!r} is a SQLite URI; give the path of a file "
+            f"(./{text} for a file of that name)"
+        )
+    if text in ("", ":memory:") or (isinstance(path, str) and text.strip() == ""):
+        raise StoreError(
+            f"results database {text!r} is not a file path (an in-memory or temporary "
+            "database would keep nothing); give the path of a file"
+        )
+
+
+def _json_cell(text: str | None, path: Path, table: str, column: str, key: str) -> Any:
+    """``json.loads(text)``, a damaged cell being a :class:`StoreError` that names it."""
+    try:
+        return json.loads(text) if text else None
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise StoreError(
+            f"results database {path}: the {column} of {key} in table {table} is not valid JSON "
+            f"({exc}: {str(text)[:40]!r}); the file was not changed - repair or remove that "
+            "row, or choose another --db"
+        ) from exc
+
+
 def _finite_or_none(x: Any) -> Any:
     # SQLite stores NaN as NULL anyway; inf is kept as a REAL but breaks JSON/CSV readers.
     if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
@@ -188,6 +222,10 @@ class Store:
     """
 
     def __init__(self, path: str | Path, *, timeout: float = 5.0, readonly: bool = False) -> None:
+        _check_path_name(path)
+        if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout >= 0):
+            raise StoreError(f"the lock timeout must be a finite number of seconds >= 0, "
+                             f"got {timeout!r}")  # fmt: skip
         self.path = Path(path)
         self.timeout = timeout
         self.readonly = readonly
@@ -342,6 +380,7 @@ class Store:
         try:
             check = self._conn.execute("PRAGMA quick_check").fetchone()[0]
             app_id = self._conn.execute("PRAGMA application_id").fetchone()[0]
+            user_version = self._conn.execute("PRAGMA user_version").fetchone()[0]
             tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master")}
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
@@ -350,15 +389,15 @@ class Store:
                 f"results database {self.path} is corrupted (integrity check: {check}); "
                 "it was left untouched - move it aside or choose another --db"
             )
-        if not tables and app_id in (0, APPLICATION_ID):
-            return "blank"
+        if not tables and app_id in (0, APPLICATION_ID) and user_version == 0:
+            return "blank"  # nothing in it says it is anyone's: it may become a store
         # Ours: marked, or (files written before the mark) our meta row and tables.
         if app_id != APPLICATION_ID and not (app_id == 0 and tables >= _TABLES):
             listed = ", ".join(sorted(tables)) or "none"
             raise StoreError(
                 f"{self.path} is a SQLite database of another application "
-                f"(application_id {app_id}, tables: {listed}); it was left untouched - "
-                "choose another --db"
+                f"(application_id {app_id}, user_version {user_version}, tables: {listed}); "
+                "it was left untouched - choose another --db"
             )
         row = self._query("SELECT value FROM meta WHERE key='schema_version'")
         version = row[0][0] if row else None
@@ -530,8 +569,8 @@ class Store:
         """Every kept tuning result (a dict), oldest first."""
         if self.schema_version == "1":
             return []
-        rows = self._query("SELECT result FROM tunings ORDER BY finished_at, tuning_id")
-        return [json.loads(r[0]) for r in rows]
+        rows = self._query("SELECT tuning_id, result FROM tunings ORDER BY finished_at, tuning_id")
+        return [_json_cell(r[1], self.path, "tunings", "result", f"tuning {r[0]}") for r in rows]
 
     def add_tags(self, run_id: str, tags: Iterable[str]) -> None:
         """Attach ``tags`` to an existing run."""
@@ -579,10 +618,13 @@ class Store:
         out = []
         for row in self._query(sql, args):
             d = dict(row)
-            d["task_options"] = json.loads(d["task_options"])
-            d["hparams"] = json.loads(d["hparams"])
-            d["env"] = json.loads(d["env"]) if d["env"] else {}
-            d["info"] = json.loads(d["info"]) if d["info"] else {}
+            where = f"run {d['run_id']}"
+            d["task_options"] = _json_cell(
+                d["task_options"], self.path, "configs", "task_options", where
+            )
+            d["hparams"] = _json_cell(d["hparams"], self.path, "configs", "hparams", where)
+            d["env"] = _json_cell(d["env"], self.path, "environment", "info", where) or {}
+            d["info"] = _json_cell(d["info"], self.path, "runs", "info", where) or {}
             d["tags"] = sorted(d["tags"].split(",")) if d["tags"] else []
             out.append(d)
         return out
@@ -592,7 +634,9 @@ class Store:
         if self.schema_version == "1":
             return None
         rows = self._query("SELECT info FROM code WHERE code_id=?", (code_id,))
-        return json.loads(rows[0][0]) if rows else None
+        return (
+            _json_cell(rows[0][0], self.path, "code", "info", f"code {code_id}") if rows else None
+        )
 
     def epoch_metrics(self, run_id: str) -> list[dict[str, Any]]:
         """Per-epoch rows of ``run_id`` ordered by epoch and split."""

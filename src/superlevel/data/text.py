@@ -26,7 +26,7 @@ from superlevel.data.base import (
     verify_md5,
 )
 
-__all__ = ["KJV_PATH", "CharCorpus", "encode_text", "load_char_corpus"]
+__all__ = ["KJV_PATH", "CharCorpus", "corpus_path", "encode_text", "load_char_corpus"]
 
 KJV_PATH = "text/kjv.txt.gz"  # relative to the data directory
 
@@ -97,7 +97,8 @@ class CharCorpus:
         return "".join(self.vocab[int(i)] for i in ids)
 
 
-def _resolve_corpus_path(path: str | os.PathLike[str] | None, data_dir: str | None) -> Path:
+def corpus_path(path: str | os.PathLike[str] | None, data_dir: str | None) -> Path:
+    """The file :func:`load_char_corpus` reads for ``path`` (see there); it may not exist."""
     if path is None:
         return resolve_data_dir(data_dir) / KJV_PATH
     p = Path(path).expanduser()
@@ -150,7 +151,7 @@ def load_char_corpus(
     """
     if not (0 < train < 1 and 0 < val < 1 and train + val < 1):
         raise ValueError(f"need 0 < train, val and train + val < 1, got train={train}, val={val}")
-    p = _resolve_corpus_path(path, None if data_dir is None else str(data_dir))
+    p = corpus_path(path, None if data_dir is None else str(data_dir))
     if not p.is_file():
         raise MissingDataError(
             f"text corpus: {p} not found. Put any UTF-8 text file there (or pass its path); "

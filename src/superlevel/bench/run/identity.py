@@ -25,6 +25,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import math
 import os
 import platform
 import subprocess
@@ -41,6 +42,7 @@ from superlevel.bench.optimizers import get_optimizer
 
 # Where the numbers of every run are computed; a task adds the module that builds it.
 NUMERIC_ROOTS = ("superlevel.bench.run.loop", "superlevel.bench.optimizers")
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)  # tasks train float32 parameters
 
 
 @dataclass(frozen=True)
@@ -95,11 +97,19 @@ def make_config(
 ) -> RunConfig:
     """Validate names and numbers and resolve defaults into a :class:`RunConfig`.
 
+    Every value is checked here, before any run starts: an option value the task would
+    refuse when built (``dim=0``, ``label_noise=1.5``) and a hyperparameter that no
+    float32 parameter can take (``lr=1e308`` overflows torch's conversion) are errors
+    naming the option or hyperparameter, not ``failed`` runs.
+
     Raises:
         UnknownNameError: unknown task or optimizer.
-        ValueError: seed or epochs < 1, unknown budget, option or hyperparameter.
+        ValueError: seed or epochs < 1, unknown budget, option or hyperparameter, a bad
+            option value, a hyperparameter beyond float32's range.
     """
+    from superlevel.bench.registry import ConfigError
     from superlevel.bench.tasks import get_task
+    from superlevel.bench.tasks.registry import OPTION_VALIDATORS
 
     spec = get_task(task)
     opt = get_optimizer(optimizer)
@@ -115,13 +125,22 @@ def make_config(
         raise ValueError(
             f"task {task!r} has no option {unknown[0]!r}; valid: {', '.join(sorted(spec.options))}"
         )
+    for key, value in options.items():
+        OPTION_VALIDATORS[key](value)  # ConfigError naming the option and the value
+    resolved = opt.resolve(hparams)
+    for key, value in resolved.items():
+        if isinstance(value, float) and math.isfinite(value) and abs(value) > FLOAT32_MAX:
+            raise ConfigError(
+                f"hyperparameter {key}={value:g} of {optimizer!r} is beyond float32's range "
+                f"(|value| <= {FLOAT32_MAX:.4g}): torch cannot apply it to the parameters"
+            )
     return RunConfig(
         task=task,
         optimizer=optimizer,
         seed=seed,
         budget=budget,
         epochs=epochs,
-        hparams=opt.resolve(hparams),
+        hparams=resolved,
         task_options=options,
     )
 

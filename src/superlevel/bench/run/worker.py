@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,32 +100,49 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def missing_data(task: str, data_dir: str | Path | None) -> str | None:
-    """Where the data folder of ``task`` was looked for, when it is absent; else ``None``."""
+def missing_data(
+    task: str, data_dir: str | Path | None, options: Mapping[str, Any] | None = None
+) -> str | None:
+    """Where the data of ``task`` was looked for, when it is absent; else ``None``.
+
+    A task with a ``corpus`` option (the character models) reads one text file: the
+    ``corpus`` given in ``options``, else its default (``text/kjv.txt.gz`` in the data
+    folder); the others read their data folder (``get_task(task).needs_data``).
+    """
     from superlevel.bench.tasks import get_task
     from superlevel.data.base import resolve_data_dir
 
-    needs = get_task(task).needs_data
-    if needs is None:
+    spec = get_task(task)
+    if "corpus" in spec.options:
+        from superlevel.data.text import corpus_path
+
+        corpus = {**spec.options, **(options or {})}["corpus"]
+        path = corpus_path(corpus, None if data_dir is None else str(data_dir))
+        return None if path.is_file() else f"no file {path}"
+    if spec.needs_data is None:
         return None
-    folder = resolve_data_dir(data_dir) / needs
+    folder = resolve_data_dir(data_dir) / spec.needs_data
     return None if folder.is_dir() else f"no folder {folder}"
 
 
-def require_data(task: str, data_dir: str | Path | None) -> None:
-    """Raise ``MissingDataError`` when the data folder of ``task`` is absent.
+def require_data(
+    task: str, data_dir: str | Path | None, options: Mapping[str, Any] | None = None
+) -> None:
+    """Raise ``MissingDataError`` when the data of ``task`` (with ``options``) is absent.
 
     A cheap check before anything is created (a database, a checkpoint folder); the
     loaders still check every file when the task is built.
     """
     from superlevel.data.base import MissingDataError
 
-    where = missing_data(task, data_dir)
+    where = missing_data(task, data_dir, options)
     if where is not None:
-        raise MissingDataError(
-            f"task {task!r} needs its data set: {where} (set --data-dir or $SUPERLEVEL_DATA; "
-            "`superlevel data download` fetches it)"
+        how = (
+            "put a UTF-8 text file there or pass --option corpus=FILE"
+            if where.startswith("no file")
+            else "set --data-dir or $SUPERLEVEL_DATA; `superlevel data download` fetches it"
         )
+        raise MissingDataError(f"task {task!r} needs its data set: {where} ({how})")
 
 
 def execute_job(job: RunJob) -> RunResult:

@@ -94,7 +94,7 @@ for _spec in [
             "full": Budget(50, 200, target=0.6),
         },
         {**_TEXT_OPTIONS, "seq_len": 50},
-        "kjv",
+        "text",
         _char_model(lambda vocab, _seq_len: models.CharLSTM(vocab), "LSTM 2x128, embedding 128"),
         metric_name="accuracy",
         higher_is_better=True,
@@ -107,7 +107,7 @@ for _spec in [
             "full": Budget(64, 50, target=0.6),
         },
         {**_TEXT_OPTIONS, "seq_len": 64},
-        "kjv",
+        "text",
         _char_model(
             lambda vocab, seq_len: models.CharTransformer(vocab, context=seq_len),
             "decoder-only Transformer, 2 layers, d=128, 4 heads",

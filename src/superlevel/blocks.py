@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["replace_block", "write_atomic"]
+__all__ = ["check_block", "replace_block", "write_atomic"]
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -18,6 +18,24 @@ def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def check_block(path: str | os.PathLike[str], begin: str, end: str) -> None:
+    """Check, before any work, that :func:`replace_block` can rewrite ``path``'s block.
+
+    Raises:
+        ValueError: ``path`` is not a readable UTF-8 file, or lacks either marker.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file (it must exist and hold the block {begin!r})")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read it as UTF-8 text ({exc})") from exc
+    start, stop = text.find(begin), text.find(end)
+    if start < 0 or stop < start:
+        raise ValueError(f"{path} has no generated block (the lines {begin!r} ... {end!r})")
 
 
 def replace_block(path: str | os.PathLike[str], begin: str, end: str, block: str) -> bool:

@@ -26,19 +26,21 @@ README_END = "<!-- end of demo summary -->"
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``demo`` command."""
-    from superlevel.bench.cli import _guarded, add_executor_options
+    from superlevel.bench.cli import _guarded, add_executor_options, seconds
     from superlevel.bench.executors import default_workers
 
     p = subparsers.add_parser("demo", help="run the quick benchmark suite and write the report")
     p.add_argument("--db", default=DEFAULT_DB, help=f"results database (default {DEFAULT_DB})")
-    p.add_argument("--db-timeout", type=float, default=5.0, help="seconds to wait for a lock")
+    p.add_argument("--db-timeout", type=seconds, default=5.0, help="seconds to wait for a lock")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"report folder (default {DEFAULT_OUT})")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     p.add_argument("--budget", default=None, help="quick | full (default: the suite's, quick)")
     p.add_argument("--data-dir", default=None, help="data folder (default: $SUPERLEVEL_DATA)")
     p.add_argument("--checkpoint-dir", default=None, help="default: checkpoints/ next to --db")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-run lines")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch default)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads, 0 up to the CPUs (0: torch's)"
+    )
     p.add_argument("--readme", default=None, help="also rewrite the demo block of this README file")
     add_executor_options(p)
     p.set_defaults(func=_guarded(run_demo), workers=default_workers())
@@ -46,16 +48,23 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     """Run the quick suite into ``args.db`` and write the report into ``args.out``."""
-    from superlevel.bench.cli import _executor, _open_store, _printer
+    from superlevel.bench.cli import _check_device, _checked, _executor, _open_store, _printer
     from superlevel.bench.report import write_report
-    from superlevel.bench.run import missing_data
+    from superlevel.bench.run import make_config, missing_data
     from superlevel.bench.suites import get_suite
     from superlevel.bench.tune import Protocol, Setting, TuneError, tune_settings
-    from superlevel.blocks import replace_block
+    from superlevel.blocks import check_block, replace_block
 
     start = time.perf_counter()
     suite = get_suite("quick")
     budget = args.budget or suite.budget
+    # Every input is checked before the first run: minutes of training must not end in
+    # an error a look at the arguments would have found.
+    _check_device(args)
+    for task in suite.tune_tasks:
+        _checked(make_config, task, suite.optimizers[0], 1, budget=budget)
+    if args.readme:
+        _checked(check_block, args.readme, README_BEGIN, README_END)
     log = _printer(args)
     settings = []
     for task in suite.tune_tasks:
@@ -65,7 +74,7 @@ def run_demo(args: argparse.Namespace) -> int:
             continue
         settings.append(Setting(task, budget))
     protocol = Protocol(trials=suite.trials, seeds=suite.seeds)
-    with _open_store(args) as store, _executor(args) as executor:
+    with _executor(args) as executor, _open_store(args) as store:
         before = store.count("runs")
         try:
             tune_settings(

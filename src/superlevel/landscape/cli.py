@@ -1,11 +1,22 @@
-"""``superlevel landscape``: the level-set demo on synthetic landscapes."""
+"""``superlevel landscape``: the level-set demo on synthetic landscapes.
+
+Bad arguments end in a usage error (exit status 2) before anything is computed: a
+``--resolution`` above :data:`MAX_RESOLUTION` (the grid holds ``resolution**2`` points),
+an ``--out`` that is a folder, has a format matplotlib cannot write, or lies where
+nothing can be created. ``--out FILE`` without a suffix writes ``FILE.png`` and says so.
+"""
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import sys
+from pathlib import Path
 
 from superlevel.landscape.demo import DEMO_FUNCTIONS, OPTIMIZERS, _known_names
+
+MAX_RESOLUTION = 2001  # a 2001 x 2001 grid: 4 M points, about 32 MB per float64 array
 
 
 def _optimizer_list(text: str) -> list[str]:
@@ -24,6 +35,42 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def _resolution(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_RESOLUTION:
+        raise argparse.ArgumentTypeError(
+            f"at most {MAX_RESOLUTION} (the grid has resolution**2 points), got {value}"
+        )
+    return value
+
+
+def _figure_path(text: str) -> Path:
+    """``--out``: the file the figure goes to (``.png`` added when there is no suffix),
+    refused when it cannot be written."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is a folder; give a file name, e.g. {str(path / 'landscape.png')!r}"
+        )
+    if not path.suffix:
+        path = path.with_name(path.name + ".png")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix[1:].lower() not in formats:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: matplotlib cannot write {path.suffix!r} files; use .png "
+            f"(or one of {', '.join(sorted(formats))})"
+        )
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:  # created when saving
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        why = "is not a folder" if not folder.is_dir() else "is not writable"
+        raise argparse.ArgumentTypeError(f"cannot write {str(path)!r}: {str(folder)!r} {why}")
+    return path
 
 
 def _non_negative_float(text: str) -> float:
@@ -63,7 +110,11 @@ def _run_demo(args: argparse.Namespace) -> int:
         args.parser.error(str(exc))
     print(format_report(result))
     if args.out:
-        plot_demo(result, args.out)
+        try:
+            plot_demo(result, args.out)
+        except OSError as exc:  # checked up front, but the disk may still refuse
+            print(f"error: cannot write figure {args.out}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
         print(f"figure: {args.out}")
     return 0
 
@@ -110,9 +161,14 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--start", type=_point, default=None, help="explicit start 'x,y'")
     demo.add_argument(
         "--resolution",
-        type=_positive_int,
+        type=_resolution,
         default=301,
-        help="grid points per axis for the components",
+        help=f"grid points per axis for the components, at most {MAX_RESOLUTION} (default 301)",
     )
-    demo.add_argument("--out", default=None, help="write the figure here (PNG)")
+    demo.add_argument(
+        "--out",
+        type=_figure_path,
+        default=None,
+        help="write the figure to this file (PNG; .png is added when it has no suffix)",
+    )
     demo.set_defaults(func=_run_demo, parser=demo)

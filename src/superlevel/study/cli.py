@@ -1,4 +1,10 @@
-"""``superlevel study``: run the study's sections through the harness and write the report."""
+"""``superlevel study``: run the study's sections through the harness and write the report.
+
+Every argument is checked before the store is opened (a bad ``--device`` or
+``--threads``, a README without the study block); ``--report-only`` opens the store
+read-only (an empty or absent file is an error, never given a schema); and a store this
+call created is removed again when the call fails before storing anything.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,8 @@ from superlevel.study.profiles import PROFILES
 def _run(args: argparse.Namespace) -> int:
     import torch
 
+    from superlevel.bench.cli import UsageError, check_threads
+    from superlevel.bench.run import resolve_device
     from superlevel.bench.store import Store, StoreError
     from superlevel.study.common import Context
     from superlevel.study.report import write_report
@@ -21,9 +29,9 @@ def _run(args: argparse.Namespace) -> int:
         ids = parse_only(args.only)
         if args.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {args.workers}")
-        if args.threads < 0:
-            raise ValueError(f"--threads must be >= 0, got {args.threads}")
-    except ValueError as exc:
+        check_threads(args.threads)
+        resolve_device(args.device)  # a bad or absent device, before the store exists
+    except (ValueError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.readme:
@@ -38,11 +46,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.report_only and not db.exists():
         print(f"error: no stored results at {db}; run the study first", file=sys.stderr)
         return 2
+    created = not (db.is_file() and db.stat().st_size > 0)
     before = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        with Store(db) as store:
+        with Store(db, readonly=args.report_only) as store:
             ctx = Context(
                 store=store,
                 out=out,
@@ -56,13 +65,32 @@ def _run(args: argparse.Namespace) -> int:
             if not args.report_only:
                 run_sections(ctx, ids)
             path = write_report(ctx, Path(args.readme) if args.readme else None)
+    except BrokenPipeError:  # the reader went away: the entry point ends quietly
+        raise
     except (StoreError, ValueError, OSError) as exc:
+        if created and not args.report_only:
+            _remove_if_empty(db)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
         torch.set_num_threads(before)
     print(f"report -> {path}")
     return 0
+
+
+def _remove_if_empty(db: Path) -> None:
+    """Remove the store ``db`` this call created, when it holds no run: a failed first call
+    (missing data, a bad section argument) leaves no empty database behind."""
+    from superlevel.bench.store import Store, StoreError
+
+    try:
+        with Store(db, readonly=True) as store:
+            empty = store.count("runs") == 0 and store.count("tunings") == 0
+    except StoreError:
+        return  # not a store we can read: leave it as it is
+    if empty:
+        for path in (db, db.with_name(db.name + "-journal")):
+            path.unlink(missing_ok=True)
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:

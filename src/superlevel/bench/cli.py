@@ -502,7 +502,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             other_code=args.other_code,
         )
     seconds = time.perf_counter() - start
-    print(f"{outcome_counts(outcomes)} in {seconds:.1f}s -> {args.db}")
+    earlier = sum(o.status == "failed" and o.previous for o in outcomes)
+    again = (
+        f"; {earlier} failed in an earlier call and were not run again (fixed data or "
+        "code? --retry-failed reruns them)"
+        if earlier
+        else ""
+    )
+    print(f"{outcome_counts(outcomes)} in {seconds:.1f}s -> {args.db}{again}")
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 

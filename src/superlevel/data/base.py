@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import zlib
 from pathlib import Path
 
 __all__ = [
     "DATA_ENV",
+    "MAX_DECOMPRESSED",
     "DataIntegrityError",
     "MissingDataError",
     "md5_bytes",
@@ -83,19 +85,33 @@ def verify_md5(data: bytes, expected: str | None, path: Path, what: str = "conte
         )
 
 
-def read_maybe_gzip(path: Path) -> bytes:
+MAX_DECOMPRESSED = 1 << 30  # 1 GiB: 20x MNIST's largest file; a bigger one is refused
+
+
+def read_maybe_gzip(path: Path, max_bytes: int = MAX_DECOMPRESSED) -> bytes:
     """Read a file, gunzipping it when its name ends in ``.gz``.
 
+    Decompression stops after ``max_bytes`` bytes: a small file that expands without
+    bound (a gzip bomb) is refused before it fills memory.
+
     Raises:
-        DataIntegrityError: the gzip stream is truncated or corrupt.
+        DataIntegrityError: the gzip stream is truncated or corrupt, or expands beyond
+            ``max_bytes``.
     """
     raw = path.read_bytes()
     if path.suffix != ".gz":
         return raw
     try:
-        return gzip.decompress(raw)
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as fh:
+            data = fh.read(max_bytes + 1)  # streamed: never more than this in memory
     except (EOFError, OSError, zlib.error) as exc:
         raise DataIntegrityError(f"{path}: not a complete gzip file ({exc})") from exc
+    if len(data) > max_bytes:
+        raise DataIntegrityError(
+            f"{path}: expands to more than {max_bytes} bytes ({len(raw)} compressed); refused "
+            "as a likely gzip bomb - a real data file of that size must be stored uncompressed"
+        )
+    return data
 
 
 def find_file(folder: Path, stem: str, dataset: str) -> Path:

@@ -77,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _escape_unencodable_output()
     try:
         result = args.func(args)
+        sys.stdout.flush()  # a short output meets a closed pipe only here, not at exit
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

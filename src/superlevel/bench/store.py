@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import time
 import urllib.parse
@@ -265,7 +266,8 @@ class Store:
     def _connect(self, *, readonly: bool) -> sqlite3.Connection:
         target = str(self.path)
         if readonly:
-            target = f"file:{urllib.parse.quote(str(self.path.resolve()))}?mode=ro"
+            # Quoted as bytes: a file name that is not UTF-8 (surrogate escapes) still works.
+            target = f"file:{urllib.parse.quote(os.fsencode(self.path.resolve()))}?mode=ro"
         try:
             conn = sqlite3.connect(target, timeout=self.timeout, isolation_level=None, uri=readonly)
         except sqlite3.Error as exc:

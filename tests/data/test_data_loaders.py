@@ -306,3 +306,18 @@ def test_the_tasks_cache_mnist1d_where_the_cache_says(tmp_path, monkeypatch):
     generated._mnist1d_cached.cache_clear()
     build_task("mnist1d_mlp", seed=1)
     assert (tmp_path / "mnist1d_n5000_s42.npz").is_file()
+
+
+def test_a_gzip_bomb_is_refused_before_it_fills_memory(tmp_path, monkeypatch):
+    from superlevel.data import base
+
+    bomb = tmp_path / "kjv.txt.gz"
+    bomb.write_bytes(gzip.compress(b"a" * 200_000))  # about 300 bytes on disk
+    with pytest.raises(DataIntegrityError, match=r"expands to more than 100000 bytes"):
+        base.read_maybe_gzip(bomb, max_bytes=100_000)
+    assert base.read_maybe_gzip(bomb, max_bytes=200_000) == b"a" * 200_000  # at the cap: kept
+    # The loaders use the default cap: lowered here, a corpus above it is refused.
+    monkeypatch.setattr(base.read_maybe_gzip, "__defaults__", (50_000,))
+    with pytest.raises(DataIntegrityError, match="gzip bomb"):
+        load_char_corpus(bomb)
+    assert base.MAX_DECOMPRESSED == 1 << 30

@@ -109,3 +109,42 @@ def test_plot_components_draws_into_given_axes():
         from superlevel.landscape.components import Grid
 
         plot_components(Grid((torch.zeros(3).numpy(),), torch.zeros(3).numpy()), 0.0)
+
+
+def test_cli_checks_out_and_resolution_before_computing(tmp_path, capsys):
+    quick = ["landscape", "demo", "--steps", "5", "--resolution", "21"]
+    folder = tmp_path / "figs"
+    folder.mkdir()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for extra, fragment in (
+        (["--resolution", "100000"], "at most 2001 (the grid has resolution**2 points)"),
+        (["--out", str(folder)], f"'{folder}' is a folder; give a file name"),
+        (["--out", str(tmp_path / "x.xyz")], "matplotlib cannot write '.xyz' files"),
+        (["--out", str(blocker / "x.png")], f"'{blocker}' is not a folder"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main([*quick, *extra])
+        assert exc.value.code == 2
+        out, err = capsys.readouterr()
+        assert fragment in err and out == "", err  # refused before any output
+    assert list(folder.iterdir()) == []
+    # No suffix: the figure is FILE.png, and that is the name printed.
+    assert main([*quick, "--out", str(tmp_path / "fig")]) == 0
+    assert f"figure: {tmp_path / 'fig.png'}" in capsys.readouterr().out
+    assert (tmp_path / "fig.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_cli_a_figure_the_disk_refuses_is_one_error_line(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from matplotlib.figure import Figure
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", full_disk)
+    out = tmp_path / "x.png"
+    assert main(["landscape", "demo", "--steps", "5", "--resolution", "21", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: cannot write figure {out}: No space left on device\n"

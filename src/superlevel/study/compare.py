@@ -1,7 +1,7 @@
 """The study's tuned comparisons, on the benchmark's one protocol and one statistics module.
 
 A :class:`Comparison` is optimizers on settings under
-:class:`superlevel.bench.tune.Protocol` (equal trials, successive halving, edge
+:class:`superlevel.bench.tune.Protocol` (equal trials, each in full, edge
 extension, a tuning seed never scored, finals on seeds ``1..n``); :func:`run_comparison`
 trains it through :func:`superlevel.bench.tune.tune_settings` and
 :func:`load_comparison` replays it from the store without training. :func:`summarize`
@@ -36,7 +36,8 @@ def protocol_text(trials: int, seeds: int, metric: str = "the validation metric"
     return (
         f"Each (setting, optimizer): the bench tuning protocol (docs/benchmark.md), {trials} "
         "quasi-random trials over the optimizer's whole search space, the same number for "
-        "every optimizer, successive halving, ranges extended while the selection sits on "
+        "every optimizer, each trained for the full budget, ranges extended while the "
+        "selection sits on "
         f"an edge, selected by {metric} of the tuning seed 1001; then the final seeds "
         f"1..{seeds}, never looked at during selection. A diverged final seed is scored as "
         "the untrained model. The test split selects nothing."
@@ -60,7 +61,8 @@ class Comparison:
     """Optimizers tuned with the bench protocol on settings, then run on final seeds.
 
     ``trials`` search points per (setting, optimizer), the same for all; finals on seeds
-    ``1..seeds``; ``halving`` is the successive-halving factor.
+    ``1..seeds``; ``halving`` is the successive-halving factor (the protocol's default:
+    every trial in full).
     """
 
     settings: tuple[Setting, ...]
@@ -69,7 +71,7 @@ class Comparison:
     seeds: int
     budget: str = "quick"
     epochs: int | None = None
-    halving: int = 3
+    halving: int = Protocol.halving
 
     @property
     def protocol(self) -> Protocol:

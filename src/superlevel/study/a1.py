@@ -31,8 +31,7 @@ from superlevel.study.common import (
     Context,
     Tally,
     Verdict,
-    compute_seconds,
-    hardware_text,
+    compute_text,
     paragraphs,
 )
 from superlevel.study.compare import (
@@ -107,10 +106,7 @@ def blocks(ctx: Context, cfg: Config, m: Compared) -> list[Block]:
     return [
         *paragraphs(protocol(cfg)),
         *missing_blocks(m.missing),
-        Paragraph(
-            f"{len(m.out.all_runs)} runs, {compute_seconds(m.out.all_runs) / 60:.1f} min of "
-            f"compute. Hardware: {hardware_text(m.out.all_runs)}."
-        ),
+        Paragraph(compute_text(m.out.all_runs)),
         table,
     ]
 

@@ -259,6 +259,12 @@ def compute_seconds(runs: Sequence[dict[str, Any]]) -> float:
     return float(sum(r.get("wall_s") or 0.0 for r in runs))
 
 
+def compute_text(runs: Sequence[dict[str, Any]]) -> str:
+    """``"N runs, M min of compute. Hardware: ..."``: what every section says it cost."""
+    return (f"{len(runs)} runs, {compute_seconds(runs) / 60:.1f} min of compute. "
+            f"Hardware: {hardware_text(runs)}.")  # fmt: skip
+
+
 def save_figure(fig: Any, path: Path) -> Path:
     """Save ``fig`` as a PNG without metadata that varies between runs, and close it."""
     import matplotlib.pyplot as plt

@@ -50,9 +50,8 @@ from superlevel.study.common import (
     Context,
     Tally,
     Verdict,
-    compute_seconds,
+    compute_text,
     fmt,
-    hardware_text,
     new_figure,
     paired_tally,
     paragraphs,
@@ -337,8 +336,7 @@ def blocks(ctx: Context, cfg: Config, m: Measured) -> list[Block]:
         Paragraph(
             f"Budget: {cfg.epochs} epochs x 32 steps = {cfg.epochs * 32} steps per run; the "
             f"grid of {len(cfg.lr_grid)} a0 per arm on the tuning seed {TUNING_SEED} and seeds "
-            f"1..{cfg.seeds}; {len(all_runs)} runs, {compute_seconds(all_runs) / 60:.1f} min "
-            f"of compute. Hardware: {hardware_text(all_runs)}."
+            f"1..{cfg.seeds}; " + compute_text(all_runs)
         ),
         Table(header, m.rows),
         Paragraph(

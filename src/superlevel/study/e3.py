@@ -33,9 +33,8 @@ from superlevel.study.common import (
     ClaimEvidence,
     Context,
     Verdict,
-    compute_seconds,
+    compute_text,
     fmt,
-    hardware_text,
     new_figure,
     paragraphs,
     rising_fraction,
@@ -258,9 +257,7 @@ def blocks(ctx: Context, cfg: Config, m: Measured) -> list[Block]:
             f"Budget: harness budget `{cfg.budget}` of `{cfg.task}`"
             + (f", options {dict(cfg.task_options)}" if cfg.task_options else "")
             + f"; the grid on the tuning seed {TUNING_SEED} and seeds 1..{cfg.seeds}, SGD at "
-            f"lr {', '.join(f'{x:g}' for x in cfg.sgd_lrs)}; {len(all_runs)} runs, "
-            f"{compute_seconds(all_runs) / 60:.1f} min of compute. Hardware: "
-            f"{hardware_text(all_runs)}."
+            f"lr {', '.join(f'{x:g}' for x in cfg.sgd_lrs)}; " + compute_text(all_runs)
         ),
         Image(figure, "E3 heatmaps"),
         Table(head, m.rows),

@@ -17,9 +17,8 @@ from superlevel.bench.report.render import Block, Image, Paragraph, Table
 from superlevel.study.common import (
     Context,
     Verdict,
-    compute_seconds,
+    compute_text,
     fmt,
-    hardware_text,
     new_figure,
     paragraphs,
     run_rising_fraction,
@@ -112,8 +111,7 @@ def blocks(ctx: Context, cfg: Config, m: Compared) -> list[Block]:
         Paragraph(
             f"Budget: harness budget `{cfg.budget}` of `{cfg.task}`; {cfg.trials} grid "
             f"trials per optimizer on the tuning seed, then {cfg.seeds} seeds; "
-            f"{len(m.out.all_runs)} runs, {compute_seconds(m.out.all_runs) / 60:.1f} min of "
-            f"compute. Hardware: {hardware_text(m.out.all_runs)}."
+            + compute_text(m.out.all_runs)
         ),
         Image(figure, "N2 accuracy per activation"),
         table,

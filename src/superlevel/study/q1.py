@@ -21,9 +21,8 @@ from superlevel.study.common import (
     ClaimEvidence,
     Context,
     Verdict,
-    compute_seconds,
+    compute_text,
     fmt,
-    hardware_text,
     new_figure,
     paragraphs,
     save_figure,
@@ -117,9 +116,7 @@ def blocks(ctx: Context, cfg: Config, m: Compared) -> list[Block]:
         *missing_blocks(m.missing),
         Paragraph(
             f"Budget: as listed per task; {cfg.trials} trials per optimizer on the tuning "
-            f"seed, then {cfg.seeds} seeds; {len(m.out.all_runs)} runs, "
-            f"{compute_seconds(m.out.all_runs) / 60:.1f} min of compute. Hardware: "
-            f"{hardware_text(m.out.all_runs)}."
+            f"seed, then {cfg.seeds} seeds; " + compute_text(m.out.all_runs)
         ),
         Image(figure, "Q1 performance profile"),
         table,

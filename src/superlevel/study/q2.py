@@ -21,9 +21,8 @@ from superlevel.bench.report.render import Block, Image, Paragraph, Table
 from superlevel.study.common import (
     Context,
     Verdict,
-    compute_seconds,
+    compute_text,
     fmt,
-    hardware_text,
     new_figure,
     paragraphs,
     save_figure,
@@ -136,8 +135,7 @@ def blocks(ctx: Context, cfg: Config, m: Compared) -> list[Block]:
             f"Budget: harness budget `quick`{_epochs_text(cfg)}; "
             f"{cfg.trials} trials per optimizer (the bench tuning protocol), finals on "
             f"{cfg.seeds} seeds; "
-            f"{len(m.out.all_runs)} runs, {compute_seconds(m.out.all_runs) / 60:.1f} min of "
-            f"compute. Hardware: {hardware_text(m.out.all_runs)}."
+            + compute_text(m.out.all_runs)
         ),
         Image(figure, "Q2 accuracy per condition"),
         table,

@@ -25,8 +25,7 @@ from superlevel.bench.report.render import Block, Image, Paragraph, Table
 from superlevel.study.common import (
     Context,
     Verdict,
-    compute_seconds,
-    hardware_text,
+    compute_text,
     new_figure,
     paragraphs,
     save_figure,
@@ -125,8 +124,7 @@ def blocks(ctx: Context, cfg: Config, m: Compared) -> list[Block]:
             f"Budget: harness budget `{cfg.budget}` ({_steps_text(m.out.all_runs)}); "
             f"{cfg.trials} trials per optimizer (the bench tuning protocol), finals on "
             f"{cfg.seeds} seeds; "
-            f"{len(m.out.all_runs)} runs, {compute_seconds(m.out.all_runs) / 60:.1f} min of "
-            f"compute. Hardware: {hardware_text(m.out.all_runs)}."
+            + compute_text(m.out.all_runs)
         ),
         Image(figure, "Q3 return curves"),
         table,

@@ -106,6 +106,7 @@ def _scaled_norm(leaves: list[jax.Array], dtype: jnp.dtype) -> jax.Array:
     return jnp.where(jnp.isfinite(m), scale * jnp.sqrt(sq), m)
 
 
+@jax.jit  # eager callers: one compilation per tree structure, not a lax.cond per call
 def global_norm(tree: Any) -> jax.Array:
     r"""One L2 norm over every leaf of a pytree, exact for every finite gradient.
 
@@ -153,6 +154,11 @@ def modulation(grad_norm: jax.Array, norm_scale: Any = 1.0) -> tuple[jax.Array, 
     ok = jnp.isfinite(grad_norm)
     eta = 1.0 / (grad_norm / norm_scale + 1.0)
     return jnp.where(ok, eta, jnp.zeros_like(eta)), ok
+
+
+def _increment(count: jax.Array) -> jax.Array:
+    """``count + 1``, saturating at the int32 maximum (never wrapping to negative)."""
+    return jnp.where(count < jnp.iinfo(count.dtype).max, count + 1, count)
 
 
 def _times(factor: jax.Array, tree: Any) -> Any:
@@ -363,8 +369,8 @@ def superlevel(
         a = schedule(state.step).astype(dtype)
         eta = eta.astype(dtype)
         return new, SuperlevelState(
-            step=jnp.where(ok, optax.safe_increment(state.step), state.step),
-            skipped=jnp.where(ok, state.skipped, optax.safe_increment(state.skipped)),
+            step=jnp.where(ok, _increment(state.step), state.step),
+            skipped=jnp.where(ok, state.skipped, _increment(state.skipped)),
             grad_norm=n.astype(dtype),
             scale=eta,
             lr=a,

@@ -36,13 +36,6 @@ ATOL64 = 1e-15  # for elements that pass near zero
 RTOL32 = 2e-6
 
 
-@pytest.fixture
-def x64():
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", False)
-
-
 def _check_against_reference(kwargs, params, state, rtol, atol):
     ref_opt, ref, ps = run_reference(kwargs, grad_sequence())
     for k, v in ref.items():

@@ -386,7 +386,8 @@ def stats(state: Any) -> dict[str, jax.Array]:
     """What ``SuperLevelSGD.stats()`` gives, from the :class:`SuperlevelState` in ``state``.
 
     ``state`` may be any pytree holding one (``inject_hyperparams``, ``MultiSteps``,
-    ``apply_if_finite``, a Flax ``nnx.Optimizer``'s ``opt_state``); no host read.
+    ``apply_if_finite``, a Flax ``nnx.Optimizer``'s ``opt_state``, whose variables are
+    unwrapped); no host read.
 
     Returns:
         ``{"step", "grad_norm", "scale", "lr", "effective_lr", "skipped"}`` as arrays.
@@ -405,11 +406,11 @@ def stats(state: Any) -> dict[str, jax.Array]:
             f"in a {type(state).__name__}"
         )
     s = found[0]
-    return {
-        "step": s.step,
-        "grad_norm": s.grad_norm,
-        "scale": s.scale,
-        "lr": s.lr,
-        "effective_lr": s.effective_lr,
-        "skipped": s.skipped,
-    }
+    keys = ("step", "grad_norm", "scale", "lr", "effective_lr", "skipped")
+    return {k: _array(getattr(s, k)) for k in keys}
+
+
+def _array(x: Any) -> Any:
+    """The array itself, or the one a Flax ``nnx`` variable (``OptArray``) holds."""
+    get = getattr(x, "get_value", None)  # duck-typed: no Flax import
+    return get() if callable(get) else x

@@ -96,17 +96,36 @@ def _squares(x: jax.Array, dtype: jnp.dtype) -> jax.Array:
     return jnp.sum(x * x)
 
 
-def _scaled_norm(leaves: list[jax.Array], dtype: jnp.dtype) -> jax.Array:
-    r""":math:`m \sqrt{\sum (g / m)^2}` with :math:`m = \max |g|`: no square overflows."""
+def _scaled_norm(leaves: list[jax.Array], dtype: jnp.dtype) -> tuple[jax.Array, jax.Array]:
+    r""":math:`m \sqrt{\sum (g / m)^2}` with :math:`m = \max |g|` (no square overflows),
+    and whether every element is finite (``m`` is then finite)."""
     mags = [jnp.abs(x).astype(dtype) for x in leaves]
     m = jnp.max(jnp.stack([jnp.max(x, initial=0.0) for x in mags]))
     scale = jnp.where(jnp.isfinite(m) & (m > 0), m, jnp.ones((), dtype))
     sq = sum(jnp.sum(jnp.square(x / scale)) for x in mags)
     # m is inf (or nan) exactly when some element is: that is the norm then.
-    return jnp.where(jnp.isfinite(m), scale * jnp.sqrt(sq), m)
+    return jnp.where(jnp.isfinite(m), scale * jnp.sqrt(sq), m), jnp.isfinite(m)
 
 
 @jax.jit  # eager callers: one compilation per tree structure, not a lax.cond per call
+def _measure(tree: Any) -> tuple[jax.Array, jax.Array]:
+    """``(n, ok)``: the global norm and whether every element is finite."""
+    leaves = [x for x in jax.tree.leaves(tree) if x is not None]
+    if not leaves:
+        return jnp.zeros(()), jnp.ones((), bool)
+    dtype = _real_dtype(leaves)
+    plain = jnp.sqrt(sum(_squares(x, dtype) for x in leaves))
+    info = jnp.finfo(dtype)
+    # Below sqrt(tiny) / eps the squares of the largest elements may be subnormal.
+    low = float(np.sqrt(info.tiny) / info.eps)
+    fine = jnp.isfinite(plain) & (plain >= low)
+    return jax.lax.cond(
+        fine,
+        lambda: (plain, jnp.ones((), bool)),
+        lambda: tuple(v.astype(t) for v, t in zip(_scaled_norm(leaves, dtype), (dtype, bool))),
+    )
+
+
 def global_norm(tree: Any) -> jax.Array:
     r"""One L2 norm over every leaf of a pytree, exact for every finite gradient.
 
@@ -116,7 +135,8 @@ def global_norm(tree: Any) -> jax.Array:
     float32 gradient above ~1.8e19) or is so small that squares flush to zero, the
     scaled form :math:`m \sqrt{\sum (g/m)^2}`, :math:`m = \max |g|`, is taken instead
     (``lax.cond``: only then computed, except under ``vmap``). Non-finite (inf or nan)
-    exactly when some element is. Sharded leaves under ``jit`` give the norm of the whole
+    when some element is, and inf where the norm itself exceeds the dtype's largest
+    value (float32: 3.4e38). Sharded leaves under ``jit`` give the norm of the whole
     array (XLA reduces across the shards).
 
     Args:
@@ -125,18 +145,7 @@ def global_norm(tree: Any) -> jax.Array:
     Returns:
         A 0-dim array of the leaves' widest real dtype (``0.`` for an empty tree).
     """
-    leaves = [x for x in jax.tree.leaves(tree) if x is not None]
-    if not leaves:
-        return jnp.zeros(())
-    dtype = _real_dtype(leaves)
-    plain = jnp.sqrt(sum(_squares(x, dtype) for x in leaves))
-    info = jnp.finfo(dtype)
-    # Below sqrt(tiny) / eps the squares of the largest elements may be subnormal.
-    low = float(np.sqrt(info.tiny) / info.eps)
-    fine = jnp.isfinite(plain) & (plain >= low)
-    return jax.lax.cond(
-        fine, lambda: plain, lambda: _scaled_norm(leaves, dtype).astype(plain.dtype)
-    )
+    return _measure(tree)[0]
 
 
 def modulation(grad_norm: jax.Array, norm_scale: Any = 1.0) -> tuple[jax.Array, jax.Array]:
@@ -359,8 +368,10 @@ def superlevel(
         )
 
     def update(updates: Any, state: SuperlevelState, params: Any = None, **extra: Any):
-        n = global_norm(updates)
-        eta, ok = modulation(n, norm_scale)
+        n, ok = _measure(updates)
+        # ok: every element finite (a finite gradient whose norm exceeds the dtype gives
+        # n = inf and eta = 0, a step of weight decay only, as eta underflows to 0).
+        eta = jnp.where(ok, 1.0 / (n / norm_scale + 1.0), jnp.zeros_like(n))
         new, inner = chain.update(updates, state.inner_state, params, **{_ETA_ARG: eta}, **extra)
         # Selected, not multiplied: 0 * inf = nan. The old state keeps buffer and count.
         new = jax.tree.map(lambda u: jnp.where(ok, u, jnp.zeros_like(u)), new)

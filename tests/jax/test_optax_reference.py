@@ -12,9 +12,6 @@ jax = pytest.importorskip("jax", reason="the JAX tests need the jax extra (pip i
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-
-from superlevel.optax import stats, superlevel  # noqa: E402
-
 from optax_helpers import (  # noqa: E402
     CASES,
     COMPLETED,
@@ -26,6 +23,8 @@ from optax_helpers import (  # noqa: E402
     run_optax,
     run_reference,
 )
+
+from superlevel.optax import stats, superlevel  # noqa: E402
 
 RTOL64 = 1e-12
 ATOL64 = 1e-15  # for elements that pass near zero

@@ -35,7 +35,7 @@ def _concrete(value: Any) -> float | None:
     """
     if isinstance(value, jax.core.Tracer):
         return None
-    if isinstance(value, bool) or isinstance(value, complex):
+    if isinstance(value, bool | complex):
         raise TypeError(f"must be a real number, got {value!r} ({type(value).__name__})")
     if isinstance(value, numbers.Real):
         return float(value)
@@ -122,7 +122,9 @@ def _measure(tree: Any) -> tuple[jax.Array, jax.Array]:
     return jax.lax.cond(
         fine,
         lambda: (plain, jnp.ones((), bool)),
-        lambda: tuple(v.astype(t) for v, t in zip(_scaled_norm(leaves, dtype), (dtype, bool))),
+        lambda: tuple(
+            v.astype(t) for v, t in zip(_scaled_norm(leaves, dtype), (dtype, bool), strict=True)
+        ),
     )
 
 

@@ -39,3 +39,16 @@ def test_the_wheel_ships_py_typed(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert "superlevel/py.typed" in names
     assert "superlevel/optim/optimizer.py" in names
+    assert "superlevel/optax/_transform.py" in names  # the jax extra's module
+
+
+def test_the_jax_extra_is_declared_and_in_dev():
+    # CI installs `.[dev]`: the JAX tests only run if dev carries the jax extra's packages.
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11")
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    names = {req.split(">")[0].split("=")[0] for req in extras["jax"]}
+    assert names == {"jax", "optax", "flax"}
+    assert set(extras["jax"]) <= set(extras["dev"])

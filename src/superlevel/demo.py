@@ -1,7 +1,7 @@
 """``superlevel demo``: the project's main job — run the quick suite, write the report.
 
 Tunes every optimizer of the ``quick`` suite on each of its tasks with the tuning protocol
-(:mod:`superlevel.bench.tune`: the same number of trials for all, successive halving,
+(:mod:`superlevel.bench.tune`: the same number of trials for all, each in full,
 ranges extended off their edges, selection on a tuning seed, finals on seeds never looked
 at) into ``results/superlevel.db``, keeping finished runs (a second call only writes the
 report again), and writes ``results/report/report.md``, ``report.html`` and ``figures/``. Runs

@@ -85,8 +85,15 @@ def test_summarize_counts_divergence_and_unreached_targets() -> None:
     runs = [
         _run("sgd", 1, ["default"], metric=0.8, steps_to_target=30, train_s=0.2),
         _run("sgd", 2, ["default"], metric=0.9, steps_to_target=None, train_s=0.4),
-        _run("sgd", 3, ["default"], metric=None, status="diverged", steps_to_target=None,
-             initial_test_metric=0.1),  # the untrained model's accuracy: its score
+        _run(
+            "sgd",
+            3,
+            ["default"],
+            metric=None,
+            status="diverged",
+            steps_to_target=None,
+            initial_test_metric=0.1,
+        ),  # the untrained model's accuracy: its score
     ]
     s = summarize(runs)
     assert s.n == 3 and s.diverged == 1 and s.reached == 1
@@ -171,3 +178,26 @@ def test_guard_sentence_sums_counters_over_seeds() -> None:
         "(3 retries, 1 steps skipped), summed over 2 seeds."
     )
     assert guard_text(compared[:1]) == ""
+
+
+def test_lists_anchors_links_and_italics_render_in_both(tmp_path) -> None:
+    from superlevel.bench.report.render import Bullets
+
+    blocks = [
+        Heading(2, "E1", anchor="e1"),
+        Paragraph("*final f - f\\*(x)*: see [E1](#e1); a * b stays, `*code*` too"),
+        Bullets(["one **two**", "three"]),
+    ]
+    md = to_markdown(blocks, tmp_path)
+    assert md == (
+        "## E1\n\n*final f - f\\*(x)*: see [E1](#e1); a * b stays, `*code*` too\n\n"
+        "- one **two**\n- three\n"
+    )
+    page = to_html(blocks, title="the study")
+    assert "<title>the study</title>" in page and '<h2 id="e1">E1</h2>' in page
+    assert (
+        '<p><i>final f - f*(x)</i>: see <a href="#e1">E1</a>; a * b stays, '
+        "<code>*code*</code> too</p>"
+    ) in page
+    assert "<ul><li>one <b>two</b></li><li>three</li></ul>" in page
+    assert "<title>superlevel benchmark</title>" in to_html([])  # the bench's page title

@@ -73,7 +73,7 @@ def test_search_runs_on_the_tuning_seed_finals_on_fresh_seeds(tmp_path: Path) ->
 
 def test_successive_halving_trains_the_best_third_further(tmp_path: Path) -> None:
     store = Store(tmp_path / "r.db")
-    res = tune("quadratic", ["sgd"], Protocol(trials=9, seeds=1, max_rounds=0), store,
+    res = tune("quadratic", ["sgd"], Protocol(trials=9, seeds=1, halving=3, max_rounds=0), store,
                epochs=6)["sgd"]  # fmt: skip
     assert res.rungs == [[1, 9], [2, 3], [6, 1]]
     rows = [store.get_run(t["run_id"]) for t in res.trials]
@@ -148,7 +148,7 @@ def test_a_run_that_errors_stops_the_protocol(tmp_path: Path, monkeypatch) -> No
 
 def test_the_protocol_replays_from_the_store_without_training(tmp_path: Path) -> None:
     store = Store(tmp_path / "r.db")
-    protocol = Protocol(trials=3, seeds=2, max_rounds=1)
+    protocol = Protocol(trials=3, seeds=2, halving=3, max_rounds=1)
     settings = [Setting("quadratic", epochs=3)]
     with pytest.raises(Incomplete, match="0 of 3 runs"):
         tune_settings(settings, ["superlevel"], protocol, store, train=False)

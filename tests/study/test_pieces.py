@@ -60,10 +60,11 @@ def test_claims_combine_and_table():
     assert combine([]) == "not tested"
     assert combine(["supported", "supported"]) == "supported"
     assert combine(["supported", "not supported"]) == "mixed"
-    s = SectionResult("E9", "t", "done", "", "", {"C2": ClaimEvidence("supported", "x 0.1")})
+    s = SectionResult("E9", "t", "done", [], "", {"C2": ClaimEvidence("supported", "x 0.1")})
     table = claims_table([s])
-    assert "| C2 |" in table and "**supported**" in table and "x 0.1" in table
-    assert table.count("**not tested**") == 4
+    c2 = next(r for r in table.rows if r[0] == "C2")
+    assert c2[2] == "**supported**" and c2[3] == "x 0.1 (supported)"
+    assert [r[2] for r in table.rows].count("**not tested**") == 4
     with pytest.raises(ValueError, match="verdict"):
         ClaimEvidence("maybe", "")
 
@@ -128,3 +129,57 @@ def test_a_width_that_reaches_the_floor_is_left_out():
     assert e1._width_unless_floored(lrs, red, [False] * 4) == pytest.approx(1.0)
     assert e1._width_unless_floored(lrs, red, [False, False, True, False]) is None
     assert e1._width_unless_floored(lrs, red, [False, False, False, True]) == pytest.approx(1.0)
+
+
+def _comparison(verdict: str):
+    from superlevel.bench.stats import Comparison
+
+    return Comparison(None, 1.0, 1.0, 0.0, verdict)  # only the verdict is read
+
+
+def test_paired_tally_counts_each_verdict_per_group():
+    from superlevel.study.common import Tally, paired_tally
+
+    verdicts = {
+        "relu|sgd": _comparison("higher"),
+        "tanh|sgd": _comparison("inconclusive"),
+        "relu|adam": _comparison("lower"),
+        "tanh|adam": _comparison("lower"),
+    }
+    by_opt = paired_tally(verdicts, lambda k: k.split("|")[1], ["sgd", "adam", "momentum"])
+    assert by_opt["sgd"] == Tally(higher=1, inconclusive=1)
+    assert by_opt["adam"] == Tally(lower=2)
+    assert by_opt["momentum"] == Tally()  # named groups are present with zero counts
+    everything = paired_tally(verdicts)[None]
+    assert everything == sum(by_opt.values(), Tally()) and everything.total == 4
+    assert everything.counts(("lower", "higher")) == [2, 1]
+    assert everything.phrase() == "higher in 1, lower in 2, equivalent in 0, inconclusive in 1"
+    assert (
+        everything.phrase(("lower", "higher"), {"lower": "fewer", "higher": "more"})
+        == "fewer in 2, more in 1"
+    )
+    with pytest.raises(ValueError, match="'better'"):
+        Tally().add("better")
+
+
+def test_every_section_implements_the_contract():
+    from superlevel.study.sections import SECTIONS, Section
+
+    for sid, module in SECTIONS.items():
+        assert isinstance(module, Section), sid
+        assert sid == module.ID
+    cfg = get_profile("tiny")["E1"]
+    assert len(e1.configs(cfg)) == 4 * 2 * 3  # arms x a0 grid x (tuning seed + 2 seeds)
+
+
+def test_summary_block_for_the_readme_is_markdown_without_a_trailing_newline(tmp_path):
+    from superlevel.study.common import Context
+    from superlevel.study.report import summary
+
+    s = SectionResult("E9", "t", "done", [], "all good", {"C2": ClaimEvidence("supported", "x")})
+    ctx = Context(store=None, out=tmp_path, profile="cpu")  # type: ignore[arg-type]
+    text = summary(ctx, [s], "docs/study/README.md")
+    assert text.startswith("From the study's `cpu` profile ([full report](docs/study/README.md)):")
+    assert "- C2 (the loss decreases monotonically (dV <= 0)): **supported**." in text
+    assert "| [E9](docs/study/README.md#e9) t | done | all good |" in text
+    assert not text.endswith("\n")

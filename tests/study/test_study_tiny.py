@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import html
+import re
 from pathlib import Path
 
 from superlevel.bench.store import Store
 from superlevel.cli import main
+from superlevel.study import SECTION_IDS
 from superlevel.study.common import Context
 from superlevel.study.sections import parse_only, run_sections
 
@@ -17,6 +20,30 @@ def _digest(folder: Path) -> dict[str, str]:
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.suffix != ".db"
     }
+
+
+def _part(text: str, start: str, stop: str) -> str:
+    """``text`` from ``start`` to the next ``stop`` after it (or the end)."""
+    i = text.index(start)
+    j = text.find(stop, i + len(start))
+    return text[i : j if j >= 0 else len(text)]
+
+
+def _check_html_has_the_tables(markdown: str, page: str) -> None:
+    """Each section's part of report.html has the tables of its Markdown part, with the
+    same header cells, and its figures embedded."""
+    for sid in SECTION_IDS:
+        md = _part(markdown, f"\n## {sid}\n", "\n## ")
+        part = _part(page, f'<h2 id="{sid.lower()}">{sid}</h2>', "<h2")
+        lines = md.splitlines()
+        heads = [lines[k - 1] for k, line in enumerate(lines) if line.startswith("|---")]
+        assert heads, f"{sid} has no table"
+        assert part.count("<table>") == len(heads), sid
+        for head in heads:
+            for cell in head.strip("| ").split(" | "):
+                if not re.search(r"[`*\\[]", cell):  # cells without inline markup
+                    assert f"<th>{html.escape(cell)}</th>" in part, (sid, cell)
+        assert part.count('<img src="data:image/png;base64,') == md.count("](figures/"), sid
 
 
 def test_tiny_study_runs_resumes_and_rebuilds(tmp_path, capsys):
@@ -36,6 +63,9 @@ def test_tiny_study_runs_resumes_and_rebuilds(tmp_path, capsys):
     q3 = text[text.index("## Q3") :]
     assert "collapses (all seeds)" in q3 and "Test return of superlevel" in q3
     assert "**Verdict.**" in text
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<title>superlevel study</title>" in page
+    _check_html_has_the_tables(text, page)
     assert (out / "figures" / "e2_phase.png").stat().st_size > 0
     assert (out / "figures" / "q3_returns.png").stat().st_size > 0
     with Store(out / "raw" / "study.db") as store:
@@ -52,8 +82,10 @@ def test_tiny_study_runs_resumes_and_rebuilds(tmp_path, capsys):
         assert store.count("runs") == n_runs
     assert (out / "raw" / "E2.json").read_bytes() == e2_raw
 
-    # --report-only from the stored results alone rewrites the same bytes.
+    # --report-only from the stored results alone rewrites the same bytes (HTML included).
+    assert "report.html" in first
     (out / "README.md").unlink()
+    (out / "report.html").unlink()
     for fig in (out / "figures").iterdir():
         fig.unlink()
     assert main([*args, "--report-only"]) == 0

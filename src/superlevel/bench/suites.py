@@ -52,7 +52,7 @@ SUITES: dict[str, Suite] = {
         Suite(
             "quick",
             "five small tasks, nine optimizers, 3 seeds, quick budgets; the demo tunes each"
-            " optimizer (9 trials, successive halving, edge extension) before its finals",
+            " optimizer (9 trials in full, edge extension) before its finals",
             ("quadratic", "multiwell", "digits_mlp", "mnist1d_mlp", "mnist_mlp"),
             (
                 "sgd",

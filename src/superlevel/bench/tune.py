@@ -12,12 +12,15 @@ For every optimizer on a setting (task, budget, epochs, options), with the same
    as many dimensions), or, in one dimension, ``trials`` evenly spaced points (a grid is
    the lowest-discrepancy set on a line). ``lr-grid`` searches the lr alone, others at
    their defaults (DeepOBS).
-3. **Successive halving.** All trials train to the first rung (a fraction of the
+3. **Every trial in full** (``halving=1``, the default), or **successive halving**
+   (``halving=eta > 1``, opt-in): all trials train to the first rung (a fraction of the
    epochs), the best ``1/eta`` go on to the next, the last rung is the full run; a
    promoted trial resumes from its checkpoint (:mod:`superlevel.bench.run`), so no epoch
    is trained twice. Rungs: ``K = floor(log_eta(trials))`` halvings at epochs
-   ``max(1, round(E / eta^(K - r)))`` (equal ones merged). ``eta = 1`` trains every trial
-   in full.
+   ``max(1, round(E / eta^(K - r)))`` (equal ones merged). Halving is not the default
+   because it ranks schedules by their early progress: a trial whose lr decays over
+   the whole run is judged at a rung long before its schedule has done its work
+   (short-horizon bias); ``benchmarks/halving_bias.py`` measures what it changes.
 4. **Selection on validation**, on the tuning seed (1001 by default), which is never a
    final seed: the best validation metric at the last rung. Diverged trials rank last
    and are never selected. The test split is never looked at.
@@ -90,7 +93,8 @@ class Protocol:
         seeds: final seeds ``1..seeds`` (>= 1).
         tuning_seed: the seed every search run uses; must not be a final seed.
         search: ``halton`` (the whole space) or ``lr-grid`` (lr only).
-        halving: successive-halving factor ``eta`` (1: every trial in full).
+        halving: successive-halving factor ``eta`` (1, the default: every trial in full;
+            see the module docstring for why).
         sampler_seed: seed of the scrambled Halton sequence.
         max_rounds: at most this many rounds of edge extension.
     """
@@ -99,7 +103,7 @@ class Protocol:
     seeds: int = 5
     tuning_seed: int = 1001
     search: str = "halton"
-    halving: int = 3
+    halving: int = 1
     sampler_seed: int = 0
     max_rounds: int = 8
 

@@ -4,7 +4,9 @@
 the benchmark harness (so it resumes where it stopped) and writes ``docs/study``: one
 report with a claims table at the top and one part per section, each with its question,
 protocol, figures, a table with 95% confidence intervals and a verdict computed from the
-numbers. ``--report-only`` rebuilds the report from the stored results without training.
+numbers, as ``README.md`` and as the self-contained ``report.html`` (figures embedded),
+both rendered from the same blocks (:mod:`superlevel.bench.report.render`).
+``--report-only`` rebuilds both from the stored results without training.
 
 Sections (fixed ids): E1 quadratic, E2 landscape topology, E3 MNIST and beta,
 N2 activations, Q1 architectures, Q2 noisy and imbalanced data, Q3 reinforcement learning,

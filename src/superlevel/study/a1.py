@@ -26,17 +26,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from superlevel.bench.report.render import Block, Paragraph, Table
 from superlevel.study.common import (
     Context,
-    SectionResult,
-    compute_seconds,
-    hardware_text,
-    md_table,
-    not_yet_run,
+    Tally,
+    Verdict,
+    compute_text,
+    paragraphs,
 )
 from superlevel.study.compare import (
+    Compared,
+    Comparison,
     TasksConfig,
     load_complete_tasks,
+    missing_blocks,
     run_comparison,
     summarize,
 )
@@ -73,56 +76,61 @@ class Config:
         return self.tasks_config().comparison(tasks)
 
 
+def configs(cfg: Config) -> list[Comparison]:
+    """One comparison per task (every arm and the norm_scale sweep)."""
+    return [cfg.comparison((task,)) for task, *_ in cfg.tasks]
+
+
 def run(ctx: Context, cfg: Config) -> None:
     """Task by task: every arm through the tuning protocol, then its final seeds."""
-    for task, *_ in cfg.tasks:
-        run_comparison(ctx, cfg.comparison((task,)), ID)
+    for comp in configs(cfg):
+        run_comparison(ctx, comp, ID)
 
 
-def report(ctx: Context, cfg: Config) -> SectionResult:
-    """The A1 part of the report, from stored runs only."""
-    protocol = _protocol(cfg)
+def load(ctx: Context, cfg: Config) -> Compared | str:
+    """A1's comparison over the complete tasks, from stored runs only, or what is missing."""
     loaded = load_complete_tasks(ctx, cfg)
     if isinstance(loaded, str):
-        return not_yet_run(ID, TITLE, protocol, loaded)
-    cfg, out, missing = loaded
-    comp = cfg.comparison()
-    summ = summarize(ctx, comp, out, REFERENCE)
-    table = md_table(
+        return loaded
+    done, out, missing = loaded
+    return Compared(done, out, summarize(ctx, done.comparison(), out, REFERENCE), missing)
+
+
+def blocks(ctx: Context, cfg: Config, m: Compared) -> list[Block]:
+    """A1's body: protocol, compute and the table."""
+    table = Table(
         ["task", "arm", "selected", f"test score % mean (min..max), {cfg.seeds} seeds",
          f"{REFERENCE} minus arm [95% CI] (points)", "verdict (Holm, TOST)"],
-        summ.rows,
+        m.summ.rows,
     )  # fmt: skip
-    by_task = {row[0]: {} for row in summ.rows}
-    for row in summ.rows:
-        by_task[row[0]][row[1]] = row[-1]
-    lines = []
-    more = 0
-    for task, verdicts in by_task.items():
-        v = verdicts.get(CLIP, "")
-        lines.append(f"{task}: vs hard clip + decay {v or 'not compared'}")
-        more += v.startswith("higher")
-    n = len(by_task)
-    verdict = (
-        f"SuperLevelSGD is more than clipping plus exponential decay (higher than "
-        f"`{CLIP}`, Holm-adjusted) on {more} of {n} tasks."
-    )
-    details = "; ".join(lines) + "."
-    if missing:
-        protocol += f"\n\n**Not yet run:** {missing} They are left out below."
-    body = "\n".join([
-        protocol, "",
-        f"{len(out.all_runs)} runs, {compute_seconds(out.all_runs) / 60:.1f} min of compute. "
-        f"Hardware: {hardware_text(out.all_runs)}.", "",
+    return [
+        *paragraphs(protocol(cfg)),
+        *missing_blocks(m.missing),
+        Paragraph(compute_text(m.out.all_runs)),
         table,
-    ])  # fmt: skip
-    return SectionResult(ID, TITLE, "partial" if missing else "done", body, verdict,
-                         details=details)
+    ]
 
 
-def _protocol(cfg: Config) -> str:
+def verdict(cfg: Config, m: Compared) -> Verdict:
+    """On how many tasks the rule is higher than the hard clip with the same decay."""
+    tasks = [s.label for s in m.cfg.comparison().settings]
+    lines = []
+    for task in tasks:
+        c = m.summ.verdicts.get(f"{task}|{CLIP}")
+        lines.append(f"{task}: vs hard clip + decay {c.text() if c else 'not compared'}")
+    more = m.summ.tally.get(CLIP, Tally()).higher
+    text = (
+        f"SuperLevelSGD is more than clipping plus exponential decay (higher than "
+        f"`{CLIP}`, Holm-adjusted) on {more} of {len(tasks)} tasks."
+    )
+    return Verdict(text, {}, "; ".join(lines) + ".")
+
+
+def protocol(cfg: Config) -> str:
+    """Question, protocol and the rule written before the numbers."""
     tasks = ", ".join(
-        f"`{t[0]}`" + (f" ({', '.join(f'{k}={v}' for k, v in t[1])})" if t[1] else "")
+        f"`{t[0]}`"
+        + (f" ({', '.join(f'{k}={v}' for k, v in t[1])})" if t[1] else "")
         + (f" (budget {t[2]}, {t[3]} epochs)" if len(t) > 2 else "")
         for t in cfg.tasks
     )

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from superlevel.study.common import SectionResult, md_table
+from superlevel.bench.report.render import Table
+from superlevel.study.common import SectionResult
 
 CLAIMS: dict[str, str] = {
     "C1": "the level sets stay connected along training",
@@ -36,8 +37,8 @@ def combine(verdicts: Sequence[str]) -> str:
     return distinct[0] if len(distinct) == 1 else "mixed"
 
 
-def claims_table(sections: Sequence[SectionResult]) -> str:
-    """The markdown claims table from the sections' evidence."""
+def claims_table(sections: Sequence[SectionResult]) -> Table:
+    """The claims table from the sections' evidence."""
     rows = []
     for cid, text in CLAIMS.items():
         ev = [(s.id, s.claims[cid]) for s in sections if cid in s.claims]
@@ -46,4 +47,4 @@ def claims_table(sections: Sequence[SectionResult]) -> str:
         if not ev:
             numbers = f"no section that tests it has run ({SOURCES[cid]})"
         rows.append([cid, text, f"**{verdict}**", numbers])
-    return md_table(["claim", "the paper says", "verdict", "evidence"], rows)
+    return Table(["claim", "the paper says", "verdict", "evidence"], rows)

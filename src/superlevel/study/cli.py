@@ -97,7 +97,8 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``superlevel study``."""
     p = subparsers.add_parser(
         "study",
-        help="run the paper's experiments and open questions; write docs/study",
+        help="run the paper's experiments and open questions; write docs/study "
+        "(README.md and report.html)",
         description=(
             "Run the study's sections (E1 quadratic, E2 landscape topology, E3 MNIST and "
             "beta, N2, Q1, Q2, Q3) through the benchmark harness, resuming where a previous "

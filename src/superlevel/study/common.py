@@ -1,5 +1,9 @@
 """Pieces every section shares: the run context, section results, paired statistics, output.
 
+A section's part of the report is a list of :mod:`superlevel.bench.report.render` blocks
+(:class:`SectionResult`); the paired verdicts of :func:`superlevel.bench.stats.compare_family`
+are counted in one place, :class:`Tally` / :func:`paired_tally`.
+
 Paired differences use a Student-t interval of the per-seed (or per-start) differences
 rather than the harness's bootstrap: with the 3-10 pairs a section has, a percentile
 bootstrap cannot be wider than the data's range and understates the uncertainty.
@@ -8,13 +12,15 @@ bootstrap cannot be wider than the data's range and understates the uncertainty.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from superlevel.bench.report.render import Block, Paragraph
+from superlevel.bench.stats import Comparison
 from superlevel.bench.store import Store
 
 #: the verdict words of the claims table
@@ -67,6 +73,21 @@ class ClaimEvidence:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What a section concludes from its numbers.
+
+    Attributes:
+        text: one sentence computed from the numbers.
+        claims: evidence per claim id (``C1`` ... ``C5``).
+        details: the tallies behind the sentence, shown below it.
+    """
+
+    text: str
+    claims: dict[str, ClaimEvidence] = field(default_factory=dict)
+    details: str = ""
+
+
 @dataclass
 class SectionResult:
     """A section's part of the report.
@@ -75,7 +96,8 @@ class SectionResult:
         id: the fixed id (``E1`` ...).
         title: its title.
         status: ``done``, ``partial`` (some of its parts have run) or ``not yet run``.
-        markdown: the body (question, protocol, tables, figures), without the heading.
+        blocks: the body (question, protocol, tables, figures) as render blocks, without
+            the heading.
         verdict: one sentence computed from the numbers (or why there are none).
         claims: evidence per claim id (``C1`` ... ``C5``).
         details: the tallies behind the verdict, shown below it.
@@ -84,10 +106,67 @@ class SectionResult:
     id: str
     title: str
     status: str
-    markdown: str
+    blocks: list[Block]
     verdict: str
     claims: dict[str, ClaimEvidence] = field(default_factory=dict)
     details: str = ""
+
+
+#: the verdicts of :func:`superlevel.bench.stats.compare_family`, in the order tallies list them
+VERDICT_ORDER = ("higher", "lower", "equivalent", "inconclusive")
+
+
+@dataclass
+class Tally:
+    """How many paired comparisons came out each way (:data:`VERDICT_ORDER`)."""
+
+    higher: int = 0
+    lower: int = 0
+    equivalent: int = 0
+    inconclusive: int = 0
+
+    def add(self, verdict: str) -> None:
+        """Count one comparison's verdict.
+
+        Raises:
+            ValueError: ``verdict`` is not one of :data:`VERDICT_ORDER`.
+        """
+        if verdict not in VERDICT_ORDER:
+            raise ValueError(f"verdict must be one of {VERDICT_ORDER}, got {verdict!r}")
+        setattr(self, verdict, getattr(self, verdict) + 1)
+
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(*(getattr(self, v) + getattr(other, v) for v in VERDICT_ORDER))
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts())
+
+    def counts(self, order: Sequence[str] = VERDICT_ORDER) -> list[int]:
+        """The counts in ``order``."""
+        return [getattr(self, v) for v in order]
+
+    def phrase(
+        self, order: Sequence[str] = VERDICT_ORDER, words: Mapping[str, str] | None = None
+    ) -> str:
+        """``higher in a, lower in b, equivalent in c, inconclusive in d`` (in ``order``,
+        each verdict named by ``words`` where given)."""
+        words = words or {}
+        return ", ".join(f"{words.get(v, v)} in {getattr(self, v)}" for v in order)
+
+
+def paired_tally(
+    verdicts: Mapping[str, Comparison],
+    group: Callable[[str], Hashable] = lambda name: None,
+    groups: Iterable[Hashable] = (),
+) -> dict[Hashable, Tally]:
+    """Count the verdicts of a :func:`~superlevel.bench.stats.compare_family` result per
+    group: ``group(name)`` of each comparison's name; every key of ``groups`` is present
+    (zero counts included). With the default ``group`` everything counts under ``None``."""
+    out: dict[Hashable, Tally] = {g: Tally() for g in groups}
+    for name, c in verdicts.items():
+        out.setdefault(group(name), Tally()).add(c.verdict)
+    return out
 
 
 @dataclass(frozen=True)
@@ -156,11 +235,9 @@ def fmt(x: float | None, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
 
-def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+def paragraphs(text: str) -> list[Block]:
+    """``text`` as one :class:`Paragraph` per blank-line-separated part."""
+    return [Paragraph(p.strip()) for p in text.split("\n\n") if p.strip()]
 
 
 def hardware_text(runs: Sequence[dict[str, Any]]) -> str:
@@ -180,6 +257,12 @@ def hardware_text(runs: Sequence[dict[str, Any]]) -> str:
 def compute_seconds(runs: Sequence[dict[str, Any]]) -> float:
     """Sum of the stored wall times of ``runs`` (compute spent, not the study's wall time)."""
     return float(sum(r.get("wall_s") or 0.0 for r in runs))
+
+
+def compute_text(runs: Sequence[dict[str, Any]]) -> str:
+    """``"N runs, M min of compute. Hardware: ..."``: what every section says it cost."""
+    return (f"{len(runs)} runs, {compute_seconds(runs) / 60:.1f} min of compute. "
+            f"Hardware: {hardware_text(runs)}.")  # fmt: skip
 
 
 def save_figure(fig: Any, path: Path) -> Path:
@@ -210,5 +293,5 @@ def new_figure(nrows: int, ncols: int, width: float = 4.0, height: float = 3.0) 
 
 def not_yet_run(section_id: str, title: str, protocol: str, why: str) -> SectionResult:
     """The part of a section that has no stored results: its protocol and why."""
-    body = f"**Status: not yet run.** {why}\n\n{protocol}\n"
+    body = [Paragraph(f"**Status: not yet run.** {why}"), *paragraphs(protocol)]
     return SectionResult(section_id, title, "not yet run", body, f"Not yet run: {why}")

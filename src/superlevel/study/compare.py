@@ -1,7 +1,7 @@
 """The study's tuned comparisons, on the benchmark's one protocol and one statistics module.
 
 A :class:`Comparison` is optimizers on settings under
-:class:`superlevel.bench.tune.Protocol` (equal trials, successive halving, edge
+:class:`superlevel.bench.tune.Protocol` (equal trials, each in full, edge
 extension, a tuning seed never scored, finals on seeds ``1..n``); :func:`run_comparison`
 trains it through :func:`superlevel.bench.tune.tune_settings` and
 :func:`load_comparison` replays it from the store without training. :func:`summarize`
@@ -22,11 +22,13 @@ from typing import Any
 import numpy as np
 
 from superlevel.bench.executors import make_executor
+from superlevel.bench.report.render import Block, Paragraph
+from superlevel.bench.stats import Comparison as PairedVerdict
 from superlevel.bench.stats import compare_family
 from superlevel.bench.tasks import get_task
 from superlevel.bench.tune import Incomplete, Protocol, TuneResult, final_score, tune_settings
 from superlevel.bench.tune import Setting as BenchSetting
-from superlevel.study.common import Context, fmt
+from superlevel.study.common import Context, Tally, fmt, paired_tally
 
 
 def protocol_text(trials: int, seeds: int, metric: str = "the validation metric") -> str:
@@ -34,7 +36,8 @@ def protocol_text(trials: int, seeds: int, metric: str = "the validation metric"
     return (
         f"Each (setting, optimizer): the bench tuning protocol (docs/benchmark.md), {trials} "
         "quasi-random trials over the optimizer's whole search space, the same number for "
-        "every optimizer, successive halving, ranges extended while the selection sits on "
+        "every optimizer, each trained for the full budget, ranges extended while the "
+        "selection sits on "
         f"an edge, selected by {metric} of the tuning seed 1001; then the final seeds "
         f"1..{seeds}, never looked at during selection. A diverged final seed is scored as "
         "the untrained model. The test split selects nothing."
@@ -58,7 +61,8 @@ class Comparison:
     """Optimizers tuned with the bench protocol on settings, then run on final seeds.
 
     ``trials`` search points per (setting, optimizer), the same for all; finals on seeds
-    ``1..seeds``; ``halving`` is the successive-halving factor.
+    ``1..seeds``; ``halving`` is the successive-halving factor (the protocol's default:
+    every trial in full).
     """
 
     settings: tuple[Setting, ...]
@@ -67,7 +71,7 @@ class Comparison:
     seeds: int
     budget: str = "quick"
     epochs: int | None = None
-    halving: int = 3
+    halving: int = Protocol.halving
 
     @property
     def protocol(self) -> Protocol:
@@ -166,17 +170,33 @@ def per_seed_scores(runs: Sequence[Mapping[str, Any]]) -> np.ndarray:
     return np.asarray([final_score(r) for r in runs], dtype=float)
 
 
-VERDICT_ORDER = ("higher", "lower", "equivalent", "inconclusive")
-
-
 @dataclass
 class Summary:
     """A comparison in numbers: per (setting, optimizer) scores (scaled), the table rows,
-    and per competitor the count of settings per verdict (:data:`VERDICT_ORDER`)."""
+    the paired verdicts (``"<setting>|<optimizer>"``) and per competitor their tally."""
 
     values: dict[tuple[str, str], np.ndarray]
     rows: list[list[str]]
-    tally: dict[str, list[int]]
+    verdicts: dict[str, PairedVerdict]
+    tally: dict[str, Tally]
+
+
+@dataclass
+class Compared:
+    """What a comparison section's ``load`` returns: its config restricted to the complete
+    tasks, their outcome and summary, and a sentence naming the incomplete ones (or "")."""
+
+    cfg: Any
+    out: Outcome
+    summ: Summary
+    missing: str = ""
+
+
+def missing_blocks(missing: str) -> list[Block]:
+    """The paragraph that names the parts of a partial section (none when complete)."""
+    if not missing:
+        return []
+    return [Paragraph(f"**Not yet run:** {missing} They are left out below.")]
 
 
 def hparams_text(hp: Mapping[str, Any] | None, keys: Sequence[str]) -> str:
@@ -228,25 +248,17 @@ def summarize(
                 pairs[f"{s.label}|{o}"] = (a.tolist(), b.tolist())
                 margins[f"{s.label}|{o}"] = how.margin * (1.0 if how.log10 else scale)
     verdicts = compare_family(pairs, margin=margins) if pairs else {}
-    tally = {o: [0, 0, 0, 0] for o in comp.optimizers if o != reference}
     for row in rows:
-        key = f"{row[0]}|{row[1]}"
-        if key in verdicts:
-            c = verdicts[key]
-            row += [c.paired.text(), c.text()]
-            tally[row[1]][VERDICT_ORDER.index(c.verdict)] += 1
-        else:
-            row += ["", ""]
-    return Summary(values, rows, tally)
+        c = verdicts.get(f"{row[0]}|{row[1]}")
+        row += ["", ""] if c is None else [c.paired.text(), c.text()]
+    competitors = [o for o in comp.optimizers if o != reference]
+    tally = paired_tally(verdicts, lambda k: k.rsplit("|", 1)[1], competitors)
+    return Summary(values, rows, verdicts, tally)  # type: ignore[arg-type]
 
 
-def tally_text(reference: str, tally: Mapping[str, list[int]], n: int, what: str) -> str:
+def tally_text(reference: str, tally: Mapping[str, Tally], n: int, what: str) -> str:
     """``vs X: higher in a, lower in b, equivalent in c, inconclusive in d of n <what>``."""
-    return "; ".join(
-        f"vs {o}: higher in {t[0]}, lower in {t[1]}, equivalent in {t[2]}, inconclusive in "
-        f"{t[3]} of {n} {what}"
-        for o, t in tally.items()
-    )
+    return "; ".join(f"vs {o}: {t.phrase()} of {n} {what}" for o, t in tally.items())
 
 
 def load_complete_tasks(ctx: Context, cfg: Any) -> tuple[Any, Outcome, str] | str:
@@ -298,21 +310,21 @@ def stability_evidence(section: str, what: str, per_seed: Mapping[str, np.ndarra
     if not pairs:
         return None
     out = compare_family(pairs, margin=margin)
-    words = [c.verdict for c in out.values()]
-    steady = all(w in ("lower", "equivalent") for w in words)
-    verdict = "not supported" if "higher" in words else "supported" if steady else "mixed"
+    t = paired_tally(out)[None]
+    steady = t.lower + t.equivalent == t.total
+    verdict = "not supported" if t.higher else "supported" if steady else "mixed"
     ours = float(np.mean(per_seed[reference]))
     detail = "; ".join(f"vs {o}: {c.paired.text()} {c.text()}" for o, c in out.items())
     return ClaimEvidence(verdict, f"{section}: {what} {ours:.2f} points for {reference} "
                                   f"({reference} minus other, paired: {detail})")  # fmt: skip
 
 
-def headline(reference: str, tally: Mapping[str, list[int]], n: int, what: str) -> str:
+def headline(reference: str, tally: Mapping[str, Tally], n: int, what: str) -> str:
     """One sentence over every competitor: how many of the comparisons came out which way."""
-    totals = [sum(t[i] for t in tally.values()) for i in range(4)]
+    t = sum(tally.values(), Tally())
     m = len(tally) * n
     return (
         f"Against {len(tally)} competitors on {n} {what}, {reference} is higher in "
-        f"{totals[0]}, lower in {totals[1]}, equivalent in {totals[2]} and inconclusive in "
-        f"{totals[3]} of {m} comparisons (Holm, TOST margins)."
+        f"{t.higher}, lower in {t.lower}, equivalent in {t.equivalent} and inconclusive in "
+        f"{t.inconclusive} of {m} comparisons (Holm, TOST margins)."
     )

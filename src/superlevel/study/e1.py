@@ -36,23 +36,25 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from superlevel.bench.report.render import Block, Image, Paragraph, Table
 from superlevel.bench.run import RunConfig
 from superlevel.bench.stats import compare_family
 from superlevel.study import harness
 from superlevel.study.common import (
     ClaimEvidence,
     Context,
-    SectionResult,
-    compute_seconds,
+    Tally,
+    Verdict,
+    compute_text,
     fmt,
-    hardware_text,
-    md_table,
     new_figure,
-    not_yet_run,
+    paired_tally,
+    paragraphs,
     run_rising_fraction,
     save_figure,
 )
@@ -107,7 +109,6 @@ class Config:
         return [(c, n) for n in self.noises for c in self.conditions]
 
 
-
 def best_lr(lrs, rows, score) -> float | None:  # noqa: ANN001 (E1's own a0 sweep)
     """The lr of ``rows`` (one stored run per lr) with the lowest finite ``score``; ``None``
     when every run diverged or scored ``inf``/NaN. Ties go to the smaller lr."""
@@ -118,6 +119,7 @@ def best_lr(lrs, rows, score) -> float | None:  # noqa: ANN001 (E1's own a0 swee
     scored = [(score(r), lr) for lr, r in zip(lrs, rows, strict=True)]
     finite = [s for s in scored if math.isfinite(s[0])]
     return min(finite)[1] if finite else None
+
 
 def log_grid(low_exp: float, high_exp: float, per_decade: int) -> tuple[float, ...]:
     """``10 ** (low_exp + k / per_decade)`` for ``k = 0 .. round((high - low) * per_decade)``.
@@ -145,7 +147,8 @@ def _seeds(cfg: Config) -> list[int]:
     return [TUNING_SEED, *range(1, cfg.seeds + 1)]
 
 
-def _grid_configs(cfg: Config) -> list[RunConfig]:
+def configs(cfg: Config) -> list[RunConfig]:
+    """Every grid run: settings x arms x the a0 grid x (tuning seed and final seeds)."""
     return [
         _cfg(cfg, s, arm, lr, seed)
         for s in cfg.settings()
@@ -178,7 +181,7 @@ def _select(cfg: Config, grid: dict[str, dict[str, Any]]) -> dict[tuple, float |
 
 def run(ctx: Context, cfg: Config) -> None:
     """The whole a0 grid of every arm, on the tuning seed and the final seeds."""
-    harness.run(ctx, _grid_configs(cfg), f"study:{ID}:grid")
+    harness.run(ctx, configs(cfg), f"study:{ID}:grid")
 
 
 def monotone_a0(lrs: Sequence[float], monotone: Sequence[bool]) -> float:
@@ -234,13 +237,26 @@ def _setting_name(s: tuple[float, float]) -> str:
     return f"condition {cond:g}, {'exact gradients' if noise == 0 else f'noise {noise:g}'}"
 
 
-def report(ctx: Context, cfg: Config) -> SectionResult:
-    """The E1 part of the report, from stored runs only."""
-    protocol = _protocol(cfg)
-    grid = harness.results(ctx, _grid_configs(cfg))
+@dataclass
+class Measured:
+    """E1's numbers from the stored grid: the table rows, the selected a0, the widths,
+    ``a0_mono`` and the paired tally of the paper's rule against each other arm."""
+
+    grid: dict[str, dict[str, Any]]
+    chosen: dict[tuple, float | None]
+    rows: list[list[str]]
+    widths: dict[tuple, float | None]  # None: a floor artefact
+    mono: dict[tuple, float]
+    tally: dict[str, Tally]
+    missing: str = ""
+
+
+def load(ctx: Context, cfg: Config) -> Measured | str:
+    """E1's numbers from stored runs only, or how many grid runs are missing."""
+    grid = harness.results(ctx, configs(cfg))
     if grid is None:
-        done, total = harness.count_done(ctx, _grid_configs(cfg))
-        return not_yet_run(ID, TITLE, protocol, f"{done} of {total} grid runs are stored.")
+        done, total = harness.count_done(ctx, configs(cfg))
+        return f"{done} of {total} grid runs are stored."
     chosen = _select(cfg, grid)
     arms = list(cfg.arms())
     paper = arms[-1]
@@ -290,58 +306,72 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
             if np.all(np.isfinite(x)) and np.all(np.isfinite(y)):
                 pairs[f"{_setting_name(s)}|{arm}"] = (x, y)
     verdicts = compare_family(pairs, margin=0.1) if pairs else {}  # 0.1 decade, as the bench
-    tally = {arm: [0, 0, 0, 0] for arm in arms[:-1]}
     for row in rows:
         c = verdicts.get(f"{row[0]}|{row[1]}")
         if c is not None:
             row[-1] = f"{c.paired.text()}: {c.text()}"
-            tally[row[1]][("lower", "higher", "equivalent", "inconclusive").index(c.verdict)] += 1
+    tally = paired_tally(verdicts, lambda k: k.rsplit("|", 1)[1], arms[:-1])
+    return Measured(grid, chosen, rows, widths, mono, tally)  # type: ignore[arg-type]
+
+
+def blocks(ctx: Context, cfg: Config, m: Measured) -> list[Block]:
+    """E1's body: protocol, budget, the table, its legend, the figures, the a0_mono line."""
+    arms = list(cfg.arms())
     header = [
         "setting", "arm", "a0 (tuning seed)",
         f"final log10(f - f*), seeds 1..{cfg.seeds}", "lr width (decades)",
         "monotone up to a0 / (2/L)", f"steps to {TO_PERCENT:g}% of the start's f - f*",
         "both minus arm: paired CI, verdict (Holm, margin 0.1 decade)",
     ]  # fmt: skip
-    all_runs = list(grid.values())
-    curves = _plot_curves(ctx, cfg, chosen)
-    lrfig = _plot_lr(ctx, cfg, grid)
+    all_runs = list(m.grid.values())
+    curves = _plot_curves(ctx, cfg, m.chosen)
+    lrfig = _plot_lr(ctx, cfg, m.grid)
+    exact = [s for s in cfg.settings() if s[1] == 0]
+    mono_text = "; ".join(
+        f"{arm} " + "/".join(fmt(m.mono[(s, arm)] / STABLE_A0, 2) for s in exact) for arm in arms
+    )
+    excluded = sum(w is None for w in m.widths.values())
+    return [
+        *paragraphs(protocol(cfg)),
+        Paragraph(
+            f"Budget: {cfg.epochs} epochs x 32 steps = {cfg.epochs * 32} steps per run; the "
+            f"grid of {len(cfg.lr_grid)} a0 per arm on the tuning seed {TUNING_SEED} and seeds "
+            f"1..{cfg.seeds}; " + compute_text(all_runs)
+        ),
+        Table(header, m.rows),
+        Paragraph(
+            "*final log10(f - f\\*)*: mean (min, max) over the final seeds, floored at "
+            f"log10({FLOOR:g}); *lr width*: decades of the contiguous block of grid a0 whose "
+            f"mean reduction of log10(f - f\\*) is within {100 - 100 * NEAR_BEST:g}% of the "
+            'best ("floor": the block reaches the floor, left out); *monotone up to*: the '
+            "largest a0 up to which every grid a0 decreased at every logged interval on every "
+            "final seed, over GD's stability limit 2/L (exact gradients only); *steps to ...*: "
+            "median over seeds of the first epoch end at that suboptimality (inf: never)."
+        ),
+        Image(curves, "suboptimality against steps"),
+        Image(lrfig, "final suboptimality against a0"),
+        Paragraph(
+            f"Monotone up to a0 / (2/L), exact gradients, conditions "
+            f"{'/'.join(f'{s[0]:g}' for s in exact)}: {mono_text}. Widths left out as floor "
+            f"artefacts: {excluded} of {len(m.widths)}."
+        ),
+    ]
+
+
+def verdict(cfg: Config, m: Measured) -> Verdict:
+    """The paired tally against each arm, and the C2 and C4 evidence."""
     n_set = len(cfg.settings())
-    verdict = (
+    text = (
         "Final log10 suboptimality of the paper's rule (both) at each arm's a0 from the "
         "tuning seed, scored on the final seeds: "
         + "; ".join(
-            f"vs {arm}: lower in {t[0]}, higher in {t[1]}, equivalent in {t[2]}, "
-            f"inconclusive in {t[3]} of {n_set}"
-            for arm, t in tally.items()
+            f"vs {arm}: {t.phrase(('lower', 'higher', 'equivalent', 'inconclusive'))} of {n_set}"
+            for arm, t in m.tally.items()
         )
         + " settings."
     )
     exact = [s for s in cfg.settings() if s[1] == 0]
-    mono_text = "; ".join(
-        f"{arm} " + "/".join(fmt(mono[(s, arm)] / STABLE_A0, 2) for s in exact) for arm in arms
-    )
-    excluded = sum(w is None for w in widths.values())
-    body = "\n".join([
-        protocol, "",
-        f"Budget: {cfg.epochs} epochs x 32 steps = {cfg.epochs * 32} steps per run; the grid "
-        f"of {len(cfg.lr_grid)} a0 per arm on the tuning seed {TUNING_SEED} and seeds "
-        f"1..{cfg.seeds}; {len(all_runs)} runs, {compute_seconds(all_runs) / 60:.1f} min of "
-        f"compute. Hardware: {hardware_text(all_runs)}.", "",
-        md_table(header, rows), "",
-        "*final log10(f - f\\*)*: mean (min, max) over the final seeds, floored at "
-        f"log10({FLOOR:g}); *lr width*: decades of the contiguous block of grid a0 whose mean "
-        f"reduction of log10(f - f\\*) is within {100 - 100 * NEAR_BEST:g}% of the best "
-        "(\"floor\": the block reaches the floor, left out); *monotone up to*: the largest "
-        "a0 up to which every grid a0 decreased at every logged interval on every final "
-        "seed, over GD's stability limit 2/L (exact gradients only); *steps to ...*: median "
-        "over seeds of the first epoch end at that suboptimality (inf: never).", "",
-        f"![suboptimality against steps]({curves})", "",
-        f"![final suboptimality against a0]({lrfig})", "",
-        f"Monotone up to a0 / (2/L), exact gradients, conditions "
-        f"{'/'.join(f'{s[0]:g}' for s in exact)}: {mono_text}. Widths left out as floor "
-        f"artefacts: {excluded} of {len(widths)}.",
-    ])  # fmt: skip
-    return SectionResult(ID, TITLE, "done", body, verdict, _claims(cfg, mono, widths, exact))
+    return Verdict(text, _claims(cfg, m.mono, m.widths, exact))
 
 
 def _start(ctx: Context, run_id: str) -> float:
@@ -395,7 +425,7 @@ def _claims(cfg: Config, mono: dict[tuple, float], widths: dict[tuple, float | N
     return out
 
 
-def _plot_curves(ctx: Context, cfg: Config, chosen: dict[tuple, float | None]) -> str:
+def _plot_curves(ctx: Context, cfg: Config, chosen: dict[tuple, float | None]) -> Path:
     fig, axes = new_figure(len(cfg.noises), len(cfg.conditions))
     for i, noise in enumerate(cfg.noises):
         for j, cond in enumerate(cfg.conditions):
@@ -419,11 +449,10 @@ def _plot_curves(ctx: Context, cfg: Config, chosen: dict[tuple, float | None]) -
             ax.set_ylabel("f - f*")
             ax.legend(fontsize=6)
     fig.suptitle(f"E1: median and range over {cfg.seeds} seeds at the selected a0", fontsize=10)
-    save_figure(fig, ctx.figures / "e1_curves.png")
-    return "figures/e1_curves.png"
+    return save_figure(fig, ctx.figures / "e1_curves.png")
 
 
-def _plot_lr(ctx: Context, cfg: Config, grid: dict[str, dict[str, Any]]) -> str:
+def _plot_lr(ctx: Context, cfg: Config, grid: dict[str, dict[str, Any]]) -> Path:
     fig, axes = new_figure(len(cfg.noises), len(cfg.conditions))
     for i, noise in enumerate(cfg.noises):
         for j, cond in enumerate(cfg.conditions):
@@ -438,13 +467,15 @@ def _plot_lr(ctx: Context, cfg: Config, grid: dict[str, dict[str, Any]]) -> str:
             ax.set_xlabel("a0")
             ax.set_ylabel("final log10(f - f*)")
             ax.legend(fontsize=6)
-    fig.suptitle(f"E1: final suboptimality against a0, tuning seed {TUNING_SEED} (gaps: diverged)",
-                 fontsize=10)
-    save_figure(fig, ctx.figures / "e1_lr.png")
-    return "figures/e1_lr.png"
+    fig.suptitle(
+        f"E1: final suboptimality against a0, tuning seed {TUNING_SEED} (gaps: diverged)",
+        fontsize=10,
+    )
+    return save_figure(fig, ctx.figures / "e1_lr.png")
 
 
-def _protocol(cfg: Config) -> str:
+def protocol(cfg: Config) -> str:
+    """Question, protocol and the rules written before the numbers."""
     conds = ", ".join(f"{c:g}" for c in cfg.conditions)
     noises = ", ".join(f"{n:g}" for n in cfg.noises)
     return (

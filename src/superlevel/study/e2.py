@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from superlevel.bench.report.render import Block, Image, Paragraph, Table
 from superlevel.bench.stats import compare_family
 from superlevel.landscape import Grid, Himmelblau, Landscape, MultiWell, Rastrigin, grid_values
 from superlevel.landscape.components import component_of, level_set_components
@@ -43,11 +44,12 @@ from superlevel.landscape.merge_forest import MergeForest, step_connected
 from superlevel.study.common import (
     ClaimEvidence,
     Context,
-    SectionResult,
+    Tally,
+    Verdict,
     fmt,
-    md_table,
     new_figure,
-    not_yet_run,
+    paired_tally,
+    paragraphs,
     save_figure,
 )
 
@@ -279,52 +281,73 @@ def _onset(values: list[float], lrs: tuple[float, ...], threshold: float) -> flo
     return None
 
 
-def report(ctx: Context, cfg: Config) -> SectionResult:
-    """The E2 part of the report, from ``raw/E2.json`` only."""
-    protocol = _protocol(cfg)
+LOWER_FIRST = ("lower", "higher", "equivalent", "inconclusive")  # fewer counts first
+FEWER = {"lower": "fewer", "higher": "more"}
+
+
+@dataclass
+class Measured:
+    """E2's numbers from ``raw/E2.json``: the stored cells and the tables' rows, the paired
+    tallies of SuperLevelSGD against each arm (per count), the a0 at which each arm loses
+    its component, SuperLevelSGD's jump rates and the held-out global-minimum hits."""
+
+    cell: dict[str, dict[str, Any]]
+    onset_rows: list[list[str]]
+    comp_rows: list[list[str]]
+    good_rows: list[list[str]]
+    super_rows: list[list[str]]
+    tally: dict[str, dict[str, Tally]]
+    leave: dict[tuple[str, str], float]
+    sl_rates: list[float]
+    good: dict[tuple[str, str], list[int]]
+    missing: str = ""
+
+
+def configs(cfg: Config) -> list[str]:
+    """Every cell's key: functions x arms x the a0 grid."""
+    return [cfg.key(f, a, lr) for f in cfg.functions for a in ARMS for lr in cfg.lr_grid]
+
+
+def _series(cfg: Config, cell: dict[str, dict[str, Any]], fn: str, arm: str,
+            what: Callable[[dict[str, Any]], float]) -> list[float]:  # fmt: skip
+    return [what(cell[cfg.key(fn, arm, lr)]) for lr in cfg.lr_grid]
+
+
+def _switch_frac(c: dict[str, Any]) -> float:
+    return float(np.mean(np.asarray(c["switches"]) > 0))
+
+
+def _div_frac(c: dict[str, Any]) -> float:
+    return float(np.mean(c["diverged"]))
+
+
+def load(ctx: Context, cfg: Config) -> Measured | str:
+    """E2's numbers from ``raw/E2.json`` only, or how many cells are missing."""
     data = _load(ctx)
-    keys = [cfg.key(f, a, lr) for f in cfg.functions for a in ARMS for lr in cfg.lr_grid]
+    keys = configs(cfg)
     have = sum(k in data for k in keys)
     if have < len(keys):
-        return not_yet_run(ID, TITLE, protocol, f"{have} of {len(keys)} cells are stored.")
+        return f"{have} of {len(keys)} cells are stored."
     cell = {k: data[k] for k in keys}
     lrs = cfg.lr_grid
 
     def series(fn: str, arm: str, what: Callable[[dict[str, Any]], float]) -> list[float]:
-        return [what(cell[cfg.key(fn, arm, lr)]) for lr in lrs]
+        return _series(cfg, cell, fn, arm, what)
 
-    def switch_frac(c: dict[str, Any]) -> float:
-        return float(np.mean(np.asarray(c["switches"]) > 0))
-
-    def div_frac(c: dict[str, Any]) -> float:
-        return float(np.mean(c["diverged"]))
-
-    figure = _plot(ctx, cfg, series, switch_frac, div_frac)
     onset_rows = []
     leave: dict[tuple[str, str], float] = {}  # a0 where the start's component is lost
     for fn in cfg.functions:
         for arm in ARMS:
-            sw = _onset(series(fn, arm, switch_frac), lrs, SWITCH_ONSET)
+            sw = _onset(series(fn, arm, _switch_frac), lrs, SWITCH_ONSET)
             jp = _onset(series(fn, arm, lambda c: _rate(c, "sub")), lrs, 0.01)
-            dv = _onset(series(fn, arm, div_frac), lrs, 0.5)
+            dv = _onset(series(fn, arm, _div_frac), lrs, 0.5)
             leave[(fn, arm)] = min((v for v in (sw, dv) if v is not None), default=math.inf)
             onset_rows.append([fn, arm, fmt(sw), fmt(jp), fmt(dv), fmt(leave[(fn, arm)])])
-    onset_table = md_table(
-        [
-            "function",
-            "arm",
-            f"switch onset a0 (>= {SWITCH_ONSET:g} of starts switch)",
-            "jump onset a0 (sub jump rate >= 1%)",
-            "divergence onset a0 (>= half diverge)",
-            "leaves its component (first of switch and divergence onsets)",
-        ],
-        onset_rows,
-    )
     # Paired over starts, at every a0: SuperLevelSGD minus each arm, in switches and sub jumps.
     comp_rows = []
-    tally: dict[str, dict[str, list[int]]] = {}
+    tally: dict[str, dict[str, Tally]] = {}
     for other in ARMS[:-1]:
-        tally[other] = {"switches": [0, 0, 0, 0], "jumps_sub": [0, 0, 0, 0]}
+        tally[other] = {}
         for metric in ("switches", "jumps_sub"):
             # One Holm family per (arm, count): every (function, a0) cell, TOST +-0.1 a start.
             pairs = {(fn, lr): (cell[cfg.key(fn, "SuperLevelSGD", lr)][metric],
@@ -332,26 +355,11 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
                      for fn in cfg.functions for lr in lrs}  # fmt: skip
             verdicts = compare_family({f"{k[0]}|{k[1]}": v for k, v in pairs.items()},
                                       margin=0.1)  # fmt: skip
+            per_fn = paired_tally(verdicts, lambda k: k.split("|")[0], cfg.functions)
+            tally[other][metric] = sum(per_fn.values(), Tally())
             for fn in cfg.functions:
-                counts = [0, 0, 0, 0]
-                for lr in lrs:
-                    v = verdicts[f"{fn}|{lr}"].verdict
-                    counts[("lower", "higher", "equivalent", "inconclusive").index(v)] += 1
-                for i in range(4):
-                    tally[other][metric][i] += counts[i]
-                comp_rows.append([other, fn, metric, *counts])
-    comp_table = md_table(
-        [
-            "SuperLevelSGD vs",
-            "function",
-            "per-start count",
-            "a0 with fewer (Holm)",
-            "more (Holm)",
-            "equivalent (within 0.1 a start)",
-            "inconclusive",
-        ],
-        comp_rows,
-    )
+                counts = per_fn[fn].counts(LOWER_FIRST)
+                comp_rows.append([other, fn, metric, *(str(c) for c in counts)])
     # Poor minima: each arm's best a0 chosen on the even starts, scored on the odd ones
     # (a start never both selects and scores).
     good_rows, good = [], {}
@@ -361,68 +369,101 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
             best = int(np.argmax(fr))
             good[(fn, arm)] = list(np.asarray(cell[cfg.key(fn, arm, lrs[best])]["good"])[1::2])
             good_rows.append([fn, arm, fmt(lrs[best]), proportion_text(good[(fn, arm)])])
-    good_table = md_table(
-        [
-            "function",
-            "arm",
-            "best a0",
-            "fraction of starts ending in a global minimum, 95% Wilson interval",
-        ],
-        good_rows,
-    )
     super_rows = [
         [fn, arm, fmt(max(series(fn, arm, lambda c: _rate(c, "super"))), 2)]
         for fn in cfg.functions
         for arm in ARMS
     ]
-    super_table = md_table(["function", "arm", "largest super-level jump rate over a0"], super_rows)
     sl_rates = [
         r for fn in cfg.functions for r in series(fn, "SuperLevelSGD", lambda c: _rate(c, "sub"))
     ]
-    verdict, details, claims = _verdict(cfg, tally, leave, sl_rates, good)
+    return Measured(cell, onset_rows, comp_rows, good_rows, super_rows, tally, leave, sl_rates,
+                    good)  # fmt: skip
+
+
+def blocks(ctx: Context, cfg: Config, m: Measured) -> list[Block]:
+    """E2's body: protocol, budget, the phase diagram, onsets, paired counts, poor minima
+    and the super-level kind."""
+    lrs = cfg.lr_grid
+
+    def series(fn: str, arm: str, what: Callable[[dict[str, Any]], float]) -> list[float]:
+        return _series(cfg, m.cell, fn, arm, what)
+
+    figure = _plot(ctx, cfg, series, _switch_frac, _div_frac)
     n = len(lrs) * len(cfg.functions)
-    body = "\n".join(
-        [
-            protocol,
-            "",
+    return [
+        *paragraphs(protocol(cfg)),
+        Paragraph(
             f"Budget: {cfg.steps} steps per trajectory, {cfg.starts} starts per cell, "
             f"{len(lrs)} values of a0 ({lrs[0]:g} .. {lrs[-1]:g}) x {len(ARMS)} arms x "
             f"{len(cfg.functions)} functions; components on a {cfg.resolution}^2 grid; "
-            "float64 on the CPU (deterministic).",
-            "",
-            f"![phase diagram]({figure})",
-            "",
+            "float64 on the CPU (deterministic)."
+        ),
+        Image(figure, "phase diagram"),
+        Paragraph(
             "**Onsets** (the smallest a0 of the grid where the rate crosses the threshold; "
-            "`-` never on this grid):",
-            "",
-            onset_table,
-            "",
+            "`-` never on this grid):"
+        ),
+        Table(
+            [
+                "function",
+                "arm",
+                f"switch onset a0 (>= {SWITCH_ONSET:g} of starts switch)",
+                "jump onset a0 (sub jump rate >= 1%)",
+                "divergence onset a0 (>= half diverge)",
+                "leaves its component (first of switch and divergence onsets)",
+            ],
+            m.onset_rows,
+        ),
+        Paragraph(
             "**Paired over the starts** (the same starts for every arm): at how many of the "
             f"{len(lrs)} values of a0 does SuperLevelSGD have fewer / more component switches "
             "or sub-level jumps per start than the other arm (95% t interval of the per-start "
-            "difference)?",
-            "",
-            comp_table,
-            "",
-            "**Poor minima** (each arm at its own best a0 of the grid, chosen on the even starts "
-            "and scored on the odd ones):",
-            "",
-            good_table,
-            "",
-            "**Super-level kind** (jumps of {f >= min(f(a), f(b))}):",
-            "",
-            super_table,
-            "",
+            "difference)?"
+        ),
+        Table(
+            [
+                "SuperLevelSGD vs",
+                "function",
+                "per-start count",
+                "a0 with fewer (Holm)",
+                "more (Holm)",
+                "equivalent (within 0.1 a start)",
+                "inconclusive",
+            ],
+            m.comp_rows,
+        ),
+        Paragraph(
+            "**Poor minima** (each arm at its own best a0 of the grid, chosen on the even "
+            "starts and scored on the odd ones):"
+        ),
+        Table(
+            [
+                "function",
+                "arm",
+                "best a0",
+                "fraction of starts ending in a global minimum, 95% Wilson interval",
+            ],
+            m.good_rows,
+        ),
+        Paragraph("**Super-level kind** (jumps of {f >= min(f(a), f(b))}):"),
+        Table(["function", "arm", "largest super-level jump rate over a0"], m.super_rows),
+        Paragraph(
             f"Across the {n} (function, a0) cells SuperLevelSGD's sub-level jump rate is "
-            f"{fmt(min(sl_rates), 2)} .. {fmt(max(sl_rates), 2)}.",
-        ]
-    )
-    return SectionResult(ID, TITLE, "done", body, verdict, claims, details=details)
+            f"{fmt(min(m.sl_rates), 2)} .. {fmt(max(m.sl_rates), 2)}."
+        ),
+    ]
+
+
+def verdict(cfg: Config, m: Measured) -> Verdict:
+    """The reading of the onsets and paired counts, and the C1 and C3 evidence."""
+    text, details, claims = _verdict(cfg, m.tally, m.leave, m.sl_rates, m.good)
+    return Verdict(text, claims, details)
 
 
 def _verdict(
     cfg: Config,
-    tally: dict[str, dict[str, list[int]]],
+    tally: dict[str, dict[str, Tally]],
     leave: dict[tuple[str, str], float],
     sl_rates: list[float],
     good: dict[tuple[str, str], list[int]],
@@ -436,15 +477,15 @@ def _verdict(
     decay = [leave[(f, "GD + decay")] for f in cfg.functions]
     clip = tally["clip + GD + decay"]["switches"]
     later = all(a > b for a, b in zip(ours, decay, strict=True))
-    like_clip = clip[2] + clip[3] >= 0.9 * n and clip[0] == clip[1] == 0
+    like_clip = clip.equivalent + clip.inconclusive >= 0.9 * n and clip.lower == clip.higher == 0
     text = (
         f"The start's component is lost (>= {SWITCH_ONSET:g} of starts switch, or half "
         f"diverge) from a0 = {onsets('SuperLevelSGD')} for SuperLevelSGD, "
         f"{onsets('GD + decay')} for GD + decay, {onsets('clip + GD + decay')} for clip + GD "
         f"+ decay, {onsets('GD')} for GD ({'/'.join(cfg.functions)}; inf: not on this grid). "
         f"Paired per a0 against clip + GD + decay (Holm over the cells): fewer switches in "
-        f"{clip[0]}, more in {clip[1]}, equivalent in {clip[2]}, inconclusive in {clip[3]} "
-        f"of {n} cells."
+        f"{clip.lower}, more in {clip.higher}, equivalent in {clip.equivalent}, inconclusive "
+        f"in {clip.inconclusive} of {n} cells."
     )
     if later and like_clip:
         short = "the bounded step, not the level-set topology, explains the effect"
@@ -452,7 +493,7 @@ def _verdict(
             "SuperLevelSGD keeps its component up to larger a0 than GD with the same decay, "
             f"and behaves like clip + GD at the same maximal step length: {short}."
         )
-    elif later and clip[0] > clip[1]:
+    elif later and clip.lower > clip.higher:
         short = "fewer switches than clip + GD at the same maximal step length"
         reading = (
             "SuperLevelSGD keeps its component longer than GD with the same decay and "
@@ -475,12 +516,11 @@ def _verdict(
     # cell and more in none; not supported when more in any; mixed when equivalent or
     # inconclusive everywhere (connected as much as any bounded step, no more).
     jumps = tally["clip + GD + decay"]["jumps_sub"]
-    c1 = ("not supported" if jumps[1] else "supported" if jumps[0] else "mixed")
+    c1 = "not supported" if jumps.higher else "supported" if jumps.lower else "mixed"
     claims["C1"] = ClaimEvidence(
         c1,
         f"E2: SuperLevelSGD against clip + GD + decay at the same maximal step, sub-level "
-        f"jumps per start (Holm over {n} cells): fewer in {jumps[0]}, more in {jumps[1]}, "
-        f"equivalent in {jumps[2]}, inconclusive in {jumps[3]}; {short}",
+        f"jumps per start (Holm over {n} cells): {jumps.phrase(LOWER_FIRST, FEWER)}; {short}",
     )
     # C3, rule: each arm's best a0 on held-out starts; supported when SuperLevelSGD ends in
     # a global minimum more often than every other arm on every function (Holm over the
@@ -489,9 +529,9 @@ def _verdict(
                            [float(v) for v in good[(fn, a)]])
              for fn in cfg.functions for a in ARMS[:-1]}  # fmt: skip
     c3v = compare_family(pairs, margin=0.05)
-    higher = sum(c.verdict == "higher" for c in c3v.values())
-    lower = sum(c.verdict == "lower" for c in c3v.values())
-    c3 = ("supported" if higher == len(c3v) else "not supported" if higher == 0 else "mixed")
+    c3t = paired_tally(c3v)[None]
+    higher, lower = c3t.higher, c3t.lower
+    c3 = "supported" if higher == len(c3v) else "not supported" if higher == 0 else "mixed"
     claims["C3"] = ClaimEvidence(
         c3,
         f"E2, {len(cfg.functions)} functions, each arm at its best a0 chosen on other starts: "
@@ -501,7 +541,7 @@ def _verdict(
     return verdict, text, claims
 
 
-def _plot(ctx: Context, cfg: Config, series, switch_frac, div_frac) -> str:
+def _plot(ctx: Context, cfg: Config, series, switch_frac, div_frac) -> Path:
     rows = [
         ("sub-level jump rate", lambda c: _rate(c, "sub")),
         ("fraction of starts that switch", switch_frac),
@@ -525,11 +565,11 @@ def _plot(ctx: Context, cfg: Config, series, switch_frac, div_frac) -> str:
         f"decay_total {cfg.decay_total:g}",
         fontsize=10,
     )
-    save_figure(fig, ctx.figures / "e2_phase.png")
-    return "figures/e2_phase.png"
+    return save_figure(fig, ctx.figures / "e2_phase.png")
 
 
-def _protocol(cfg: Config) -> str:
+def protocol(cfg: Config) -> str:
+    """Question and protocol."""
     fns = "; ".join(f"{n}: {FUNCTIONS[n].note}" for n in cfg.functions)
     return (
         "**Question.** Does SuperLevelSGD keep its trajectory inside one component of the "

@@ -20,23 +20,23 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from superlevel.bench.report.render import Block, Image, Paragraph, Table
 from superlevel.bench.run import RunConfig
-from superlevel.bench.stats import compare_family
+from superlevel.bench.stats import Comparison, compare_family
 from superlevel.study import harness
 from superlevel.study.common import (
     ClaimEvidence,
     Context,
-    SectionResult,
-    compute_seconds,
+    Verdict,
+    compute_text,
     fmt,
-    hardware_text,
-    md_table,
     new_figure,
-    not_yet_run,
+    paragraphs,
     rising_fraction,
     save_figure,
 )
@@ -81,7 +81,8 @@ def _seeds(cfg: Config) -> list[int]:
     return [TUNING_SEED, *range(1, cfg.seeds + 1)]
 
 
-def _configs(cfg: Config) -> list[RunConfig]:
+def configs(cfg: Config) -> list[RunConfig]:
+    """The superlevel grid and the SGD lr grid, on the tuning seed and the final seeds."""
     grid = [_cfg(cfg, lr, d, s) for d in cfg.decays for lr in cfg.lrs for s in _seeds(cfg)]
     return grid + [_cfg(cfg, lr, None, s) for lr in cfg.sgd_lrs for s in _seeds(cfg)]
 
@@ -94,7 +95,7 @@ def epoch_rising(ctx: Context, run_id: str) -> float:
 
 def run(ctx: Context, cfg: Config) -> None:
     """Every grid cell on every seed."""
-    harness.run(ctx, _configs(cfg), f"study:{ID}")
+    harness.run(ctx, configs(cfg), f"study:{ID}")
 
 
 def stability(losses: list[float]) -> tuple[float, float]:
@@ -127,13 +128,29 @@ def _nanmedian(x: np.ndarray, axis: int | None = None) -> Any:
         return np.nanmedian(x, axis=axis)
 
 
-def report(ctx: Context, cfg: Config) -> SectionResult:
-    """The E3 part of the report, from stored runs only."""
-    protocol = _protocol(cfg)
-    runs = harness.results(ctx, _configs(cfg))
+@dataclass
+class Measured:
+    """E3's numbers from the stored grid: per (decay, a0, seed) test accuracy, rising and
+    spike fractions and edge ratios; the table rows; the findings' sentences; and the C2
+    comparison of the full training loss (best cell against SGD's best lr)."""
+
+    runs: dict[str, dict[str, Any]]
+    test: np.ndarray
+    rise: np.ndarray
+    spike: np.ndarray
+    edge: np.ndarray
+    rows: list[list[str]]
+    parts: list[str]
+    c2: tuple[list[float], list[float], float, Comparison] | None
+    missing: str = ""
+
+
+def load(ctx: Context, cfg: Config) -> Measured | str:
+    """E3's numbers from stored runs only, or how many runs are missing."""
+    runs = harness.results(ctx, configs(cfg))
     if runs is None:
-        done, total = harness.count_done(ctx, _configs(cfg))
-        return not_yet_run(ID, TITLE, protocol, f"{done} of {total} runs are stored.")
+        done, total = harness.count_done(ctx, configs(cfg))
+        return f"{done} of {total} runs are stored."
     shape = (len(cfg.decays), len(cfg.lrs), cfg.seeds)
     test, val, rise, spike, edge = (np.full(shape, np.nan) for _ in range(5))
     for i, d in enumerate(cfg.decays):
@@ -146,7 +163,6 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
                 steps = ctx.store.step_metrics(row["run_id"])
                 rise[i, j, k], spike[i, j, k] = stability([r["loss"] for r in steps])
                 edge[i, j, k] = edge_ratio(row, steps)
-    figure = _plot(ctx, cfg, test, rise, spike, edge if cfg.sharpness_examples else None)
     vmean = np.where(np.isnan(val).any(-1), -np.inf, np.nan_to_num(val).mean(-1))
 
     def tuned_val(lr: float, d: float | None) -> float:
@@ -175,24 +191,12 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
                 ]
                 + ([fmt(_nanmedian(edge[i, j]), 3)] if cfg.sharpness_examples else [])
             )
-    table = md_table(
-        [
-            "decay_total",
-            "a0",
-            f"test accuracy % mean (min..max) over {cfg.seeds} seeds",
-            "rising intervals",
-            "spike windows",
-        ]
-        + (["sharpness x effective lr / 2 (median)"] if cfg.sharpness_examples else []),
-        rows,
-    )
     # The best cell (tuning seed) against modulation only at its best a0 (tuning seed),
     # scored on the final seeds.
     parts = [
         f"Best cell on the tuning seed: a0 {cfg.lrs[bj]:g}, decay_total {cfg.decays[bi]:g}, "
         f"test accuracy {100 * test[bi, bj].mean():.2f}% over the final seeds."
     ]
-    claims: dict[str, ClaimEvidence] = {}
     if 0.0 in cfg.decays and cfg.seeds >= 2:
         z = cfg.decays.index(0.0)
         zj = int(np.argmax(tv[z]))
@@ -230,36 +234,51 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
             for k in range(1, cfg.seeds + 1)]  # fmt: skip
     sgd = [epoch_rising(ctx, _cfg(cfg, sgd_best, None, k).run_id)
            for k in range(1, cfg.seeds + 1)]  # fmt: skip
+    c2 = None
     if np.all(np.isfinite(ours)) and np.all(np.isfinite(sgd)) and cfg.seeds >= 2:
-        c = compare_family({"r": (ours, sgd)}, margin=0.05)["r"]
-        verdict = ("supported" if max(ours) == 0 else
-                   "not supported" if c.verdict == "higher" else "mixed")  # fmt: skip
+        c2 = (ours, sgd, sgd_best, compare_family({"r": (ours, sgd)}, margin=0.05)["r"])
+    return Measured(runs, test, rise, spike, edge, rows, parts, c2)
+
+
+def blocks(ctx: Context, cfg: Config, m: Measured) -> list[Block]:
+    """E3's body: protocol, budget, the heatmaps, the grid table and the findings."""
+    figure = _plot(ctx, cfg, m.test, m.rise, m.spike, m.edge if cfg.sharpness_examples else None)
+    head = [
+        "decay_total",
+        "a0",
+        f"test accuracy % mean (min..max) over {cfg.seeds} seeds",
+        "rising intervals",
+        "spike windows",
+    ] + (["sharpness x effective lr / 2 (median)"] if cfg.sharpness_examples else [])
+    all_runs = list(m.runs.values())
+    return [
+        *paragraphs(protocol(cfg)),
+        Paragraph(
+            f"Budget: harness budget `{cfg.budget}` of `{cfg.task}`"
+            + (f", options {dict(cfg.task_options)}" if cfg.task_options else "")
+            + f"; the grid on the tuning seed {TUNING_SEED} and seeds 1..{cfg.seeds}, SGD at "
+            f"lr {', '.join(f'{x:g}' for x in cfg.sgd_lrs)}; " + compute_text(all_runs)
+        ),
+        Image(figure, "E3 heatmaps"),
+        Table(head, m.rows),
+        Paragraph(" ".join(m.parts)),
+    ]
+
+
+def verdict(cfg: Config, m: Measured) -> Verdict:
+    """The findings' first sentences, and the C2 evidence (rule in the module docstring)."""
+    claims: dict[str, ClaimEvidence] = {}
+    if m.c2 is not None:
+        ours, sgd, sgd_best, c = m.c2
+        v = ("supported" if max(ours) == 0 else
+             "not supported" if c.verdict == "higher" else "mixed")  # fmt: skip
         claims["C2"] = ClaimEvidence(
-            verdict,
+            v,
             f"E3, MNIST: the full training loss rises in {np.mean(ours):.2g} of epoch intervals "
             f"at the best cell, SGD (lr {sgd_best:g}) in {np.mean(sgd):.2g}; difference "
             f"{c.paired.text()}, {c.text()}",
         )
-    all_runs = list(runs.values())
-    body = "\n".join(
-        [
-            protocol,
-            "",
-            f"Budget: harness budget `{cfg.budget}` of `{cfg.task}`"
-            + (f", options {dict(cfg.task_options)}" if cfg.task_options else "")
-            + f"; the grid on the tuning seed {TUNING_SEED} and seeds 1..{cfg.seeds}, SGD at "
-            f"lr {', '.join(f'{x:g}' for x in cfg.sgd_lrs)}; {len(all_runs)} runs, "
-            f"{compute_seconds(all_runs) / 60:.1f} min of compute. Hardware: "
-            f"{hardware_text(all_runs)}.",
-            "",
-            f"![E3 heatmaps]({figure})",
-            "",
-            table,
-            "",
-            " ".join(parts),
-        ]
-    )
-    return SectionResult(ID, TITLE, "done", body, " ".join(parts[:3]), claims)
+    return Verdict(" ".join(m.parts[:3]), claims)
 
 
 def _plot(
@@ -269,7 +288,7 @@ def _plot(
     rise: np.ndarray,
     spike: np.ndarray,
     edge: np.ndarray | None,
-) -> str:
+) -> Path:
     panels = [
         ("test accuracy (mean over seeds)", np.nanmean(test, -1)),
         ("fraction of rising intervals", np.nanmean(rise, -1)),
@@ -299,11 +318,11 @@ def _plot(
     fig.suptitle(
         f"E3: SuperLevelSGD on {cfg.task} ({cfg.budget} budget), {cfg.seeds} seeds", fontsize=10
     )
-    save_figure(fig, ctx.figures / "e3_heatmaps.png")
-    return "figures/e3_heatmaps.png"
+    return save_figure(fig, ctx.figures / "e3_heatmaps.png")
 
 
-def _protocol(cfg: Config) -> str:
+def protocol(cfg: Config) -> str:
+    """Question and protocol."""
     return (
         "**Question.** How do the initial step a0 and the decay beta shape accuracy and "
         "stability on MNIST?\n\n"

@@ -9,22 +9,23 @@ the optimizer's own lr range on seed 1, selected by validation accuracy, then se
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from superlevel.bench.report.render import Block, Image, Paragraph, Table
 from superlevel.study.common import (
     Context,
-    SectionResult,
-    compute_seconds,
+    Verdict,
+    compute_text,
     fmt,
-    hardware_text,
-    md_table,
     new_figure,
-    not_yet_run,
+    paragraphs,
     run_rising_fraction,
     save_figure,
 )
 from superlevel.study.compare import (
+    Compared,
     Comparison,
     Setting,
     headline,
@@ -64,25 +65,35 @@ class Config:
         )
 
 
+def configs(cfg: Config) -> list[Comparison]:
+    """The one comparison N2 tunes and finishes (every activation is a setting of it)."""
+    return [cfg.comparison()]
+
+
 def run(ctx: Context, cfg: Config) -> None:
     """The grid of every pair on the tuning seed, then the final seeds."""
-    run_comparison(ctx, cfg.comparison(), ID)
+    for comp in configs(cfg):
+        run_comparison(ctx, comp, ID)
 
 
-def report(ctx: Context, cfg: Config) -> SectionResult:
-    """The N2 part of the report, from stored runs only."""
-    protocol = _protocol(cfg)
+def load(ctx: Context, cfg: Config) -> Compared | str:
+    """N2's comparison from stored runs only (with each pair's rising fraction), or what
+    is missing."""
     comp = cfg.comparison()
     out = load_comparison(ctx, comp)
     if isinstance(out, str):
-        return not_yet_run(ID, TITLE, protocol, out)
+        return out
 
     def rising(runs: list[dict]) -> list[str]:
         rise = np.nanmean([run_rising_fraction(ctx.store, r["run_id"]) for r in runs])
         return [fmt(float(rise), 2)]
 
-    summ = summarize(ctx, comp, out, REFERENCE, rising)
-    table = md_table(
+    return Compared(cfg, out, summarize(ctx, comp, out, REFERENCE, rising))
+
+
+def blocks(ctx: Context, cfg: Config, m: Compared) -> list[Block]:
+    """N2's body: protocol, budget, the figure and the table."""
+    table = Table(
         [
             "activation",
             "optimizer",
@@ -92,11 +103,26 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
             f"{REFERENCE} minus optimizer, paired 95% CI (points)",
             "verdict (Holm over the section, TOST margin)",
         ],
-        summ.rows,
+        m.summ.rows,
     )
-    figure = _plot(ctx, cfg, summ.values)
+    figure = _plot(ctx, cfg, m.summ.values)
+    return [
+        *paragraphs(protocol(cfg)),
+        Paragraph(
+            f"Budget: harness budget `{cfg.budget}` of `{cfg.task}`; {cfg.trials} grid "
+            f"trials per optimizer on the tuning seed, then {cfg.seeds} seeds; "
+            + compute_text(m.out.all_runs)
+        ),
+        Image(figure, "N2 accuracy per activation"),
+        table,
+    ]
+
+
+def verdict(cfg: Config, m: Compared) -> Verdict:
+    """The headline, the tallies per competitor and the C4 evidence (activation spread)."""
+    summ = m.summ
     n = len(cfg.activations)
-    verdict = (
+    details = (
         f"Test accuracy of {REFERENCE}, paired over seeds: "
         + tally_text(REFERENCE, summ.tally, n, "activations")
         + "."
@@ -112,25 +138,10 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
                             REFERENCE, margin=0.5)  # fmt: skip
     if c4 is not None:
         claims["C4"] = c4
-    body = "\n".join(
-        [
-            protocol,
-            "",
-            f"Budget: harness budget `{cfg.budget}` of `{cfg.task}`; {cfg.trials} grid "
-            f"trials per optimizer on the tuning seed, then {cfg.seeds} seeds; {len(out.all_runs)} "
-            f"runs, {compute_seconds(out.all_runs) / 60:.1f} min of compute. Hardware: "
-            f"{hardware_text(out.all_runs)}.",
-            "",
-            f"![N2 accuracy per activation]({figure})",
-            "",
-            table,
-        ]
-    )
-    short = headline(REFERENCE, summ.tally, n, "activations")
-    return SectionResult(ID, TITLE, "done", body, short, claims, details=verdict)
+    return Verdict(headline(REFERENCE, summ.tally, n, "activations"), claims, details)
 
 
-def _plot(ctx: Context, cfg: Config, acc: dict[tuple[str, str], np.ndarray]) -> str:
+def _plot(ctx: Context, cfg: Config, acc: dict[tuple[str, str], np.ndarray]) -> Path:
     fig, axes = new_figure(1, 1, 7.0, 3.2)
     ax = axes[0][0]
     width = 0.8 / len(cfg.optimizers)
@@ -148,11 +159,11 @@ def _plot(ctx: Context, cfg: Config, acc: dict[tuple[str, str], np.ndarray]) -> 
     ax.set_ylabel("test accuracy % (mean, min..max)")
     ax.legend(fontsize=6, ncol=3)
     ax.set_title(f"N2: {cfg.task}, {cfg.seeds} seeds at the selected lr", fontsize=9)
-    save_figure(fig, ctx.figures / "n2_activations.png")
-    return "figures/n2_activations.png"
+    return save_figure(fig, ctx.figures / "n2_activations.png")
 
 
-def _protocol(cfg: Config) -> str:
+def protocol(cfg: Config) -> str:
+    """Question and protocol."""
     return (
         "**Question.** Is the rule's behaviour the same across activation functions?\n\n"
         f"**Protocol.** Harness task `{cfg.task}` with activation "

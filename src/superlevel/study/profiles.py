@@ -2,8 +2,13 @@
 
 - ``tiny`` checks the pipeline end to end in well under two minutes on two cores; its
   numbers mean nothing.
-- ``cpu`` is sized for about 8 h of compute on a two-core machine (about 4 h of wall with
-  two workers); each section's cost is in its comment and in the report.
+- ``cpu`` is sized for at most about 8 h of wall on a two-core machine with two workers.
+  The tuned sections train every trial in full (the protocol's default, see
+  docs/benchmark.md), about 16 runs per (setting, optimizer): 9 trials, ~2 edge
+  extensions, 5 finals. From the run times in the comments, in single-core hours: Q1
+  ~7.7 (its two text tasks ~6.7), Q3 ~2.1, Q2 ~0.7, A1 ~0.7, N2 ~0.4, E1 ~0.3, E2 and E3
+  ~0.3: ~12.3 h, ~6.2 h of wall with two workers. Each section's cost is in its comment
+  and in the report.
 - ``gpu`` has the full budgets, sized for about ten minutes on one H200.
 
 A profile maps section ids to that section's ``Config``; a section missing from a profile

@@ -10,27 +10,30 @@ performance profile over the tasks (:func:`superlevel.bench.stats.performance_pr
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from superlevel.bench.report.render import Block, Image, Paragraph, Table
 from superlevel.bench.stats import performance_profile
 from superlevel.study.common import (
     ClaimEvidence,
     Context,
-    SectionResult,
-    compute_seconds,
+    Verdict,
+    compute_text,
     fmt,
-    hardware_text,
-    md_table,
     new_figure,
-    not_yet_run,
+    paragraphs,
     save_figure,
 )
 from superlevel.study.compare import (
+    Compared,
+    Comparison,
     TasksConfig,
     headline,
     load_complete_tasks,
+    missing_blocks,
     protocol_text,
     run_comparison,
     summarize,
@@ -46,11 +49,15 @@ RIVALS = ("adamw", "sgdr")  # claim C5
 Config = TasksConfig  # the section's size: tasks, optimizers, grid, seeds, budget
 
 
+def configs(cfg: Config) -> list[Comparison]:
+    """One comparison per task (so an interrupted study has complete ones)."""
+    return [cfg.comparison((task,)) for task, *_ in cfg.tasks]
+
+
 def run(ctx: Context, cfg: Config) -> None:
-    """Task by task (so an interrupted study has complete ones): every optimizer tuned on
-    the tuning seed, then the final seeds."""
-    for task, *_ in cfg.tasks:
-        run_comparison(ctx, cfg.comparison((task,)), ID)
+    """Task by task: every optimizer tuned on the tuning seed, then the final seeds."""
+    for comp in configs(cfg):
+        run_comparison(ctx, comp, ID)
 
 
 def _steps_to_target(runs: list[dict[str, Any]]) -> float:
@@ -61,20 +68,37 @@ def _steps_to_target(runs: list[dict[str, Any]]) -> float:
     return float(np.median(steps))
 
 
-def report(ctx: Context, cfg: Config) -> SectionResult:
-    """The Q1 part of the report, from stored runs only."""
-    protocol = _protocol(cfg)
+def load(ctx: Context, cfg: Config) -> Compared | str:
+    """Q1's comparison over the complete tasks, from stored runs only, or what is missing."""
     loaded = load_complete_tasks(ctx, cfg)
     if isinstance(loaded, str):
-        return not_yet_run(ID, TITLE, protocol, loaded)
-    n_all = len(cfg.tasks)
-    cfg, out, missing = loaded
-    if missing:  # the complete tasks are reported; say plainly which are not
-        protocol += f"\n\n**Not yet run:** {missing} They are left out below."
-    done = [t[0] for t in cfg.tasks]
-    comp = cfg.comparison()
-    summ = summarize(ctx, comp, out, REFERENCE, lambda runs: [fmt(_steps_to_target(runs))])
-    table = md_table(
+        return loaded
+    done, out, missing = loaded
+    summ = summarize(ctx, done.comparison(), out, REFERENCE,
+                     lambda runs: [fmt(_steps_to_target(runs))])  # fmt: skip
+    return Compared(done, out, summ, missing)
+
+
+_TAUS = np.geomspace(1.0, 16.0, 41)
+
+
+def _profile(m: Compared) -> dict[str, np.ndarray]:
+    """The performance profile over the complete tasks (steps to the target)."""
+    costs = {
+        s.label: {
+            o: _steps_to_target(m.out.runs[(s.label, o)])
+            if (s.label, o) in m.out.runs
+            else math.inf
+            for o in m.cfg.optimizers
+        }
+        for s in m.cfg.comparison().settings
+    }
+    return performance_profile(costs, _TAUS)
+
+
+def blocks(ctx: Context, cfg: Config, m: Compared) -> list[Block]:
+    """Q1's body: protocol, budget, the performance profile and the table."""
+    table = Table(
         [
             "task",
             "optimizer",
@@ -84,26 +108,35 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
             f"{REFERENCE} minus optimizer, paired 95% CI (points)",
             "verdict (Holm over the section, TOST margin)",
         ],
-        summ.rows,
+        m.summ.rows,
     )
-    costs = {
-        s.label: {
-            o: _steps_to_target(out.runs[(s.label, o)]) if (s.label, o) in out.runs else math.inf
-            for o in cfg.optimizers
-        }
-        for s in comp.settings
-    }
-    taus = np.geomspace(1.0, 16.0, 41)
-    profile = performance_profile(costs, taus)
-    figure = _plot(ctx, cfg, profile, taus)
-    n = len(cfg.tasks)
-    verdict = (
-        ("" if not missing else f"On {', '.join(done)} only (the rest has not run). ")
+    figure = _plot(ctx, m.cfg, _profile(m), _TAUS)
+    return [
+        *paragraphs(protocol(cfg)),
+        *missing_blocks(m.missing),
+        Paragraph(
+            f"Budget: as listed per task; {cfg.trials} trials per optimizer on the tuning "
+            f"seed, then {cfg.seeds} seeds; " + compute_text(m.out.all_runs)
+        ),
+        Image(figure, "Q1 performance profile"),
+        table,
+    ]
+
+
+def verdict(cfg: Config, m: Compared) -> Verdict:
+    """The headline, the tallies with the profile at tau = 2, and the C5 evidence."""
+    summ = m.summ
+    n_all = len(cfg.tasks)
+    done = [t[0] for t in m.cfg.tasks]
+    profile = _profile(m)
+    n = len(m.cfg.tasks)
+    details = (
+        ("" if not m.missing else f"On {', '.join(done)} only (the rest has not run). ")
         + f"Test metric of {REFERENCE}, paired over seeds: "
         + tally_text(REFERENCE, summ.tally, n, "tasks")
         + ". Fraction of tasks on which each optimizer reaches the target within 2x the "
         "fastest: "
-        + ", ".join(f"{o} {profile[o][np.searchsorted(taus, 2.0)]:.2f}" for o in cfg.optimizers)
+        + ", ".join(f"{o} {profile[o][np.searchsorted(_TAUS, 2.0)]:.2f}" for o in m.cfg.optimizers)
         + "."
     )
     claims = {}
@@ -114,38 +147,19 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
         # every task against both rivals, not supported when it is lower on more than half
         # the tasks against either, mixed otherwise (inconclusive tasks prove nothing).
         t = {o: summ.tally[o] for o in rivals}
-        holds = {o: t[o][0] + t[o][2] for o in rivals}
+        holds = {o: t[o].higher + t[o].equivalent for o in rivals}
         c5 = "supported" if all(holds[o] == n for o in rivals) else "mixed"
-        c5 = "not supported" if any(t[o][1] > n / 2 for o in rivals) else c5
+        c5 = "not supported" if any(t[o].lower > n / 2 for o in rivals) else c5
+        order = ("higher", "equivalent", "lower", "inconclusive")
         claims["C5"] = ClaimEvidence(
             c5,
             f"Q1 ({n} of {n_all} tasks run): "
-            + "; ".join(
-                f"vs {o}: higher in {t[o][0]}, equivalent in {t[o][2]}, lower in {t[o][1]}, "
-                f"inconclusive in {t[o][3]} of {n} tasks"
-                for o in rivals
-            ),
+            + "; ".join(f"vs {o}: {t[o].phrase(order)} of {n} tasks" for o in rivals),
         )
-    body = "\n".join(
-        [
-            protocol,
-            "",
-            f"Budget: as listed per task; {cfg.trials} trials per optimizer on the tuning "
-            f"seed, then {cfg.seeds} seeds; {len(out.all_runs)} runs, "
-            f"{compute_seconds(out.all_runs) / 60:.1f} min of compute. Hardware: "
-            f"{hardware_text(out.all_runs)}.",
-            "",
-            f"![Q1 performance profile]({figure})",
-            "",
-            table,
-        ]
-    )
-    status = "partial" if missing else "done"
-    short = headline(REFERENCE, summ.tally, n, "tasks")
-    return SectionResult(ID, TITLE, status, body, short, claims, details=verdict)
+    return Verdict(headline(REFERENCE, summ.tally, n, "tasks"), claims, details)
 
 
-def _plot(ctx: Context, cfg: Config, profile: dict[str, np.ndarray], taus: np.ndarray) -> str:
+def _plot(ctx: Context, cfg: Config, profile: dict[str, np.ndarray], taus: np.ndarray) -> Path:
     fig, axes = new_figure(1, 1, 5.0, 3.4)
     ax = axes[0][0]
     for k, o in enumerate(cfg.optimizers):
@@ -156,13 +170,14 @@ def _plot(ctx: Context, cfg: Config, profile: dict[str, np.ndarray], taus: np.nd
     ax.set_ylabel("fraction of tasks")
     ax.legend(fontsize=6)
     ax.set_title(f"Q1 performance profile over {len(cfg.tasks)} tasks", fontsize=9)
-    save_figure(fig, ctx.figures / "q1_profile.png")
-    return "figures/q1_profile.png"
+    return save_figure(fig, ctx.figures / "q1_profile.png")
 
 
-def _protocol(cfg: Config) -> str:
+def protocol(cfg: Config) -> str:
+    """Question and protocol."""
     tasks = ", ".join(
-        f"`{t[0]}`" + (f" ({', '.join(f'{k}={v}' for k, v in t[1])})" if t[1] else "")
+        f"`{t[0]}`"
+        + (f" ({', '.join(f'{k}={v}' for k, v in t[1])})" if t[1] else "")
         + (f" (budget {t[2]}, {t[3]} epochs)" if len(t) > 2 else "")
         for t in cfg.tasks
     )

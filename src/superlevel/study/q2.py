@@ -12,26 +12,28 @@ the last epoch's accuracy on the (noisy / imbalanced) training split minus test 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from superlevel.bench.report.render import Block, Image, Paragraph, Table
 from superlevel.study.common import (
     Context,
-    SectionResult,
-    compute_seconds,
+    Verdict,
+    compute_text,
     fmt,
-    hardware_text,
-    md_table,
     new_figure,
-    not_yet_run,
+    paragraphs,
     save_figure,
 )
 from superlevel.study.compare import (
+    Compared,
     Comparison,
     Setting,
     headline,
     load_complete_tasks,
+    missing_blocks,
     protocol_text,
     run_comparison,
     stability_evidence,
@@ -70,16 +72,20 @@ class Config:
             if tasks is None or task in tasks
             for label, extra in self.conditions
         )
-        return Comparison(
-            settings, self.optimizers, self.trials, self.seeds, "quick", self.epochs
-        )
+        return Comparison(settings, self.optimizers, self.trials, self.seeds, "quick", self.epochs)
+
+
+def configs(cfg: Config) -> list[Comparison]:
+    """One comparison per data set (all its conditions), so an interrupted study has
+    complete ones."""
+    return [cfg.comparison((task,)) for task, _ in cfg.tasks]
 
 
 def run(ctx: Context, cfg: Config) -> None:
-    """Data set by data set (so an interrupted study has complete ones): every (setting,
-    optimizer) tuned on the tuning seed, then the final seeds."""
-    for task, _ in cfg.tasks:
-        run_comparison(ctx, cfg.comparison((task,)), ID)
+    """Data set by data set: every (setting, optimizer) tuned on the tuning seed, then the
+    final seeds."""
+    for comp in configs(cfg):
+        run_comparison(ctx, comp, ID)
 
 
 def _train_accuracy(ctx: Context, run: dict[str, Any]) -> float:
@@ -87,17 +93,13 @@ def _train_accuracy(ctx: Context, run: dict[str, Any]) -> float:
     return float(rows[-1]["metric"]) if rows and rows[-1]["metric"] is not None else np.nan
 
 
-def report(ctx: Context, cfg: Config) -> SectionResult:
-    """The Q2 part of the report, from stored runs only."""
-    protocol = _protocol(cfg)
+def load(ctx: Context, cfg: Config) -> Compared | str:
+    """Q2's comparison over the complete data sets (with each pair's train accuracy and
+    generalisation gap), from stored runs only, or what is missing."""
     loaded = load_complete_tasks(ctx, cfg)
     if isinstance(loaded, str):
-        return not_yet_run(ID, TITLE, protocol, loaded)
-    cfg, out, missing = loaded
-    if missing:  # the complete tasks are reported; say plainly which are not
-        protocol += f"\n\n**Not yet run:** {missing} They are left out below."
-    done = [t[0] for t in cfg.tasks]
-    comp = cfg.comparison()
+        return loaded
+    done, out, missing = loaded
 
     def gap(runs: list[dict[str, Any]]) -> list[str]:
         done = [r for r in runs if r["status"] == "finished"]
@@ -107,8 +109,12 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
             return ["-", "-"]
         return [fmt(float(np.mean(train)), 3), fmt(float(np.mean(g)), 3)]
 
-    summ = summarize(ctx, comp, out, REFERENCE, gap)
-    table = md_table(
+    return Compared(done, out, summarize(ctx, done.comparison(), out, REFERENCE, gap), missing)
+
+
+def blocks(ctx: Context, cfg: Config, m: Compared) -> list[Block]:
+    """Q2's body: protocol, budget, the figure and the table."""
+    table = Table(
         [
             "data set / condition",
             "optimizer",
@@ -119,22 +125,40 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
             f"{REFERENCE} minus optimizer, paired 95% CI (points)",
             "verdict (Holm over the section, TOST margin)",
         ],
-        summ.rows,
+        m.summ.rows,
     )
+    figure = _plot(ctx, m.cfg, m.summ.values)
+    return [
+        *paragraphs(protocol(cfg)),
+        *missing_blocks(m.missing),
+        Paragraph(
+            f"Budget: harness budget `quick`{_epochs_text(cfg)}; "
+            f"{cfg.trials} trials per optimizer (the bench tuning protocol), finals on "
+            f"{cfg.seeds} seeds; "
+            + compute_text(m.out.all_runs)
+        ),
+        Image(figure, "Q2 accuracy per condition"),
+        table,
+    ]
+
+
+def verdict(cfg: Config, m: Compared) -> Verdict:
+    """The headline, the tallies with the mean drops, and the C4 evidence (drops)."""
+    cfg, summ = m.cfg, m.summ
+    done = [t[0] for t in cfg.tasks]
     # Robustness: the drop of mean test accuracy from clean data to the worst condition.
     drops: dict[str, list[float]] = {o: [] for o in cfg.optimizers}
     for task, *_ in cfg.tasks:
         for o in cfg.optimizers:
             means = [summ.values.get((f"{task} / {c}", o)) for c, _ in cfg.conditions]
-            if all(m is not None for m in means):
-                drops[o].append(float(means[0].mean() - min(m.mean() for m in means)))
+            if all(x is not None for x in means):
+                drops[o].append(float(means[0].mean() - min(x.mean() for x in means)))
     drop_text = ", ".join(
         f"{o} {np.mean(d):.2f}" for o, d in drops.items() if len(d) == len(cfg.tasks)
     )
-    figure = _plot(ctx, cfg, summ.values)
-    n = len(comp.settings)
-    verdict = (
-        ("" if not missing else f"On {', '.join(done)} only (the rest has not run). ")
+    n = len(cfg.comparison().settings)
+    details = (
+        ("" if not m.missing else f"On {', '.join(done)} only (the rest has not run). ")
         + f"Test accuracy of {REFERENCE}, paired over seeds: "
         + tally_text(REFERENCE, summ.tally, n, "settings")
         + f". Mean drop from clean data to the worst condition (points): {drop_text}."
@@ -157,31 +181,14 @@ def report(ctx: Context, cfg: Config) -> SectionResult:
                             REFERENCE, margin=0.5)  # fmt: skip
     if c4 is not None:
         claims["C4"] = c4
-    body = "\n".join(
-        [
-            protocol,
-            "",
-            f"Budget: harness budget `quick`{_epochs_text(cfg)}; "
-            f"{cfg.trials} trials per optimizer (the bench tuning protocol), finals on "
-            f"{cfg.seeds} seeds; "
-            f"{len(out.all_runs)} runs, {compute_seconds(out.all_runs) / 60:.1f} min of "
-            f"compute. Hardware: {hardware_text(out.all_runs)}.",
-            "",
-            f"![Q2 accuracy per condition]({figure})",
-            "",
-            table,
-        ]
-    )
-    status = "partial" if missing else "done"
-    short = headline(REFERENCE, summ.tally, n, "settings")
-    return SectionResult(ID, TITLE, status, body, short, claims, details=verdict)
+    return Verdict(headline(REFERENCE, summ.tally, n, "settings"), claims, details)
 
 
 def _epochs_text(cfg: Config) -> str:
     return "" if cfg.epochs is None else f", {cfg.epochs} epochs"
 
 
-def _plot(ctx: Context, cfg: Config, acc: dict[tuple[str, str], np.ndarray]) -> str:
+def _plot(ctx: Context, cfg: Config, acc: dict[tuple[str, str], np.ndarray]) -> Path:
     fig, axes = new_figure(1, len(cfg.tasks), 4.6, 3.2)
     for ax, (task, _) in zip(axes[0], cfg.tasks, strict=True):
         for o in cfg.optimizers:
@@ -198,11 +205,11 @@ def _plot(ctx: Context, cfg: Config, acc: dict[tuple[str, str], np.ndarray]) -> 
         ax.set_title(task, fontsize=9)
         ax.legend(fontsize=6)
     fig.suptitle(f"Q2: {cfg.seeds} seeds at each setting's selected lr", fontsize=10)
-    save_figure(fig, ctx.figures / "q2_conditions.png")
-    return "figures/q2_conditions.png"
+    return save_figure(fig, ctx.figures / "q2_conditions.png")
 
 
-def _protocol(cfg: Config) -> str:
+def protocol(cfg: Config) -> str:
+    """Question and protocol."""
     tasks = ", ".join(
         f"`{t}`" + (f" ({', '.join(f'{k}={v}' for k, v in base)})" if base else "")
         for t, base in cfg.tasks

@@ -16,24 +16,27 @@ budget (``benchmarks/rl_reference.py``, docs/data_and_tasks.md).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from superlevel.bench.report.render import Block, Image, Paragraph, Table
 from superlevel.study.common import (
     Context,
-    SectionResult,
-    compute_seconds,
-    hardware_text,
-    md_table,
+    Verdict,
+    compute_text,
     new_figure,
-    not_yet_run,
+    paragraphs,
     save_figure,
 )
 from superlevel.study.compare import (
+    Compared,
+    Comparison,
     TasksConfig,
     headline,
     load_complete_tasks,
+    missing_blocks,
     protocol_text,
     run_comparison,
     summarize,
@@ -49,10 +52,15 @@ SPIKE = 10.0  # a rollout's largest policy-gradient norm above SPIKE x the run's
 Config = TasksConfig  # the section's size: tasks, optimizers, grid, seeds, budget
 
 
+def configs(cfg: Config) -> list[Comparison]:
+    """One comparison per task (so an interrupted study has complete ones)."""
+    return [cfg.comparison((task,)) for task, *_ in cfg.tasks]
+
+
 def run(ctx: Context, cfg: Config) -> None:
     """Task by task: every optimizer tuned on the tuning seed, then the final seeds."""
-    for task, *_ in cfg.tasks:
-        run_comparison(ctx, cfg.comparison((task,)), ID)
+    for comp in configs(cfg):
+        run_comparison(ctx, comp, ID)
 
 
 def rl_log(run: dict[str, Any]) -> dict[str, Any]:
@@ -83,20 +91,19 @@ def _curve(ctx: Context, run: dict[str, Any]) -> dict[int, float]:
     return {r["epoch"]: r["metric"] for r in val}
 
 
-def report(ctx: Context, cfg: Config | None) -> SectionResult:
-    """The Q3 part of the report, from stored runs only."""
-    if cfg is None:
-        return not_yet_run(ID, TITLE, _protocol(None), "this profile does not size Q3.")
-    protocol = _protocol(cfg)
+def load(ctx: Context, cfg: Config) -> Compared | str:
+    """Q3's comparison over the complete tasks, from stored runs only, or what is missing."""
     loaded = load_complete_tasks(ctx, cfg)
     if isinstance(loaded, str):
-        return not_yet_run(ID, TITLE, protocol, loaded)
-    cfg, out, missing = loaded
-    if missing:
-        protocol += f"\n\n**Not yet run:** {missing} They are left out below."
-    comp = cfg.comparison()
-    summ = summarize(ctx, comp, out, REFERENCE, _stability, scale=1.0)
-    table = md_table(
+        return loaded
+    done, out, missing = loaded
+    summ = summarize(ctx, done.comparison(), out, REFERENCE, _stability, scale=1.0)
+    return Compared(done, out, summ, missing)
+
+
+def blocks(ctx: Context, cfg: Config, m: Compared) -> list[Block]:
+    """Q3's body: protocol, budget, the return curves and the table."""
+    table = Table(
         [
             "task",
             "optimizer",
@@ -107,40 +114,40 @@ def report(ctx: Context, cfg: Config | None) -> SectionResult:
             f"{REFERENCE} minus optimizer, paired 95% CI (return)",
             "verdict (Holm over the section, TOST margin)",
         ],
-        summ.rows,
+        m.summ.rows,
     )
-    figure = _plot(ctx, cfg, out.runs)
+    figure = _plot(ctx, m.cfg, m.out.runs)
+    return [
+        *paragraphs(protocol(cfg)),
+        *missing_blocks(m.missing),
+        Paragraph(
+            f"Budget: harness budget `{cfg.budget}` ({_steps_text(m.out.all_runs)}); "
+            f"{cfg.trials} trials per optimizer (the bench tuning protocol), finals on "
+            f"{cfg.seeds} seeds; "
+            + compute_text(m.out.all_runs)
+        ),
+        Image(figure, "Q3 return curves"),
+        table,
+    ]
+
+
+def verdict(cfg: Config, m: Compared) -> Verdict:
+    """The headline, and the tallies with the collapses per optimizer."""
+    comp = m.cfg.comparison()
     n = len(comp.settings)
-    verdict = (
+    details = (
         f"Test return of {REFERENCE}, paired over {cfg.seeds} seeds: "
-        + tally_text(REFERENCE, summ.tally, n, "tasks")
+        + tally_text(REFERENCE, m.summ.tally, n, "tasks")
         + ". Collapses of the training return, summed over seeds: "
         + ", ".join(
-            f"{o} {_stability(out.runs[(s.label, o)])[0]}"
+            f"{o} {_stability(m.out.runs[(s.label, o)])[0]}"
             for s in comp.settings
             for o in cfg.optimizers
-            if (s.label, o) in out.runs
+            if (s.label, o) in m.out.runs
         )
         + "."
     )
-    body = "\n".join(
-        [
-            protocol,
-            "",
-            f"Budget: harness budget `{cfg.budget}` ({_steps_text(out.all_runs)}); "
-            f"{cfg.trials} trials per optimizer (the bench tuning protocol), finals on "
-            f"{cfg.seeds} seeds; "
-            f"{len(out.all_runs)} runs, {compute_seconds(out.all_runs) / 60:.1f} min of "
-            f"compute. Hardware: {hardware_text(out.all_runs)}.",
-            "",
-            f"![Q3 return curves]({figure})",
-            "",
-            table,
-        ]
-    )
-    short = headline(REFERENCE, summ.tally, n, "tasks")
-    status = "partial" if missing else "done"
-    return SectionResult(ID, TITLE, status, body, short, {}, details=verdict)
+    return Verdict(headline(REFERENCE, m.summ.tally, n, "tasks"), {}, details)
 
 
 def _steps_text(runs: list[dict[str, Any]]) -> str:
@@ -149,7 +156,7 @@ def _steps_text(runs: list[dict[str, Any]]) -> str:
     return ", ".join(f"{s:,} env steps" for s in sorted(steps)) or "env steps not recorded"
 
 
-def _plot(ctx: Context, cfg: Config, runs: dict[tuple[str, str], list[dict[str, Any]]]) -> str:
+def _plot(ctx: Context, cfg: Config, runs: dict[tuple[str, str], list[dict[str, Any]]]) -> Path:
     fig, axes = new_figure(1, len(cfg.tasks), 5.0, 3.4)
     for ax, (task, *_) in zip(axes[0], cfg.tasks, strict=True):
         for o in cfg.optimizers:
@@ -172,20 +179,14 @@ def _plot(ctx: Context, cfg: Config, runs: dict[tuple[str, str], list[dict[str, 
         f"Q3: mean (band: min..max) of {cfg.seeds} seeds at each optimizer's selected lr",
         fontsize=9,
     )
-    save_figure(fig, ctx.figures / "q3_returns.png")
-    return "figures/q3_returns.png"
+    return save_figure(fig, ctx.figures / "q3_returns.png")
 
 
-def _protocol(cfg: Config | None) -> str:
-    tasks = "the RL tasks" if cfg is None else ", ".join(f"`{t[0]}`" for t in cfg.tasks)
-    size = (
-        ""
-        if cfg is None
-        else (
-            f" x optimizers {', '.join(cfg.optimizers)}. " + protocol_text(cfg.trials, cfg.seeds,
-                                                          "the mean greedy return on the "
-                                                          "validation episodes")
-        )
+def protocol(cfg: Config) -> str:
+    """Question and protocol."""
+    tasks = ", ".join(f"`{t[0]}`" for t in cfg.tasks)
+    size = f" x optimizers {', '.join(cfg.optimizers)}. " + protocol_text(
+        cfg.trials, cfg.seeds, "the mean greedy return on the validation episodes"
     )
     return (
         "**Question.** Does the rule stabilise policy optimisation in partially observable "

@@ -114,7 +114,8 @@ def _intro(settings: list[Setting], n_runs: int) -> list[Block]:
             "Protocol: `default` = the hyperparameters the runs were started with (the "
             "registry's unless overridden); `tuned` = the tuning protocol of "
             "`superlevel.bench.tune` (docs/benchmark.md): the same number of trials per "
-            "optimizer over its own search space, successive halving, ranges extended while "
+            "optimizer over its own search space, each trained in full (or by successive halving "
+            "where the tuning table's rungs say so), ranges extended while "
             "the selection sits on an edge, selection on the validation metric of a tuning "
             "seed that is never scored, finals on seeds never looked at. One row is one "
             "configuration (task, options, budget, epochs, optimizer, hyperparameters): only "
@@ -171,8 +172,9 @@ def _setting_section(
     if tuned:
         blocks += [
             Paragraph(
-                "Tuning: per optimizer its search (trials, rungs of successive halving, "
-                "compute in full-run equivalents), its ranges after extension, the selection, "
+                "Tuning: per optimizer its search (trials, rungs as trials@epochs: one rung "
+                "when every trial ran in full, compute in full-run equivalents), its ranges "
+                "after extension, the selection, "
                 "every extension and every selection still on an edge."
             ),
             Table(TUNING_HEAD, tuned),

@@ -1,14 +1,16 @@
 """Rendering: typed document blocks to Markdown and to one self-contained HTML page.
 
 The report is a list of :data:`Block` values (:class:`Heading`, :class:`Paragraph`,
-:class:`Table`, :class:`Image`); both renderers walk the same list, so the two documents
-always say the same thing. Inline markup is limited to ```code``` and ``**bold**``.
+:class:`Bullets`, :class:`Table`, :class:`Image`); both renderers walk the same list, so
+the two documents always say the same thing. Inline markup is limited to ```code```,
+``**bold**``, ``*italic*``, ``\\*`` (a literal star) and ``[text](link)``.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from pathlib import Path
 
 __all__ = [
     "Block",
+    "Bullets",
     "Heading",
     "Image",
     "Paragraph",
@@ -43,10 +46,15 @@ def naming(path: Path) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Heading:
-    """A section title, ``level`` 1 (the document's) to 6."""
+    """A section title, ``level`` 1 (the document's) to 6.
+
+    ``anchor``: the HTML ``id`` that ``[text](#anchor)`` links reach (Markdown viewers
+    derive their own from the text, so Markdown ignores it).
+    """
 
     level: int
     text: str
+    anchor: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,13 @@ class Paragraph:
     """A paragraph of text."""
 
     text: str
+
+
+@dataclass(frozen=True)
+class Bullets:
+    """A bulleted list, one item per entry."""
+
+    items: list[str]
 
 
 @dataclass(frozen=True)
@@ -66,13 +81,13 @@ class Table:
 
 @dataclass(frozen=True)
 class Image:
-    """A PNG figure with its caption."""
+    """A PNG figure with its caption; ``path`` must lie under the Markdown's ``base``."""
 
     path: Path
     caption: str
 
 
-Block = Heading | Paragraph | Table | Image
+Block = Heading | Paragraph | Bullets | Table | Image
 
 
 def to_markdown(blocks: Sequence[Block], base: Path) -> str:
@@ -83,6 +98,9 @@ def to_markdown(blocks: Sequence[Block], base: Path) -> str:
             out.append(f"{'#' * b.level} {b.text}\n")
         elif isinstance(b, Paragraph):
             out.append(f"{b.text}\n")
+        elif isinstance(b, Bullets):
+            out.extend(f"- {item}" for item in b.items)
+            out.append("")
         elif isinstance(b, Table):
             out.append("| " + " | ".join(b.head) + " |")
             out.append("|" + "---|" * len(b.head))
@@ -95,12 +113,24 @@ def to_markdown(blocks: Sequence[Block], base: Path) -> str:
     return "\n".join(out)
 
 
-def _inline_md(text: str) -> str:
-    # Only the two inline forms the report uses: `code` and **bold**.
-    parts = html.escape(text).split("`")
-    text = "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+_LINK = re.compile(r"\[([^\]]+)\]\(([^()\s]+)\)")
+_ITALIC = re.compile(r"(?<![\w*])\*(?=\S)([^*]+?)(?<=\S)\*(?![\w*])")
+_STAR = "\x00"  # stands for an escaped "\\*" while the star markup is read
+
+
+def _inline_text(text: str) -> str:
+    # Outside code spans: \* is a literal star, then links, **bold**, *italic*.
+    text = text.replace("\\*", _STAR)
+    text = _LINK.sub(r'<a href="\2">\1</a>', text)
     parts = text.split("**")
-    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+    text = "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+    return _ITALIC.sub(r"<i>\1</i>", text).replace(_STAR, "*")
+
+
+def _inline_md(text: str) -> str:
+    # Only the inline forms the reports use (see the module docstring).
+    parts = html.escape(text).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else _inline_text(p) for i, p in enumerate(parts))
 
 
 _STYLE = (
@@ -112,14 +142,18 @@ _STYLE = (
 )
 
 
-def to_html(blocks: Sequence[Block]) -> str:
+def to_html(blocks: Sequence[Block], title: str = "superlevel benchmark") -> str:
     """Render ``blocks`` as one self-contained HTML page (PNG figures embedded as base64)."""
     body = []
     for b in blocks:
         if isinstance(b, Heading):
-            body.append(f"<h{b.level}>{_inline_md(b.text)}</h{b.level}>")
+            anchor = f' id="{html.escape(b.anchor)}"' if b.anchor else ""
+            body.append(f"<h{b.level}{anchor}>{_inline_md(b.text)}</h{b.level}>")
         elif isinstance(b, Paragraph):
             body.append(f"<p>{_inline_md(b.text)}</p>")
+        elif isinstance(b, Bullets):
+            items = "".join(f"<li>{_inline_md(item)}</li>" for item in b.items)
+            body.append(f"<ul>{items}</ul>")
         elif isinstance(b, Table):
             head = "".join(f"<th>{_inline_md(h)}</th>" for h in b.head)
             rows = "".join(
@@ -135,6 +169,8 @@ def to_html(blocks: Sequence[Block]) -> str:
         else:
             raise TypeError(f"not a report block: {b!r}")
     return (
-        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>superlevel benchmark"
-        f"</title><style>{_STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>"
+        f"{html.escape(title)}</title><style>{_STYLE}</style></head><body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
     )

@@ -1,0 +1,429 @@
+"""The optax transforms: norm, modulation, schedule, the optimizer, its statistics."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+__all__ = [
+    "ScaleBySuperlevelState",
+    "SuperlevelState",
+    "decay_schedule",
+    "global_norm",
+    "modulation",
+    "scale_by_superlevel",
+    "stats",
+    "superlevel",
+]
+
+# The extra argument through which the optimizer hands eta_t to its own chain.
+_ETA_ARG = "superlevel_eta"
+
+
+# ---------------------------------------------------------------- argument checks
+def _concrete(value: Any) -> float | None:
+    """``value`` as a float when it is known now (not traced: under jit or vmap it is not).
+
+    Raises:
+        TypeError: not a real number or a one-element real floating array.
+    """
+    if isinstance(value, jax.core.Tracer):
+        return None
+    if isinstance(value, bool | complex):
+        raise TypeError(f"must be a real number, got {value!r} ({type(value).__name__})")
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, jax.Array | np.ndarray | np.generic):
+        if np.size(value) != 1 or not np.issubdtype(value.dtype, np.floating):
+            raise TypeError(
+                f"must be a real number or a one-element float array, got an array of "
+                f"shape {np.shape(value)} and dtype {value.dtype}"
+            )
+        return float(np.asarray(value).reshape(()))
+    raise TypeError(f"must be a real number, got {value!r} ({type(value).__name__})")
+
+
+def _check(name: str, value: Any, *, positive: bool = False, high: float | None = None):
+    """Check a hyperparameter whose value is known: finite, ``>= 0`` (``> 0``), ``<= high``.
+
+    Returns the float value, or ``None`` for a traced value (checked where it was set).
+    """
+    try:
+        v = _concrete(value)
+    except TypeError as exc:
+        raise TypeError(f"{name} {exc}") from None
+    if v is None:
+        return None
+    if not math.isfinite(v) or v < 0.0 or (positive and v == 0.0):
+        bound = "> 0" if positive else ">= 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    if high is not None and v > high:
+        raise ValueError(f"{name} must be <= {high:g}, got {value!r}")
+    return v
+
+
+def _check_flag(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+
+
+def _is_zero(value: Any) -> bool:
+    """A Python zero: the transform it would drive is left out of the chain.
+
+    Arrays (``inject_hyperparams`` turns every number into one, ``vmap`` traces them) keep
+    the transform in, so that ``init`` and ``update`` build the same state structure.
+    """
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == 0
+
+
+# ---------------------------------------------------------------- norm and modulation
+def _real_dtype(leaves: list[jax.Array]) -> jnp.dtype:
+    dtype = jnp.result_type(*[x.dtype for x in leaves])
+    if not jnp.issubdtype(dtype, jnp.inexact):
+        raise TypeError(f"gradients must be floating point, got dtype {dtype}")
+    return jnp.finfo(dtype).dtype  # complex64 -> float32
+
+
+def _squares(x: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    x = jnp.abs(x) if jnp.iscomplexobj(x) else x
+    x = x.astype(dtype)
+    return jnp.sum(x * x)
+
+
+def _scaled_norm(leaves: list[jax.Array], dtype: jnp.dtype) -> tuple[jax.Array, jax.Array]:
+    r""":math:`m \sqrt{\sum (g / m)^2}` with :math:`m = \max |g|` (no square overflows),
+    and whether every element is finite (``m`` is then finite)."""
+    mags = [jnp.abs(x).astype(dtype) for x in leaves]
+    m = jnp.max(jnp.stack([jnp.max(x, initial=0.0) for x in mags]))
+    scale = jnp.where(jnp.isfinite(m) & (m > 0), m, jnp.ones((), dtype))
+    sq = sum(jnp.sum(jnp.square(x / scale)) for x in mags)
+    # m is inf (or nan) exactly when some element is: that is the norm then.
+    return jnp.where(jnp.isfinite(m), scale * jnp.sqrt(sq), m), jnp.isfinite(m)
+
+
+@jax.jit  # eager callers: one compilation per tree structure, not a lax.cond per call
+def _measure(tree: Any) -> tuple[jax.Array, jax.Array]:
+    """``(n, ok)``: the global norm and whether every element is finite."""
+    leaves = [x for x in jax.tree.leaves(tree) if x is not None]
+    if not leaves:
+        return jnp.zeros(()), jnp.ones((), bool)
+    dtype = _real_dtype(leaves)
+    plain = jnp.sqrt(sum(_squares(x, dtype) for x in leaves))
+    info = jnp.finfo(dtype)
+    # Below sqrt(tiny) / eps the squares of the largest elements may be subnormal.
+    low = float(np.sqrt(info.tiny) / info.eps)
+    fine = jnp.isfinite(plain) & (plain >= low)
+    return jax.lax.cond(
+        fine,
+        lambda: (plain, jnp.ones((), bool)),
+        lambda: tuple(
+            v.astype(t) for v, t in zip(_scaled_norm(leaves, dtype), (dtype, bool), strict=True)
+        ),
+    )
+
+
+def global_norm(tree: Any) -> jax.Array:
+    r"""One L2 norm over every leaf of a pytree, exact for every finite gradient.
+
+    .. math:: n = \sqrt{\textstyle\sum_i \lVert g_i \rVert_2^2}
+
+    The plain sum of squares in the widest dtype of the leaves; where it overflows (a
+    float32 gradient above ~1.8e19) or is so small that squares flush to zero, the
+    scaled form :math:`m \sqrt{\sum (g/m)^2}`, :math:`m = \max |g|`, is taken instead
+    (``lax.cond``: only then computed, except under ``vmap``). Non-finite (inf or nan)
+    when some element is, and inf where the norm itself exceeds the dtype's largest
+    value (float32: 3.4e38). Sharded leaves under ``jit`` give the norm of the whole
+    array (XLA reduces across the shards).
+
+    Args:
+        tree: A pytree of floating-point arrays (``None`` leaves are ignored).
+
+    Returns:
+        A 0-dim array of the leaves' widest real dtype (``0.`` for an empty tree).
+    """
+    return _measure(tree)[0]
+
+
+def modulation(grad_norm: jax.Array, norm_scale: Any = 1.0) -> tuple[jax.Array, jax.Array]:
+    r"""The gradient-norm modulation and the finite flag.
+
+    .. math:: \eta = \frac{1}{1 + n / s}, \qquad \text{ok} = \text{isfinite}(n)
+
+    Args:
+        grad_norm: 0-dim array ``n``.
+        norm_scale: ``s > 0``, the norm at which the step is halved.
+
+    Returns:
+        ``(eta, ok)``, 0-dim arrays; ``eta`` is 0 where not ok.
+    """
+    ok = jnp.isfinite(grad_norm)
+    eta = 1.0 / (grad_norm / norm_scale + 1.0)
+    return jnp.where(ok, eta, jnp.zeros_like(eta)), ok
+
+
+def _increment(count: jax.Array) -> jax.Array:
+    """``count + 1``, saturating at the int32 maximum (never wrapping to negative)."""
+    return jnp.where(count < jnp.iinfo(count.dtype).max, count + 1, count)
+
+
+def _times(factor: jax.Array, tree: Any) -> Any:
+    return jax.tree.map(lambda x: factor.astype(x.dtype) * x, tree)
+
+
+# ---------------------------------------------------------------- schedule
+def decay_schedule(learning_rate: Any, decay: Any = 0.0, min_lr: Any = 0.0) -> optax.Schedule:
+    r"""The exponentially decayed learning rate with a floor, ``a_t`` of the torch optimizer.
+
+    .. math:: a_t = \max(\text{lr} \cdot e^{-\beta t}, \text{min\_lr})
+
+    Computed as ``SuperLevelSGD`` computes it (``exp(-decay * t)`` times ``lr``, then the
+    floor), in float64 under ``jax_enable_x64``, else float32.
+
+    Args:
+        learning_rate: ``a_0 >= 0`` (a number, or a 0-dim array: traced under ``vmap``).
+        decay: ``beta >= 0``, per step.
+        min_lr: The floor, ``>= 0``.
+
+    Returns:
+        ``count -> a_count``, an optax schedule (``count``: completed steps).
+
+    Raises:
+        TypeError, ValueError: a hyperparameter of the wrong kind or outside its domain,
+            named (values known now; traced values are not checked).
+    """
+    _check("learning_rate", learning_rate)
+    _check("decay", decay)
+    _check("min_lr", min_lr)
+
+    def schedule(count: jax.Array) -> jax.Array:
+        t = jnp.asarray(count).astype(jnp.result_type(float))
+        a = learning_rate * (jnp.exp(t * -decay) if not _is_zero(decay) else jnp.ones_like(t))
+        return a if _is_zero(min_lr) else jnp.maximum(a, min_lr)
+
+    return schedule
+
+
+# ---------------------------------------------------------------- the modulation alone
+class ScaleBySuperlevelState(NamedTuple):
+    """State of :func:`scale_by_superlevel`: the last norm ``n_t`` and ``eta_t``."""
+
+    grad_norm: jax.Array
+    scale: jax.Array
+
+
+def scale_by_superlevel(norm_scale: Any = 1.0) -> optax.GradientTransformation:
+    r"""The modulation alone: one global norm over the whole update pytree.
+
+    .. math:: g \leftarrow \frac{g}{1 + \lVert g \rVert / s}
+
+    For chains of your own: ``optax.chain(scale_by_superlevel(), optax.sgd(a))`` is the
+    rule without momentum. With momentum the rule scales the *momentum buffer* by the
+    *gradient's* ``eta_t``, which a transform before ``optax.trace`` cannot do; that is
+    :func:`superlevel`. A non-finite input gives a non-finite output (wrap the chain in
+    ``optax.apply_if_finite`` to skip it); :func:`superlevel` skips by itself.
+
+    Args:
+        norm_scale: ``s > 0``.
+
+    Returns:
+        An ``optax.GradientTransformation`` with state :class:`ScaleBySuperlevelState`.
+    """
+    _check("norm_scale", norm_scale, positive=True)
+
+    def init(params: Any) -> ScaleBySuperlevelState:
+        dtype = _real_dtype(jax.tree.leaves(params)) if jax.tree.leaves(params) else float
+        zero = jnp.zeros((), dtype)
+        return ScaleBySuperlevelState(grad_norm=zero, scale=zero)
+
+    def update(updates: Any, state: ScaleBySuperlevelState, params: Any = None):
+        del params
+        n = global_norm(updates)
+        eta, _ = modulation(n, norm_scale)
+        return _times(eta, updates), ScaleBySuperlevelState(
+            grad_norm=n.astype(state.grad_norm.dtype), scale=eta.astype(state.scale.dtype)
+        )
+
+    return optax.GradientTransformation(init, update)
+
+
+def _scale_by_eta() -> optax.GradientTransformationExtraArgs:
+    """Multiply by the ``eta_t`` the optimizer hands its chain as an extra argument."""
+
+    def update(updates: Any, state: Any, params: Any = None, **extra: Any):
+        del params
+        return _times(extra[_ETA_ARG], updates), state
+
+    return optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update)
+
+
+# ---------------------------------------------------------------- the optimizer
+class SuperlevelState(NamedTuple):
+    """State of :func:`superlevel`: what ``SuperLevelSGD.stats()`` gives, and the chain's.
+
+    Attributes:
+        step: ``t``, completed (non-skipped) steps (int32).
+        skipped: Steps skipped for a non-finite gradient (int32).
+        grad_norm: ``n_t`` of the last update (inf or nan when it was skipped).
+        scale: ``eta_t`` of the last update (0 when skipped).
+        lr: ``a_t`` the last update used (before it: the ``a_0`` of the first step).
+        effective_lr: ``a_t * eta_t`` of the last update.
+        inner_state: The state of the optax chain (``trace``'s momentum buffer,
+            ``scale_by_learning_rate``'s count, equal to ``step``).
+    """
+
+    step: jax.Array
+    skipped: jax.Array
+    grad_norm: jax.Array
+    scale: jax.Array
+    lr: jax.Array
+    effective_lr: jax.Array
+    inner_state: Any
+
+
+def superlevel(
+    learning_rate: Any,
+    decay: Any = 0.0,
+    min_lr: Any = 0.0,
+    momentum: Any = 0.0,
+    nesterov: bool = False,
+    weight_decay: Any = 0.0,
+    norm_scale: Any = 1.0,
+    maximize: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+    r"""SuperLevelSGD as an optax optimizer (the torch class's rule, with ``dampening=0``).
+
+    .. math::
+        b \leftarrow \mu b + g, \quad d = g + \mu b \text{ (Nesterov) or } b, \quad
+        p \leftarrow p - a_t (\eta_t d + \lambda p)
+
+    with ``a_t`` from :func:`decay_schedule`, ``eta_t = 1 / (1 + ||grad|| / s)`` of the
+    incoming gradient pytree and ``g = -grad`` when ``maximize``. An ``optax.chain`` of
+    ``optax.scale(-1)`` (maximize), ``optax.trace`` (momentum), the modulation,
+    ``optax.add_decayed_weights`` and ``optax.scale_by_learning_rate``. A non-finite
+    gradient norm skips the update as torch's ``nonfinite="skip"`` does: zero updates,
+    the momentum buffer and ``t`` unchanged, ``skipped`` counted.
+
+    Every number may be an array, so ``optax.inject_hyperparams(superlevel)`` and
+    ``jax.vmap`` over the hyperparameters work; a Python ``0`` leaves its transform out.
+
+    Args:
+        learning_rate: ``a_0 >= 0``.
+        decay: ``beta >= 0``, per completed step.
+        min_lr: Floor of ``a_t``, ``>= 0``.
+        momentum: ``mu >= 0`` (0: no momentum buffer).
+        nesterov: Nesterov momentum (needs ``momentum > 0``).
+        weight_decay: ``lambda >= 0``, decoupled (not modulated), times ``a_t``.
+        norm_scale: ``s > 0``.
+        maximize: Ascend instead of descend.
+
+    Returns:
+        An ``optax.GradientTransformationExtraArgs`` with state :class:`SuperlevelState`.
+
+    Raises:
+        TypeError, ValueError: A hyperparameter of the wrong kind or outside its domain,
+            named (values known now; traced values are not checked).
+    """
+    lr = _check("learning_rate", learning_rate)
+    floor = _check("min_lr", min_lr)
+    mu = _check("momentum", momentum)
+    wd = _check("weight_decay", weight_decay)
+    _check("decay", decay)
+    _check("norm_scale", norm_scale, positive=True)
+    _check_flag("nesterov", nesterov)
+    _check_flag("maximize", maximize)
+    if nesterov and (_is_zero(momentum) or (mu is not None and mu <= 0.0)):
+        raise ValueError(f"nesterov=True needs momentum > 0, got momentum={momentum!r}")
+    if lr is not None and floor is not None and wd is not None and max(lr, floor) * wd > 1.0:
+        raise ValueError(
+            f"weight_decay={weight_decay!r} with learning_rate={learning_rate!r}, "
+            f"min_lr={min_lr!r}: max(learning_rate, min_lr) * weight_decay must be <= 1 (the "
+            f"decay factor 1 - a_t * weight_decay would be negative)"
+        )
+    schedule = decay_schedule(learning_rate, decay, min_lr)
+    chain = optax.chain(
+        *([optax.scale(-1.0)] if maximize else []),
+        *([] if _is_zero(momentum) else [optax.trace(momentum, nesterov=nesterov)]),
+        _scale_by_eta(),
+        *([] if _is_zero(weight_decay) else [optax.add_decayed_weights(weight_decay)]),
+        optax.scale_by_learning_rate(schedule),
+    )
+
+    def init(params: Any) -> SuperlevelState:
+        leaves = jax.tree.leaves(params)
+        dtype = _real_dtype(leaves) if leaves else jnp.result_type(float)
+        zero = jnp.zeros((), dtype)
+        count = jnp.zeros((), jnp.int32)
+        return SuperlevelState(
+            step=count,
+            skipped=count,
+            grad_norm=zero,
+            scale=zero,
+            lr=schedule(count).astype(dtype),
+            effective_lr=zero,
+            inner_state=chain.init(params),
+        )
+
+    def update(updates: Any, state: SuperlevelState, params: Any = None, **extra: Any):
+        n, ok = _measure(updates)
+        # ok: every element finite (a finite gradient whose norm exceeds the dtype gives
+        # n = inf and eta = 0, a step of weight decay only, as eta underflows to 0).
+        eta = jnp.where(ok, 1.0 / (n / norm_scale + 1.0), jnp.zeros_like(n))
+        new, inner = chain.update(updates, state.inner_state, params, **{_ETA_ARG: eta}, **extra)
+        # Selected, not multiplied: 0 * inf = nan. The old state keeps buffer and count.
+        new = jax.tree.map(lambda u: jnp.where(ok, u, jnp.zeros_like(u)), new)
+        inner = jax.tree.map(lambda a, b: jnp.where(ok, a, b), inner, state.inner_state)
+        dtype = state.grad_norm.dtype
+        a = schedule(state.step).astype(dtype)
+        eta = eta.astype(dtype)
+        return new, SuperlevelState(
+            step=jnp.where(ok, _increment(state.step), state.step),
+            skipped=jnp.where(ok, state.skipped, _increment(state.skipped)),
+            grad_norm=n.astype(dtype),
+            scale=eta,
+            lr=a,
+            effective_lr=a * eta,
+            inner_state=inner,
+        )
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+# ---------------------------------------------------------------- statistics
+def stats(state: Any) -> dict[str, jax.Array]:
+    """What ``SuperLevelSGD.stats()`` gives, from the :class:`SuperlevelState` in ``state``.
+
+    ``state`` may be any pytree holding one (``inject_hyperparams``, ``MultiSteps``,
+    ``apply_if_finite``, a Flax ``nnx.Optimizer``'s ``opt_state``, whose variables are
+    unwrapped); no host read.
+
+    Returns:
+        ``{"step", "grad_norm", "scale", "lr", "effective_lr", "skipped"}`` as arrays.
+
+    Raises:
+        ValueError: ``state`` holds no :class:`SuperlevelState`, or more than one.
+    """
+    found = [
+        x
+        for x in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, SuperlevelState))
+        if isinstance(x, SuperlevelState)
+    ]
+    if len(found) != 1:
+        raise ValueError(
+            f"stats() needs a state holding exactly one SuperlevelState, found {len(found)} "
+            f"in a {type(state).__name__}"
+        )
+    s = found[0]
+    keys = ("step", "grad_norm", "scale", "lr", "effective_lr", "skipped")
+    return {k: _array(getattr(s, k)) for k in keys}
+
+
+def _array(x: Any) -> Any:
+    """The array itself, or the one a Flax ``nnx`` variable (``OptArray``) holds."""
+    get = getattr(x, "get_value", None)  # duck-typed: no Flax import
+    return get() if callable(get) else x

@@ -158,7 +158,8 @@ def _factors(
     .. math:: u = 2^{-k}, \quad v = \frac{s\,2^{k}/b}{s/b + r}, \quad k = e - 2
 
     (``x u`` is exact and ``|x u| < 4`` for ``|x| <= b``; ``s / b`` may underflow to 0
-    harmlessly). Chosen by selection on scalars, so the common path costs one more
+    harmlessly; an element whose ``x u`` flushes to 0 has ``|x eta| < tiny``: a subnormal
+    result either way). Chosen by selection on scalars, so the common path costs one more
     multiply per element, fused, and no branch over the tree. ``eta`` is 0 where not ok.
     """
     dtype = n.dtype
@@ -179,8 +180,8 @@ def global_norm(tree: Any) -> jax.Array:
 
     The plain sum of squares in the widest dtype of the leaves; where it overflows (a
     float32 gradient above ~1.8e19) or is so small that squares flush to zero, the
-    scaled form :math:`m \sqrt{\sum (g/m)^2}`, :math:`m = \max |g|`, is taken instead
-    (``lax.cond``: only then computed, except under ``vmap``). Non-finite (inf or nan)
+    scaled form :math:`2^k \sqrt{\sum (2^{-k} g)^2}`, :math:`2^{k+2} > \max |g|`, is
+    taken instead (``lax.cond``: only then computed, except under ``vmap``). Non-finite (inf or nan)
     when some element is, and inf where the norm itself exceeds the dtype's largest
     value (float32: 3.4e38). Sharded leaves under ``jit`` give the norm of the whole
     array (XLA reduces across the shards).
@@ -198,6 +199,11 @@ def modulation(grad_norm: jax.Array, norm_scale: Any = 1.0) -> tuple[jax.Array, 
     r"""The gradient-norm modulation and the finite flag.
 
     .. math:: \eta = \frac{1}{1 + n / s}, \qquad \text{ok} = \text{isfinite}(n)
+
+    The plain formula: ``eta`` is 0 for a norm above the dtype's largest value and
+    subnormal (flushed to 0 on XLA's CPU) for ``n / s`` above ~1 / tiny (float32: 8.5e37).
+    :func:`scale_by_superlevel` and :func:`superlevel` do not multiply by this ``eta``
+    there: they apply it in a scaled form, exact for every finite gradient.
 
     Args:
         grad_norm: 0-dim array ``n``.
@@ -273,6 +279,12 @@ def scale_by_superlevel(norm_scale: Any = 1.0) -> optax.GradientTransformation:
     :func:`superlevel`. A non-finite input gives a non-finite output (wrap the chain in
     ``optax.apply_if_finite`` to skip it); :func:`superlevel` skips by itself.
 
+    Exact for every finite input: where ``||g||`` exceeds the dtype's largest value (a
+    float32 gradient of norm above 3.4e38) or ``eta`` is below its smallest normal
+    number, ``g * eta`` is applied as ``(g * 2^-k) * v`` (see ``_factors``); the state
+    then holds ``grad_norm = inf`` (above the dtype) and ``scale = 0`` (or a subnormal
+    ``eta``, where the backend keeps subnormals).
+
     Args:
         norm_scale: ``s > 0``.
 
@@ -315,10 +327,14 @@ class SuperlevelState(NamedTuple):
     Attributes:
         step: ``t``, completed (non-skipped) steps (int32).
         skipped: Steps skipped for a non-finite gradient (int32).
-        grad_norm: ``n_t`` of the last update (inf or nan when it was skipped).
-        scale: ``eta_t`` of the last update (0 when skipped).
+        grad_norm: ``n_t`` of the last update (inf or nan when it was skipped; inf also
+            for a finite gradient whose norm exceeds the dtype, float32: 3.4e38).
+        scale: ``eta_t`` of the last update (0 when skipped; 0, or a subnormal where the
+            backend keeps subnormals, when ``eta_t`` is below the dtype's smallest normal
+            number: the update itself is exact then).
         lr: ``a_t`` the last update used (before it: the ``a_0`` of the first step).
-        effective_lr: ``a_t * eta_t`` of the last update.
+        effective_lr: ``a_t * eta_t`` of the last update (0 where ``scale`` is, or where
+            the product is below the dtype's smallest normal number).
         inner_state: The state of the optax chain (``trace``'s momentum buffer,
             ``scale_by_learning_rate``'s count, equal to ``step``).
     """
@@ -352,8 +368,12 @@ def superlevel(
     incoming gradient pytree and ``g = -grad`` when ``maximize``. An ``optax.chain`` of
     ``optax.scale(-1)`` (maximize), ``optax.trace`` (momentum), the modulation,
     ``optax.add_decayed_weights`` and ``optax.scale_by_learning_rate``. A non-finite
-    gradient norm skips the update as torch's ``nonfinite="skip"`` does: zero updates,
-    the momentum buffer and ``t`` unchanged, ``skipped`` counted.
+    gradient (an inf or nan element) skips the update as torch's ``nonfinite="skip"``
+    does: zero updates, the momentum buffer and ``t`` unchanged, ``skipped`` counted.
+    Every finite gradient steps as torch's float64-accumulated rule does, also where its
+    norm exceeds the dtype (float32: 3.4e38) or ``eta_t`` is subnormal: the gradient (or
+    momentum buffer) times ``eta_t`` is then applied as ``(d * 2^-k) * v``, exact algebra
+    with normal factors (``stats`` then report ``grad_norm = inf``, ``scale = 0``).
 
     Every number may be an array, so ``optax.inject_hyperparams(superlevel)`` and
     ``jax.vmap`` over the hyperparameters work; a Python ``0`` leaves its transform out.

@@ -48,9 +48,10 @@ def test_float32_norm_exact_from_huge_to_tiny(size):
     assert float(jax.jit(global_norm)(tree)) == float(n)
 
 
-def test_float32_norm_beyond_the_dtype_is_inf_but_no_skip():
+def test_float32_norm_beyond_the_dtype_is_inf_but_steps():
     """A norm above float32's largest value is inf; every element is finite, so the step
-    is taken (eta underflows to 0: weight decay only), not skipped."""
+    is taken in the scaled form (eta = s / (s + n) ~ 1.2e-39 is not representable as a
+    normal number; stats report it as 0), not skipped."""
     g = {"w": jnp.full(8, 3e38, jnp.float32)}
     assert float(global_norm(g)) == np.inf
     p = {"w": jnp.ones(8, jnp.float32)}
@@ -58,7 +59,21 @@ def test_float32_norm_beyond_the_dtype_is_inf_but_no_skip():
     updates, state = tx.update(g, tx.init(p), p)
     s = stats(state)
     assert int(s["step"]) == 1 and int(s["skipped"]) == 0 and float(s["scale"]) == 0.0
-    np.testing.assert_allclose(np.asarray(updates["w"]), -0.1 * 0.5, rtol=1e-6)
+    step = 3e38 / (1.0 + math.sqrt(8) * 3e38)  # g_i * eta in float64: 1 / sqrt(8)
+    np.testing.assert_allclose(np.asarray(updates["w"]), -0.1 * (0.5 + step), rtol=1e-6)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_float32_norm_under_vmap_equals_each_member(jit):
+    """Under vmap the scaled form runs for every member (a select): huge members must not
+    flush their scaling to 0 (a reciprocal of max |g| above 8.5e37 is subnormal)."""
+    rows = [[3e38, 3e38, 1.0], [1e38, 0.0, 0.0], [1e30, 1e30, 0.0], [1.0, 2.0, 2.0], [0, 0, 0]]
+    x = jnp.asarray(np.array(rows, np.float32))
+    f = jax.vmap(lambda v: global_norm({"a": v, "b": 2.0 * v[:1]}))
+    got = np.asarray(jax.jit(f)(x) if jit else f(x))
+    want = [global_norm({"a": v, "b": 2.0 * v[:1]}) for v in x]
+    assert got.tolist() == [float(w) for w in want]
+    assert got[0] == np.inf and got[1] == pytest.approx(math.sqrt(5) * 1e38, rel=3e-7)
 
 
 def test_float64_norm_no_overflow(x64):

@@ -96,36 +96,81 @@ def _squares(x: jax.Array, dtype: jnp.dtype) -> jax.Array:
     return jnp.sum(x * x)
 
 
-def _scaled_norm(leaves: list[jax.Array], dtype: jnp.dtype) -> tuple[jax.Array, jax.Array]:
-    r""":math:`m \sqrt{\sum (g / m)^2}` with :math:`m = \max |g|` (no square overflows),
-    and whether every element is finite (``m`` is then finite)."""
+def _pow2_below(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(k, 2^-k)`` with ``2^k <= x / 2``, ``x < 2^(k+2)`` (``x > 0`` normal and finite);
+    ``k`` clipped so that ``2^k`` and ``2^-k`` are normal numbers of ``x``'s dtype."""
+    info = jnp.finfo(x.dtype)
+    k = jnp.clip(jnp.frexp(x)[1] - 2, info.minexp, -info.minexp)
+    return k, jnp.ldexp(jnp.ones((), x.dtype), -k)
+
+
+def _scaled_norm(
+    leaves: list[jax.Array], dtype: jnp.dtype
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    r""":math:`n = 2^k r`, :math:`r = \sqrt{\sum (2^{-k} g)^2}`, :math:`2^{k+2} > \max |g|`:
+    no square overflows, and the scaling is exact (a power of two: dividing by
+    :math:`\max |g|` would be rewritten by XLA as a multiply by its reciprocal, subnormal
+    above 8.5e37 in float32 and flushed to 0). ``(n, ok, 2^k, r)``, ``ok`` whether every
+    element is finite (``2^k`` and ``r`` are then finite; ``n`` may be inf)."""
     mags = [jnp.abs(x).astype(dtype) for x in leaves]
     m = jnp.max(jnp.stack([jnp.max(x, initial=0.0) for x in mags]))
-    scale = jnp.where(jnp.isfinite(m) & (m > 0), m, jnp.ones((), dtype))
-    sq = sum(jnp.sum(jnp.square(x / scale)) for x in mags)
+    ok = jnp.isfinite(m)
+    k, inv = _pow2_below(jnp.where(ok, m, jnp.ones((), dtype)))
+    big = jnp.ldexp(jnp.ones((), dtype), k)
+    r = jnp.sqrt(sum(jnp.sum(jnp.square(x * inv)) for x in mags))
     # m is inf (or nan) exactly when some element is: that is the norm then.
-    return jnp.where(jnp.isfinite(m), scale * jnp.sqrt(sq), m), jnp.isfinite(m)
+    return jnp.where(ok, big * r, m), ok, big, r
 
 
 @jax.jit  # eager callers: one compilation per tree structure, not a lax.cond per call
-def _measure(tree: Any) -> tuple[jax.Array, jax.Array]:
-    """``(n, ok)``: the global norm and whether every element is finite."""
+def _measure(tree: Any) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``(n, ok, big, rest)``: the global norm ``n``, whether every element is finite, and
+    ``n = big * rest`` with both finite when ``ok`` (``(n, 1)`` where ``n`` is a normal
+    number, ``(max |g|, ||g / max |g| ||)`` where the plain sum overflowed or underflowed)."""
     leaves = [x for x in jax.tree.leaves(tree) if x is not None]
     if not leaves:
-        return jnp.zeros(()), jnp.ones((), bool)
+        zero = jnp.zeros(())
+        return zero, jnp.ones((), bool), jnp.ones(()), zero
     dtype = _real_dtype(leaves)
     plain = jnp.sqrt(sum(_squares(x, dtype) for x in leaves))
     info = jnp.finfo(dtype)
     # Below sqrt(tiny) / eps the squares of the largest elements may be subnormal.
     low = float(np.sqrt(info.tiny) / info.eps)
     fine = jnp.isfinite(plain) & (plain >= low)
+    kinds = (dtype, bool, dtype, dtype)
     return jax.lax.cond(
         fine,
-        lambda: (plain, jnp.ones((), bool)),
-        lambda: tuple(
-            v.astype(t) for v, t in zip(_scaled_norm(leaves, dtype), (dtype, bool), strict=True)
-        ),
+        lambda: (plain, jnp.ones((), bool), plain, jnp.ones((), dtype)),
+        lambda: tuple(v.astype(t) for v, t in zip(_scaled_norm(leaves, dtype), kinds, strict=True)),
     )
+
+
+def _factors(
+    n: jax.Array, ok: jax.Array, big: jax.Array, rest: jax.Array, norm_scale: Any
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    r"""``(eta, u, v)``: :math:`\eta_t` and two factors with :math:`x \eta_t = (x u) v`.
+
+    Where :math:`\eta = 1 / (1 + n / s)` is a normal number, ``(u, v) = (eta, 1)``.
+    Where it is not (``n`` above the dtype's largest value, or ``eta`` below its smallest
+    normal number, flushed to 0 on XLA's CPU) but every element is finite, with
+    :math:`n = b\,r` (``big``, ``rest``), :math:`b = f\,2^e`, :math:`f \in [1/2, 1)`:
+
+    .. math:: u = 2^{-k}, \quad v = \frac{s\,2^{k}/b}{s/b + r}, \quad k = e - 2
+
+    (``x u`` is exact and ``|x u| < 4`` for ``|x| <= b``; ``s / b`` may underflow to 0
+    harmlessly; an element whose ``x u`` flushes to 0 has ``|x eta| < tiny``: a subnormal
+    result either way). Chosen by selection on scalars, so the common path costs one more
+    multiply per element, fused, and no branch over the tree. ``eta`` is 0 where not ok.
+    """
+    dtype = n.dtype
+    eta = jnp.where(ok, 1.0 / (n / norm_scale + 1.0), jnp.zeros_like(n))
+    split = ok & (eta < jnp.finfo(dtype).tiny)
+    s = jnp.asarray(norm_scale).astype(dtype)
+    k, u = _pow2_below(big)
+    # s 2^k / big = s / (f 2^(e-k)), f in [1/2, 1): the mantissa part then the exponent.
+    frac, e = jnp.frexp(big)
+    v = jnp.ldexp(s / frac, k - e) / (s / big + rest)
+    return eta, jnp.where(split, u.astype(eta.dtype), eta), jnp.where(split, v, jnp.ones_like(v))
 
 
 def global_norm(tree: Any) -> jax.Array:
@@ -135,8 +180,8 @@ def global_norm(tree: Any) -> jax.Array:
 
     The plain sum of squares in the widest dtype of the leaves; where it overflows (a
     float32 gradient above ~1.8e19) or is so small that squares flush to zero, the
-    scaled form :math:`m \sqrt{\sum (g/m)^2}`, :math:`m = \max |g|`, is taken instead
-    (``lax.cond``: only then computed, except under ``vmap``). Non-finite (inf or nan)
+    scaled form :math:`2^k \sqrt{\sum (2^{-k} g)^2}`, :math:`2^{k+2} > \max |g|`, is
+    taken instead (``lax.cond``: only then computed, except under ``vmap``). Non-finite (inf or nan)
     when some element is, and inf where the norm itself exceeds the dtype's largest
     value (float32: 3.4e38). Sharded leaves under ``jit`` give the norm of the whole
     array (XLA reduces across the shards).
@@ -155,6 +200,11 @@ def modulation(grad_norm: jax.Array, norm_scale: Any = 1.0) -> tuple[jax.Array, 
 
     .. math:: \eta = \frac{1}{1 + n / s}, \qquad \text{ok} = \text{isfinite}(n)
 
+    The plain formula: ``eta`` is 0 for a norm above the dtype's largest value and
+    subnormal (flushed to 0 on XLA's CPU) for ``n / s`` above ~1 / tiny (float32: 8.5e37).
+    :func:`scale_by_superlevel` and :func:`superlevel` do not multiply by this ``eta``
+    there: they apply it in a scaled form, exact for every finite gradient.
+
     Args:
         grad_norm: 0-dim array ``n``.
         norm_scale: ``s > 0``, the norm at which the step is halved.
@@ -172,8 +222,9 @@ def _increment(count: jax.Array) -> jax.Array:
     return jnp.where(count < jnp.iinfo(count.dtype).max, count + 1, count)
 
 
-def _times(factor: jax.Array, tree: Any) -> Any:
-    return jax.tree.map(lambda x: factor.astype(x.dtype) * x, tree)
+def _times(u: jax.Array, v: jax.Array, tree: Any) -> Any:
+    """``(u x) v`` for every leaf ``x`` (see :func:`_factors`)."""
+    return jax.tree.map(lambda x: (u.astype(x.dtype) * x) * v.astype(x.dtype), tree)
 
 
 # ---------------------------------------------------------------- schedule
@@ -228,6 +279,12 @@ def scale_by_superlevel(norm_scale: Any = 1.0) -> optax.GradientTransformation:
     :func:`superlevel`. A non-finite input gives a non-finite output (wrap the chain in
     ``optax.apply_if_finite`` to skip it); :func:`superlevel` skips by itself.
 
+    Exact for every finite input: where ``||g||`` exceeds the dtype's largest value (a
+    float32 gradient of norm above 3.4e38) or ``eta`` is below its smallest normal
+    number, ``g * eta`` is applied as ``(g * 2^-k) * v`` (see ``_factors``); the state
+    then holds ``grad_norm = inf`` (above the dtype) and ``scale = 0`` (or a subnormal
+    ``eta``, where the backend keeps subnormals).
+
     Args:
         norm_scale: ``s > 0``.
 
@@ -243,9 +300,9 @@ def scale_by_superlevel(norm_scale: Any = 1.0) -> optax.GradientTransformation:
 
     def update(updates: Any, state: ScaleBySuperlevelState, params: Any = None):
         del params
-        n = global_norm(updates)
-        eta, _ = modulation(n, norm_scale)
-        return _times(eta, updates), ScaleBySuperlevelState(
+        n, ok, big, rest = _measure(updates)
+        eta, u, v = _factors(n, ok, big, rest, norm_scale)
+        return _times(u, v, updates), ScaleBySuperlevelState(
             grad_norm=n.astype(state.grad_norm.dtype), scale=eta.astype(state.scale.dtype)
         )
 
@@ -253,11 +310,12 @@ def scale_by_superlevel(norm_scale: Any = 1.0) -> optax.GradientTransformation:
 
 
 def _scale_by_eta() -> optax.GradientTransformationExtraArgs:
-    """Multiply by the ``eta_t`` the optimizer hands its chain as an extra argument."""
+    """Multiply by the ``eta_t`` the optimizer hands its chain as an extra argument: the
+    factors ``(u, v)`` of :func:`_factors` (the momentum buffer times the gradient's eta)."""
 
     def update(updates: Any, state: Any, params: Any = None, **extra: Any):
         del params
-        return _times(extra[_ETA_ARG], updates), state
+        return _times(*extra[_ETA_ARG], updates), state
 
     return optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update)
 
@@ -269,10 +327,14 @@ class SuperlevelState(NamedTuple):
     Attributes:
         step: ``t``, completed (non-skipped) steps (int32).
         skipped: Steps skipped for a non-finite gradient (int32).
-        grad_norm: ``n_t`` of the last update (inf or nan when it was skipped).
-        scale: ``eta_t`` of the last update (0 when skipped).
+        grad_norm: ``n_t`` of the last update (inf or nan when it was skipped; inf also
+            for a finite gradient whose norm exceeds the dtype, float32: 3.4e38).
+        scale: ``eta_t`` of the last update (0 when skipped; 0, or a subnormal where the
+            backend keeps subnormals, when ``eta_t`` is below the dtype's smallest normal
+            number: the update itself is exact then).
         lr: ``a_t`` the last update used (before it: the ``a_0`` of the first step).
-        effective_lr: ``a_t * eta_t`` of the last update.
+        effective_lr: ``a_t * eta_t`` of the last update (0 where ``scale`` is, or where
+            the product is below the dtype's smallest normal number).
         inner_state: The state of the optax chain (``trace``'s momentum buffer,
             ``scale_by_learning_rate``'s count, equal to ``step``).
     """
@@ -306,8 +368,12 @@ def superlevel(
     incoming gradient pytree and ``g = -grad`` when ``maximize``. An ``optax.chain`` of
     ``optax.scale(-1)`` (maximize), ``optax.trace`` (momentum), the modulation,
     ``optax.add_decayed_weights`` and ``optax.scale_by_learning_rate``. A non-finite
-    gradient norm skips the update as torch's ``nonfinite="skip"`` does: zero updates,
-    the momentum buffer and ``t`` unchanged, ``skipped`` counted.
+    gradient (an inf or nan element) skips the update as torch's ``nonfinite="skip"``
+    does: zero updates, the momentum buffer and ``t`` unchanged, ``skipped`` counted.
+    Every finite gradient steps as torch's float64-accumulated rule does, also where its
+    norm exceeds the dtype (float32: 3.4e38) or ``eta_t`` is subnormal: the gradient (or
+    momentum buffer) times ``eta_t`` is then applied as ``(d * 2^-k) * v``, exact algebra
+    with normal factors (``stats`` then report ``grad_norm = inf``, ``scale = 0``).
 
     Every number may be an array, so ``optax.inject_hyperparams(superlevel)`` and
     ``jax.vmap`` over the hyperparameters work; a Python ``0`` leaves its transform out.
@@ -370,11 +436,11 @@ def superlevel(
         )
 
     def update(updates: Any, state: SuperlevelState, params: Any = None, **extra: Any):
-        n, ok = _measure(updates)
-        # ok: every element finite (a finite gradient whose norm exceeds the dtype gives
-        # n = inf and eta = 0, a step of weight decay only, as eta underflows to 0).
-        eta = jnp.where(ok, 1.0 / (n / norm_scale + 1.0), jnp.zeros_like(n))
-        new, inner = chain.update(updates, state.inner_state, params, **{_ETA_ARG: eta}, **extra)
+        n, ok, big, rest = _measure(updates)
+        # ok: every element finite. A finite gradient whose norm exceeds the dtype (n = inf)
+        # or whose eta is subnormal still steps: by (u, v), not by eta itself.
+        eta, u, v = _factors(n, ok, big, rest, norm_scale)
+        new, inner = chain.update(updates, state.inner_state, params, **{_ETA_ARG: (u, v)}, **extra)
         # Selected, not multiplied: 0 * inf = nan. The old state keeps buffer and count.
         new = jax.tree.map(lambda u: jnp.where(ok, u, jnp.zeros_like(u)), new)
         inner = jax.tree.map(lambda a, b: jnp.where(ok, a, b), inner, state.inner_state)

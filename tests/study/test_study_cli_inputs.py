@@ -35,3 +35,25 @@ def test_missing_data_leaves_no_empty_store(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert code == 2 and "mnist" in err and "superlevel data download mnist" in err
     assert not db.exists()
+
+
+def test_stored_runs_of_other_code_are_refused_unless_accepted_or_rerun(
+    tmp_path: Path, capsys
+) -> None:
+    import sqlite3
+
+    db, out = tmp_path / "s.db", tmp_path / "o"
+    argv = ["study", "--profile", "tiny", "--only", "E1", "--db", str(db), "--out", str(out),
+            "--checkpoint-dir", str(tmp_path / "ck")]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    with sqlite3.connect(db) as con:  # as if an older revision of the code had made them
+        con.execute("UPDATE runs SET code_id = 'older-code'")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "\nerror: 24 stored run(s) were made by other code" in err, err
+    assert "--other-code rerun" in err and "Traceback" not in err
+    assert main([*argv, "--other-code", "rerun"]) == 0
+    with sqlite3.connect(db) as con:
+        left = con.execute("SELECT COUNT(*) FROM runs WHERE code_id = 'older-code'").fetchone()
+    assert left == (0,)

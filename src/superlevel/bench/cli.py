@@ -212,6 +212,11 @@ def add_executor_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--retry-failed", action="store_true", help="run again the runs stored as failed"
     )
+    add_other_code_option(p)
+
+
+def add_other_code_option(p: argparse.ArgumentParser) -> None:
+    """``--other-code``: what to do with stored runs made by other code (bench, demo, study)."""
     p.add_argument(
         "--other-code",
         choices=("refuse", "accept", "rerun"),

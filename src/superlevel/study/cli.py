@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from superlevel.bench.cli import add_other_code_option
 from superlevel.study.profiles import PROFILES
 
 
@@ -19,7 +20,7 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from superlevel.bench.cli import UsageError, check_threads
-    from superlevel.bench.run import resolve_device
+    from superlevel.bench.run import OtherCodeError, resolve_device
     from superlevel.bench.store import Store, StoreError
     from superlevel.study.common import Context
     from superlevel.study.report import write_report
@@ -60,6 +61,7 @@ def _run(args: argparse.Namespace) -> int:
                 data_dir=args.data_dir,
                 checkpoint_dir=Path(args.checkpoint_dir),
                 workers=args.workers,
+                other_code=args.other_code,
                 log=lambda line: print(line, file=sys.stderr, flush=True),
             )
             if not args.report_only:
@@ -67,7 +69,7 @@ def _run(args: argparse.Namespace) -> int:
             path = write_report(ctx, Path(args.readme) if args.readme else None)
     except BrokenPipeError:  # the reader went away: the entry point ends quietly
         raise
-    except (StoreError, ValueError, OSError) as exc:
+    except (StoreError, ValueError, OSError, OtherCodeError) as exc:
         if created and not args.report_only:
             _remove_if_empty(db)
         print(f"error: {exc}", file=sys.stderr)
@@ -108,6 +110,7 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", choices=list(PROFILES), default="cpu", help="size (default cpu)")
     p.add_argument("--only", help="comma-separated section ids, e.g. E1,E2 (default: all)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    add_other_code_option(p)
     p.add_argument("--db", help="results store (default: OUT/raw/study.db)")
     p.add_argument("--out", default="docs/study", help="report folder (default docs/study)")
     p.add_argument(

@@ -39,6 +39,8 @@ class Context:
         data_dir: data folder for real data sets (``None``: env ``SUPERLEVEL_DATA``).
         checkpoint_dir: per-epoch checkpoints of interrupted runs.
         workers: worker processes for the harness (1: in this process).
+        other_code: stored runs made by other code: ``refuse`` (an error), ``accept``
+            or ``rerun`` (:func:`superlevel.bench.run.run_many`).
         log: receives progress lines.
     """
 
@@ -49,6 +51,7 @@ class Context:
     data_dir: str | None = None
     checkpoint_dir: Path | None = None
     workers: int = 1
+    other_code: str = "refuse"
     log: Callable[[str], None] = print
 
     @property

@@ -135,6 +135,7 @@ def run_comparison(ctx: Context, comp: Comparison, section: str) -> None:
             comp.bench_settings(), comp.optimizers, comp.protocol, ctx.store, executor=executor,
             device=ctx.device, data_dir=ctx.data_dir, checkpoint_dir=ctx.checkpoint_dir,
             log=ctx.log, tags=(f"study:{section}",), on_outcome=_progress(ctx),
+            other_code=ctx.other_code,
         )  # fmt: skip
 
 

@@ -49,39 +49,42 @@ def _unique(configs: Sequence[RunConfig]) -> list[RunConfig]:
 def run(ctx: Context, configs: Sequence[RunConfig], tag: str) -> None:
     """Run every config not yet done (each once), tagging it ``tag``; logs progress with an ETA.
 
-    With ``ctx.workers > 1`` the runs train in the harness's local worker pool (the
-    results do not depend on the number of workers).
+    Every config goes to :func:`~superlevel.bench.run.run_many`, stored ones included, so
+    a stored run of other code is refused, accepted or rerun by ``ctx.other_code`` (never
+    silently reused). With ``ctx.workers > 1`` the runs train in the harness's local
+    worker pool (the results do not depend on the number of workers).
     """
     todo = _unique(configs)
-    pending = [c for c in todo if ctx.store.status(c.run_id) not in ("finished", "diverged")]
-    for c in todo:  # runs already done (by another section or profile) get this tag too
-        if ctx.store.status(c.run_id) in ("finished", "diverged"):
-            ctx.store.add_tags(c.run_id, [tag])
-    ctx.log(f"{tag}: {len(todo)} runs, {len(todo) - len(pending)} already stored")
-    if not pending:
-        return
+    pending = sum(ctx.store.status(c.run_id) not in ("finished", "diverged") for c in todo)
+    ctx.log(f"{tag}: {len(todo)} runs, {len(todo) - pending} already stored")
     start = time.perf_counter()
     done = [0]
 
-    def log(line: str) -> None:
-        if line.startswith(WARNING):  # a note about a run, not a finished run
-            ctx.log(f"  {line}")
+    def progress(out: Any) -> None:
+        if out.previous:
             return
         done[0] += 1
-        elapsed = time.perf_counter() - start
-        eta = elapsed / done[0] * (len(pending) - done[0])
-        ctx.log(f"  {line} | {done[0]}/{len(pending)}, ETA {eta / 60:.1f} min")
+        eta = (time.perf_counter() - start) / done[0] * max(pending - done[0], 0)
+        ctx.log(f"  {out.config.label()}: {out.status} | {done[0]}/{pending}, "
+                f"ETA {eta / 60:.1f} min")  # fmt: skip
 
-    with make_executor("local", workers=ctx.workers) as executor:
+    def warn(line: str) -> None:
+        if line.startswith(WARNING):  # a note about a run; finished runs come by progress
+            ctx.log(f"  {line}")
+
+    # A pool only when something trains: checking stored runs needs no workers.
+    with make_executor("local", workers=ctx.workers if pending else 1) as executor:
         run_many(
-            pending,
+            todo,
             ctx.store,
             executor=executor,
             device=ctx.device,
             data_dir=ctx.data_dir,
             checkpoint_dir=ctx.checkpoint_dir,
             tags=(tag,),
-            log=log,
+            log=warn,
+            other_code=ctx.other_code,
+            on_outcome=progress,
         )
 
 

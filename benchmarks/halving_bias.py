@@ -27,14 +27,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 from superlevel.bench.executors import make_executor  # noqa: E402
+from superlevel.bench.report.tables import environment_text  # noqa: E402
 from superlevel.bench.stats import t_interval  # noqa: E402
 from superlevel.bench.store import Store  # noqa: E402
 from superlevel.bench.tasks import get_task  # noqa: E402
@@ -66,6 +68,8 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=9)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads per run (default 1, as bench tune)")  # fmt: skip
     ap.add_argument("--store-dir", type=Path, default=None,
                     help="folder of the two stores (default: a temporary one)")
     ap.add_argument("--write", action="store_true", help="write the table into docs")
@@ -74,6 +78,7 @@ def main() -> None:
     folder = args.store_dir or Path(tempfile.mkdtemp(prefix="halving_bias_"))
     folder.mkdir(parents=True, exist_ok=True)
     higher = get_task(args.task).higher_is_better
+    torch.set_num_threads(args.threads)  # worker processes take the parent's setting
     results: dict[int, tuple[Store, dict[str, TuneResult]]] = {}
     for eta in (1, 3):
         store = Store(folder / f"halving{eta}.db")
@@ -98,8 +103,9 @@ def main() -> None:
             f"{r3[name].compute['full_runs']:.1f} | {sum(b) / len(b):.4f} | "
             f"{mean:+.4f} [{low:+.4f}, {high:+.4f}] |"
         )
-    cpu = platform.processor() or platform.machine()
-    env = f"torch threads 1 per run, {args.workers} worker(s), {cpu}, {os.cpu_count()} CPUs"
+    finals = [store.get_run(r) for store, res in results.values() for t in res.values()
+              for r in t.finals]  # fmt: skip
+    env = f"{args.workers} worker(s); as stored with the runs: {environment_text(finals)}"
     text = "\n".join([
         f"`python benchmarks/halving_bias.py --task {args.task} --budget {args.budget} "
         f"--trials {args.trials} --seeds {args.seeds}`: the same protocol with every trial "

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+from superlevel.bench.run.identity import cpu_name  # noqa: E402
 from superlevel.blocks import replace_block  # noqa: E402
 from superlevel.optim import SuperLevelSGD  # noqa: E402
 
@@ -118,18 +118,8 @@ def fullgraph(device: str, scheduler: bool) -> str:
     return "compiles"
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def table(device: str, steps: int, threads: int, rows: dict, graphs: dict, load: tuple) -> str:
-    hardware = torch.cuda.get_device_name() if device == "cuda" else _cpu_name()
+    hardware = torch.cuda.get_device_name() if device == "cuda" else cpu_name()
     lines = [
         f"Measured by `python benchmarks/compile_lr.py --write`: four 256x256 float32 tensors, "
         f"{steps} steps of a warmup schedule (`LambdaLR`), `torch.manual_seed(0)`, {device} "

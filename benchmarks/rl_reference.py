@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -35,21 +34,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from superlevel.bench.run.identity import cpu_name  # noqa: E402
 from superlevel.rl.ppo import ZOO_CARTPOLE_NOVEL, ZOO_LR, ZOO_TIMESTEPS, RecurrentPPO, train
 
 BEGIN, END = "<!-- rl-reference:begin -->", "<!-- rl-reference:end -->"
 EVAL_SEEDS = [10_000 + i for i in range(20)]
 BUDGETS = {"full": ZOO_TIMESTEPS, "quick": 10_000, "smoke": 512}
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def run(config: str, seed: int, timesteps: int, curve_every: int) -> dict[str, Any]:
@@ -103,7 +93,7 @@ def run(config: str, seed: int, timesteps: int, curve_every: int) -> dict[str, A
         "collapses": summary["collapses"],
         "train_return_last": summary["log"][-1].get("train_return"),
         "wall_s": wall,
-        "hardware": f"{_cpu()}, {torch.get_num_threads()} torch thread(s), "
+        "hardware": f"{cpu_name()}, {torch.get_num_threads()} torch thread(s), "
         f"load average {os.getloadavg()[0]:.1f} at the end",
         "torch": torch.__version__,
         "ppo": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.__dict__.items()},

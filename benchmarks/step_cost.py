@@ -55,6 +55,7 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from superlevel.bench.run.identity import cpu_name  # noqa: E402
 from superlevel.blocks import replace_block  # noqa: E402
 from superlevel.optim import SuperLevelSGD, norm_in_backward  # noqa: E402
 
@@ -521,7 +522,7 @@ def write_block(path: Path, name: str, text: str) -> None:
 def header(
     threads: int, runs: int, repeats: int, stat: str, before: float, during: list[float]
 ) -> str:
-    cpu = _cpu_name()
+    cpu = cpu_name()
     cores = os.cpu_count() or 1
     after = f"{min(during):.1f}-{max(during):.1f}" if during else "-"
     return (
@@ -543,20 +544,9 @@ def busy_note(during: list[float], threads: int, cores: int) -> str:
     others = max((load - threads for load in during), default=0.0)
     if others > max(cores - threads, 0) + 0.5:
         return (
-            f" (other jobs were running, load up to ~{others:.1f} besides this one: "
-            f"read with care)"
+            f" (other jobs were running, load up to ~{others:.1f} besides this one: read with care)"
         )
     return " (a quiet machine)"
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "CPU"
 
 
 def measure(section: str, devices: list[str], args: argparse.Namespace) -> list[dict]:

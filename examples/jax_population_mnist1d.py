@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from flax import nnx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+from superlevel.bench.run.identity import cpu_name  # noqa: E402
 from superlevel.blocks import replace_block  # noqa: E402
 from superlevel.data.base import cache_dir  # noqa: E402
 from superlevel.data.generated import load_mnist1d  # noqa: E402
@@ -104,16 +104,6 @@ def batch_orders(seeds: list[int], steps: int, batch: int, n: int) -> np.ndarray
         epochs = -(-steps * batch // n)
         out[i] = np.concatenate([rng.permutation(n) for _ in range(epochs)])[: steps * batch]
     return out.reshape(len(seeds), steps, batch)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _timed(fn, *a):
@@ -189,7 +179,7 @@ def main() -> int:
     member_steps = members * args.steps
     ratio = t_seq / t_pop
     hardware = (
-        f"{_cpu_name()}, {os.cpu_count()} CPUs, JAX {jax.__version__} on {jax.default_backend()}"
+        f"{cpu_name()}, {os.cpu_count()} CPUs, JAX {jax.__version__} on {jax.default_backend()}"
     )
     lines = [
         f"Measured by `python examples/jax_population_mnist1d.py{' --write' if args.write else ''}`"

@@ -295,7 +295,8 @@ def _git_revision() -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
@@ -310,7 +311,7 @@ def environment(device: torch.device) -> dict[str, Any]:
     """What a number depends on besides its config and code: versions and hardware."""
     import numpy
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return {
         "torch": torch.__version__,
         "numpy": numpy.__version__,

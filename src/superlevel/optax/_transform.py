@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Any, NamedTuple
 
@@ -10,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from superlevel.optim.settings import check_real
 
 __all__ = [
     "ScaleBySuperlevelState",
@@ -58,14 +59,8 @@ def _check(name: str, value: Any, *, positive: bool = False, high: float | None 
         v = _concrete(value)
     except TypeError as exc:
         raise TypeError(f"{name} {exc}") from None
-    if v is None:
-        return None
-    if not math.isfinite(v) or v < 0.0 or (positive and v == 0.0):
-        bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-    if high is not None and v > high:
-        raise ValueError(f"{name} must be <= {high:g}, got {value!r}")
-    return v
+    # The same domain rule as the torch optimizer's hyperparameters.
+    return None if v is None else check_real(name, v, positive=positive, high=high)
 
 
 def _check_flag(name: str, value: Any) -> None:

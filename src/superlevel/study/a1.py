@@ -42,6 +42,7 @@ from superlevel.study.compare import (
     missing_blocks,
     run_comparison,
     summarize,
+    tasks_text,
 )
 
 ID = "A1"
@@ -128,18 +129,12 @@ def verdict(cfg: Config, m: Compared) -> Verdict:
 
 def protocol(cfg: Config) -> str:
     """Question, protocol and the rule written before the numbers."""
-    tasks = ", ".join(
-        f"`{t[0]}`"
-        + (f" ({', '.join(f'{k}={v}' for k, v in t[1])})" if t[1] else "")
-        + (f" (budget {t[2]}, {t[3]} epochs)" if len(t) > 2 else "")
-        for t in cfg.tasks
-    )
+    tasks = tasks_text(cfg.tasks, cfg.budget, cfg.epochs)
     return (
         "**Question.** Is the rule anything more than gradient clipping plus exponential "
         "decay on real tasks?\n\n"
-        f"**Protocol.** Tasks {tasks} (budget `{cfg.budget}`"
-        + (f", {cfg.epochs} epochs" if cfg.epochs else "")
-        + f"). Arms: {', '.join(f'`{o}`' for o in cfg.optimizers)}. Every arm: the bench "
+        f"**Protocol.** Tasks {tasks}. Arms: {', '.join(f'`{o}`' for o in cfg.optimizers)}. "
+        "Every arm: the bench "
         f"tuning protocol with {cfg.trials} trials over (lr, decay_total[, max_norm]), "
         f"finals on seeds 1..{cfg.seeds}, never the tuning seed. `superlevel@norm_scale=s` "
         "fixes s (the norm at which the step is halved; s -> 0 is normalised GD with step "

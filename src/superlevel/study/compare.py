@@ -91,6 +91,20 @@ class Comparison:
         raise KeyError(key)
 
 
+def tasks_text(tasks: Sequence[tuple[Any, ...]], budget: str, epochs: int | None) -> str:
+    """``"`name` (options; budget `b`, E epochs), ..."``: each task with its own budget and
+    epochs where it has them, else the section's ``budget`` and ``epochs``."""
+
+    def one(t: tuple[Any, ...]) -> str:
+        opts = [f"{k}={v}" for k, v in (t[1] if len(t) > 1 else ())]
+        b = t[2] if len(t) > 2 and t[2] else budget
+        e = t[3] if len(t) > 3 and t[3] else (None if len(t) > 2 and t[2] else epochs)
+        opts.append(f"budget `{b}`" + (f", {e} epochs" if e else ""))
+        return f"`{t[0]}` ({'; '.join(opts)})"
+
+    return ", ".join(one(t) for t in tasks)
+
+
 @dataclass(frozen=True)
 class TasksConfig:
     """A section that compares optimizers on harness tasks, one setting per task (Q1, Q3):

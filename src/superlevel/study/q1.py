@@ -38,6 +38,7 @@ from superlevel.study.compare import (
     run_comparison,
     summarize,
     tally_text,
+    tasks_text,
 )
 
 ID = "Q1"
@@ -175,12 +176,7 @@ def _plot(ctx: Context, cfg: Config, profile: dict[str, np.ndarray], taus: np.nd
 
 def protocol(cfg: Config) -> str:
     """Question and protocol."""
-    tasks = ", ".join(
-        f"`{t[0]}`"
-        + (f" ({', '.join(f'{k}={v}' for k, v in t[1])})" if t[1] else "")
-        + (f" (budget {t[2]}, {t[3]} epochs)" if len(t) > 2 else "")
-        for t in cfg.tasks
-    )
+    tasks = tasks_text(cfg.tasks, cfg.budget, cfg.epochs)
     return (
         "**Question.** Does the rule match or beat the usual optimizers beyond MLPs?\n\n"
         f"**Protocol.** Harness tasks {tasks} x optimizers {', '.join(cfg.optimizers)} "

@@ -1,9 +1,10 @@
 """N2 — activations: is the rule's behaviour the same across activation functions?
 
 A :class:`~superlevel.study.compare.Comparison` whose settings are the activations of one
-harness task: every (activation, optimizer) pair gets the same number of grid points over
-the optimizer's own lr range on seed 1, selected by validation accuracy, then seeds
-``1..n`` at the selected lr; differences are paired over seeds against ``superlevel``.
+harness task: every (activation, optimizer) pair is tuned with the bench protocol (the same
+number of trials over the optimizer's own search space on the tuning seed, selected by
+validation accuracy), then runs the final seeds ``1..n``; differences are paired over seeds
+against ``superlevel``.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def configs(cfg: Config) -> list[Comparison]:
 
 
 def run(ctx: Context, cfg: Config) -> None:
-    """The grid of every pair on the tuning seed, then the final seeds."""
+    """The tuning of every pair on the tuning seed, then the final seeds."""
     for comp in configs(cfg):
         run_comparison(ctx, comp, ID)
 
@@ -109,7 +110,7 @@ def blocks(ctx: Context, cfg: Config, m: Compared) -> list[Block]:
     return [
         *paragraphs(protocol(cfg)),
         Paragraph(
-            f"Budget: harness budget `{cfg.budget}` of `{cfg.task}`; {cfg.trials} grid "
+            f"Budget: harness budget `{cfg.budget}` of `{cfg.task}`; {cfg.trials} "
             f"trials per optimizer on the tuning seed, then {cfg.seeds} seeds; "
             + compute_text(m.out.all_runs)
         ),

@@ -375,7 +375,7 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "tune",
-        help="the tuning protocol: equal trials per optimizer, successive halving, edge "
+        help="the tuning protocol: equal trials per optimizer, each in full, edge "
         "extension, selection on validation on a tuning seed, finals on fresh seeds",
     )
     p.add_argument("--task", required=True, help="task name")

@@ -71,6 +71,18 @@ def test_search_runs_on_the_tuning_seed_finals_on_fresh_seeds(tmp_path: Path) ->
     assert len(store.tunings()) == 2
 
 
+def test_the_default_protocol_trains_every_trial_in_full(tmp_path: Path) -> None:
+    # Halving judges a decaying schedule by its early progress (benchmarks/halving_bias.py):
+    # it is opt-in, never the default.
+    store = Store(tmp_path / "r.db")
+    res = tune("quadratic", ["sgd"], Protocol(trials=3, seeds=1, max_rounds=0), store,
+               epochs=4)["sgd"]  # fmt: skip
+    assert res.rungs == [[4, 3]]
+    statuses = [store.get_run(t["run_id"])["status"] for t in res.trials]
+    assert statuses and all(st in ("finished", "diverged") for st in statuses)  # none paused
+    assert res.compute["full_runs"] == pytest.approx(3.0)
+
+
 def test_successive_halving_trains_the_best_third_further(tmp_path: Path) -> None:
     store = Store(tmp_path / "r.db")
     res = tune("quadratic", ["sgd"], Protocol(trials=9, seeds=1, halving=3, max_rounds=0), store,

@@ -4,11 +4,10 @@
   numbers mean nothing.
 - ``cpu`` is sized for at most about 8 h of wall on a two-core machine with two workers.
   The tuned sections train every trial in full (the protocol's default, see
-  docs/benchmark.md), about 16 runs per (setting, optimizer): 9 trials, ~2 edge
-  extensions, 5 finals. From the run times in the comments, in single-core hours: Q1
-  ~7.7 (its two text tasks ~6.7), Q3 ~2.1, Q2 ~0.7, A1 ~0.7, N2 ~0.4, E1 ~0.3, E2 and E3
-  ~0.3: ~12.3 h, ~6.2 h of wall with two workers. Each section's cost is in its comment
-  and in the report.
+  docs/benchmark.md), about 14 runs per (setting, optimizer): 9 trials, edge extensions,
+  5 finals. Measured compute (single-core minutes, in the report): E1 8.3, E3 4.7, N2 7.3,
+  Q2 25.7, A1 26.9. Estimated from the run times in the comments: Q3 ~110, Q1 ~400 (its
+  two text tasks ~350): ~10 single-core hours in all, ~5 h of wall with two workers.
 - ``gpu`` has the full budgets, sized for about ten minutes on one H200.
 
 A profile maps section ids to that section's ``Config``; a section missing from a profile

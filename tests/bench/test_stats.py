@@ -147,3 +147,15 @@ def test_performance_profile_missing_optimizer_and_bad_input() -> None:
         performance_profile({"t": {"a": 0.0}}, [1.0])
     with pytest.raises(ValueError, match="taus"):
         performance_profile({"t": {"a": 1.0}}, [0.5])
+
+
+def test_differences_equal_up_to_float_rounding_decide_exactly() -> None:
+    # 0.3 - 0.2, 0.7 - 0.6 and 1.1 - 1.0 differ only in their last bits: no spread to test.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scipy warns of catastrophic cancellation otherwise
+        r = paired([0.3, 0.7, 1.1], [0.2, 0.6, 1.0], margin=0.5)
+    assert r.sd == 0.0 and r.low == r.high == pytest.approx(0.1)
+    assert r.p == 0.0 and r.p_equivalent == 0.0
+    assert paired([0.3, 0.7, 1.1], [0.2, 0.6, 1.0], margin=0.05).p_equivalent == 1.0

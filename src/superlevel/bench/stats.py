@@ -31,6 +31,7 @@ from functools import cache
 
 import numpy as np
 
+ROUNDING = 16 * float(np.finfo(float).eps)  # relative spread that is float rounding
 ALPHA = 0.05
 POWER = 0.8
 VERDICTS = ("higher", "lower", "equivalent", "inconclusive")
@@ -125,8 +126,9 @@ def paired(a: Sequence[float], b: Sequence[float], *, margin: float,
     With ``se = sd / sqrt(n)`` and ``T`` the t distribution with ``n - 1`` degrees of
     freedom: interval ``mean +- T^{-1}((1+level)/2) se``; ``p = 2 (1 - T(|mean| / se))``;
     TOST ``p_equivalent = max(1 - T((mean + m) / se), T((mean - m) / se))``. Identical
-    differences (``sd = 0``) decide exactly: ``p`` is 0 unless the mean is 0, and
-    ``p_equivalent`` is 0 when ``|mean| < m``, else 1.
+    differences (``sd = 0``, or ``sd <= 16 eps max|d|``: equal up to float rounding) decide
+    exactly: ``p`` is 0 unless the mean is 0, and ``p_equivalent`` is 0 when
+    ``|mean| < m``, else 1.
 
     Raises:
         ValueError: lengths differ, fewer than two pairs, a value not finite, or
@@ -142,7 +144,9 @@ def paired(a: Sequence[float], b: Sequence[float], *, margin: float,
     if not np.all(np.isfinite(d)):
         raise ValueError(f"paired values must be finite, got differences {d.tolist()}")
     n, mean, sd = int(d.size), float(d.mean()), float(d.std(ddof=1))
-    if sd == 0.0:
+    # A spread at the level of float rounding (0.3 - 0.2 against 0.7 - 0.6) is no spread:
+    # the t statistic would only measure the rounding.
+    if sd <= ROUNDING * float(np.abs(d).max()):
         p = 1.0 if mean == 0.0 else 0.0
         return Paired(n, mean, 0.0, mean, mean, p, 0.0 if abs(mean) < margin else 1.0, margin)
     half = float(stats.t.ppf((1 + level) / 2, n - 1)) * sd / math.sqrt(n)

@@ -111,3 +111,21 @@ def momentum_buffers(state) -> dict[str, np.ndarray]:
 
 def build(kwargs: dict[str, Any]) -> optax.GradientTransformation:
     return superlevel(**kwargs)
+
+
+def population(tx: optax.GradientTransformation, p0: dict, lrs: jax.Array, scales: jax.Array):
+    """``(state, params, update)`` of one member per (lr, norm_scale) pair under ``vmap``.
+
+    ``tx`` is ``optax.inject_hyperparams(superlevel)(...)``: each member's state gets its
+    own injected ``learning_rate`` and ``norm_scale``; ``update`` is the jitted, vmapped
+    ``tx.update``.
+    """
+
+    def init(lr, s):
+        state = tx.init(p0)
+        state.hyperparams["learning_rate"] = lr
+        state.hyperparams["norm_scale"] = s
+        return state
+
+    params = jax.tree.map(lambda x: jnp.stack([x] * len(lrs)), p0)
+    return jax.vmap(init)(lrs, scales), params, jax.jit(jax.vmap(tx.update))

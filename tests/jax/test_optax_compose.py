@@ -17,6 +17,7 @@ from optax_helpers import (  # noqa: E402
     grad_sequence,
     init_params,
     momentum_buffers,
+    population,
     reference_buffers,
     run_optax,
     run_reference,
@@ -116,16 +117,7 @@ def test_vmap_over_hyperparameters_per_member_norms(x64):
     base = {k: v for k, v in FULL.items() if k not in ("learning_rate", "norm_scale")}
     tx = optax.inject_hyperparams(superlevel)(learning_rate=0.1, norm_scale=1.0, **base)
     p0 = {k: jnp.asarray(v) for k, v in init_params().items()}
-
-    def init(lr, s):
-        state = tx.init(p0)
-        state.hyperparams["learning_rate"] = lr
-        state.hyperparams["norm_scale"] = s
-        return state
-
-    state = jax.vmap(init)(lrs, scales)
-    params = jax.tree.map(lambda x: jnp.stack([x] * len(lrs)), p0)
-    update = jax.jit(jax.vmap(tx.update))
+    state, params, update = population(tx, p0, lrs, scales)
     seq = grad_sequence()
     for gs in seq:
         grads = {k: jnp.asarray(gain[:, None] * v.reshape(1, -1)).reshape(-1, *v.shape)

@@ -21,6 +21,7 @@ from optax_helpers import (  # noqa: E402
     SHAPES,
     init_params,
     momentum_buffers,
+    population,
     run_optax,
     run_reference,
     torch_kwargs,
@@ -153,16 +154,7 @@ def test_vmap_members_with_and_without_overflow():
     kwargs = dict(momentum=0.5, weight_decay=0.1)
     tx = optax.inject_hyperparams(superlevel)(learning_rate=0.1, norm_scale=1.0, **kwargs)
     p0 = {k: jnp.asarray(v, jnp.float32) for k, v in init_params().items()}
-
-    def init(lr, s):
-        state = tx.init(p0)
-        state.hyperparams["learning_rate"] = lr
-        state.hyperparams["norm_scale"] = s
-        return state
-
-    state = jax.vmap(init)(lrs, scales)
-    params = jax.tree.map(lambda x: jnp.stack([x] * len(lrs)), p0)
-    update = jax.jit(jax.vmap(tx.update))
+    state, params, update = population(tx, p0, lrs, scales)
     seq = overflow_sequence()
     for gs in seq:
         grads = {k: jnp.asarray(np.stack([g * v for g in gain])) for k, v in gs.items()}

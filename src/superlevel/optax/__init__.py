@@ -30,24 +30,5 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "pip install 'superlevel[jax]'"
     ) from exc
 
-from ._transform import (
-    ScaleBySuperlevelState,
-    SuperlevelState,
-    decay_schedule,
-    global_norm,
-    modulation,
-    scale_by_superlevel,
-    stats,
-    superlevel,
-)
-
-__all__ = [
-    "ScaleBySuperlevelState",
-    "SuperlevelState",
-    "decay_schedule",
-    "global_norm",
-    "modulation",
-    "scale_by_superlevel",
-    "stats",
-    "superlevel",
-]
+from ._transform import *  # noqa: F403 (the public names are _transform's __all__)
+from ._transform import __all__  # noqa: F401

@@ -2,11 +2,19 @@
 
 An example is one window of ``seq_len`` characters; ``metric_fn`` sums the per-sequence
 mean accuracy over the batch, so the mean over rows is the per-character accuracy.
+
+Option ``eval_subset`` (``None``: everything) evaluates on at most that many windows of
+each split: the first ones of the validation and test text (a contiguous passage) and the
+first of the training windows in their fixed shuffled order (a sample of the whole
+training text). Training still uses every training window. A run evaluates after every
+epoch, so on a CPU budget of many short epochs the evaluation, not the training, is most
+of the cost; the cap is what makes 1500-step text runs affordable there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -14,7 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from superlevel.bench import models
-from superlevel.bench.task import Budget, TaskInstance
+from superlevel.bench.task import Batch, Budget, TaskInstance
 from superlevel.bench.tasks.assembly import (
     SPLIT_SEED,
     Builder,
@@ -23,10 +31,17 @@ from superlevel.bench.tasks.assembly import (
     parameter_count,
     train_cap,
 )
-from superlevel.bench.tasks.registry import TaskSpec, register
-from superlevel.data.tensors import Splits
+from superlevel.bench.tasks.registry import TaskSpec, positive, register
+from superlevel.data.tensors import Splits, eval_iterator
 
-_TEXT_OPTIONS = {"subset": None, "corpus": None}
+_TEXT_OPTIONS = {"subset": None, "corpus": None, "eval_subset": None}
+_EVAL_BATCH_SIZE = 256
+_check_positive_windows = positive("eval_subset", int)
+
+
+def _check_eval_subset(v: Any) -> None:
+    if v is not None:
+        _check_positive_windows(v)
 
 
 def _sequence_cross_entropy(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -61,15 +76,19 @@ def _char_model(make: Callable[[int, int], nn.Module], model_desc: str) -> Build
         data = Splits(tx[perm], ty[perm], *windows["val"], *windows["test"]).to(device)
         vocab = corpus.vocab_size
         model = init_model(seed, device, lambda: make(vocab, seq_len))
+        eval_cap = opts["eval_subset"]
+        fields = (getattr(data, f.name) for f in dataclasses.fields(data))
+        evaluated = data if eval_cap is None else Splits(*(t[:eval_cap] for t in fields))
         info = {
             "data": f"{corpus.source} ({corpus.sizes()} chars)",
             "model": model_desc,
             "vocab_size": vocab,
             "sizes": data.sizes(),
+            "evaluated_sizes": evaluated.sizes(),
             "parameters": parameter_count(model),
             **opts,
         }
-        return accuracy_instance(
+        instance = accuracy_instance(
             spec,
             seed,
             device,
@@ -79,8 +98,13 @@ def _char_model(make: Callable[[int, int], nn.Module], model_desc: str) -> Build
             info,
             loss_fn=_sequence_cross_entropy,
             metric_fn=_sequence_accuracy,
-            eval_batch_size=256,
+            eval_batch_size=_EVAL_BATCH_SIZE,
         )
+
+        def eval_batches(split: str) -> Iterator[Batch]:
+            return eval_iterator(*evaluated.get(split), _EVAL_BATCH_SIZE)
+
+        return dataclasses.replace(instance, eval_batches=eval_batches)
 
     return build
 
@@ -116,5 +140,5 @@ for _spec in [
         higher_is_better=True,
     ),
 ]:
-    register(_spec)
+    register(_spec, {"eval_subset": _check_eval_subset})
 del _spec

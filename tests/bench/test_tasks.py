@@ -354,3 +354,26 @@ def test_a_text_model_starts_near_the_uniform_prediction(name):
         loss = float(ti.loss_fn(ti.model(x), y))
     uniform = math.log(ti.info["vocab_size"])
     assert abs(loss - uniform) < 0.1 * uniform, (loss, uniform)
+
+
+def _rows(ti: TaskInstance, split: str) -> torch.Tensor:
+    return torch.cat([x for x, _ in ti.eval_batches(split)])
+
+
+def test_eval_subset_evaluates_the_first_windows_and_trains_on_all():
+    data = real_data_dir("text")
+    full = build_task("char_lstm", seed=1, budget=TINY, data_dir=data, seq_len=20)
+    capped = build_task("char_lstm", seed=1, budget=TINY, data_dir=data, seq_len=20, eval_subset=7)
+    for split in ("train", "val", "test"):
+        assert torch.equal(_rows(capped, split), _rows(full, split)[:7])
+    assert capped.info["evaluated_sizes"] == {"train": 7, "val": 7, "test": 7}
+    assert capped.info["sizes"] == full.info["sizes"]  # training keeps every window
+    assert capped.info["sizes"]["train"] == 64
+    order = torch.cat([x for x, _ in capped.train_batches(0)])
+    assert torch.equal(order, torch.cat([x for x, _ in full.train_batches(0)]))
+    assert len(order) == 64
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(
+            ValueError, match=f"option eval_subset must be a positive int, got {bad!r}"
+        ):
+            build_task("char_transformer", seed=1, budget=TINY, data_dir=data, eval_subset=bad)

@@ -55,8 +55,11 @@ def test_tiny_study_runs_resumes_and_rebuilds(tmp_path, capsys):
     assert "## Claims" in text and "| C5 |" in text
     for sid in ("E1", "E2", "E3", "N2", "Q1", "Q2", "Q3", "A1"):
         assert f"## {sid}" in text
+    summary = text[text.index("## Summary") : text.index("## Claims")]
+    c2 = next(line for line in summary.splitlines() if line.startswith("- C2"))
+    assert "(E1 " in c2 and ", E3 " in c2  # the claim's verdict names the sections it combines
     a1 = text[text.index("## A1") :]
-    assert "more than clipping plus exponential decay" in a1 and "vs hard clip + decay" in a1
+    assert "more than clipping plus decay on" in a1 and "vs hard clip + decay" in a1
     assert "superlevel@norm_scale=10" in a1
     e3 = text[text.index("## E3") : text.index("## N2")]
     assert "sharpness x effective lr / 2 (median)" in e3  # measured on the final models

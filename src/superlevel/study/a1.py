@@ -119,10 +119,13 @@ def verdict(cfg: Config, m: Compared) -> Verdict:
     for task in tasks:
         c = m.summ.verdicts.get(f"{task}|{CLIP}")
         lines.append(f"{task}: vs hard clip + decay {c.text() if c else 'not compared'}")
-    more = m.summ.tally.get(CLIP, Tally()).higher
+    t = m.summ.tally.get(CLIP, Tally())
+    n = len(tasks)
     text = (
-        f"SuperLevelSGD is more than clipping plus exponential decay (higher than "
-        f"`{CLIP}`, Holm-adjusted) on {more} of {len(tasks)} tasks."
+        f"Against hard clipping with the same exponential decay (`{CLIP}`), SuperLevelSGD "
+        f"is higher on {t.higher}, equivalent on {t.equivalent}, lower on {t.lower} and "
+        f"inconclusive on {t.inconclusive} of {n} tasks (Holm, TOST margins): shown to be "
+        f"more than clipping plus decay on {t.higher} of {n}."
     )
     return Verdict(text, {}, "; ".join(lines) + ".")
 

@@ -44,13 +44,19 @@ def overview_table(sections: list[SectionResult], link: str = "") -> Table:
 
 
 def plain_summary(sections: list[SectionResult]) -> list[Block]:
-    """At most eight lines a reader can take away: each claim's verdict in one line, the
-    ablation's answer, and how sure the numbers are."""
-    verdicts = {cid: combine([s.claims[cid].verdict for s in sections if cid in s.claims])
+    """At most eight lines a reader can take away: each claim's verdict in one line with
+    the section verdicts it combines, the ablation's answer, and how sure the numbers are."""
+    evidence = {cid: [(s.id, s.claims[cid].verdict) for s in sections if cid in s.claims]
                 for cid in CLAIMS}  # fmt: skip
+    verdicts = {cid: combine([v for _, v in evidence[cid]]) for cid in CLAIMS}
     counts = {v: sum(x == v for x in verdicts.values()) for v in set(verdicts.values())}
     head = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
-    lines = [f"- {cid} ({CLAIMS[cid]}): **{verdicts[cid]}**." for cid in CLAIMS]
+
+    def by_section(cid: str) -> str:
+        parts = ", ".join(f"{sid} {v}" for sid, v in evidence[cid])
+        return f" ({parts})" if parts else ""
+
+    lines = [f"- {cid} ({CLAIMS[cid]}): **{verdicts[cid]}**{by_section(cid)}." for cid in CLAIMS]
     ablation = next((s for s in sections if s.id == "A1" and s.status != "not yet run"), None)
     if ablation is not None:
         lines.append(f"- Ablation: {ablation.verdict.split('. ')[0].rstrip('.')}.")

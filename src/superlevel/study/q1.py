@@ -184,9 +184,11 @@ def protocol(cfg: Config) -> str:
         + protocol_text(cfg.trials, cfg.seeds)
         + " Steps to target: the first "
         "epoch end at which the validation metric reaches the task's target; the performance "
-        "profile is rho(tau) = fraction of tasks within tau x the fastest optimizer. The "
-        "test split selects nothing. CIFAR-10, which the paper names, cannot be obtained "
-        "on this machine (no network); the convolutional tasks stand in for it: "
+        "profile is rho(tau) = fraction of tasks within tau x the fastest optimizer. Text "
+        "tasks with `eval_subset` are scored on that many windows of each split (a "
+        "contiguous passage of the test text) and train on all their windows. CIFAR-10, "
+        "which the paper names, is not in the project's data (it needs a download); the "
+        "convolutional tasks stand in for it: "
         "`mnist1d_cnn` here, the DeepOBS `fmnist_2c2d` CNN on Fashion-MNIST in the gpu "
         "profile (the CIFAR-10 loader exists and is tested on a file in its format)."
     )

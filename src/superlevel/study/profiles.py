@@ -6,8 +6,8 @@
   The tuned sections train every trial in full (the protocol's default, see
   docs/benchmark.md), about 14 runs per (setting, optimizer): 9 trials, edge extensions,
   5 finals. Measured compute (single-core minutes, in the report): E1 8.3, E3 4.7, N2 7.3,
-  Q2 25.7, A1 26.9. Estimated from the run times in the comments: Q3 ~110, Q1 ~400 (its
-  two text tasks ~350): ~10 single-core hours in all, ~5 h of wall with two workers.
+  Q2 25.7, A1 26.9, Q3 65.0, Q1 215.0 (its two text tasks ~185 of it; E2 is seconds):
+  about 6 single-core hours in all, about 3 h of wall with two workers.
 - ``gpu`` has the full budgets, sized for about ten minutes on one H200.
 
 A profile maps section ids to that section's ``Config``; a section missing from a profile

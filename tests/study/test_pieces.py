@@ -180,6 +180,7 @@ def test_summary_block_for_the_readme_is_markdown_without_a_trailing_newline(tmp
     ctx = Context(store=None, out=tmp_path, profile="cpu")  # type: ignore[arg-type]
     text = summary(ctx, [s], "docs/study/README.md")
     assert text.startswith("From the study's `cpu` profile ([full report](docs/study/README.md)):")
-    assert "- C2 (the loss decreases monotonically (dV <= 0)): **supported** (E9 supported)." in text
+    c2 = "- C2 (the loss decreases monotonically (dV <= 0)): **supported** (E9 supported)."
+    assert c2 in text
     assert "| [E9](docs/study/README.md#e9) t | done | all good |" in text
     assert not text.endswith("\n")

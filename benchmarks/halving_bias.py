@@ -70,8 +70,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads per run (default 1, as bench tune)")  # fmt: skip
-    ap.add_argument("--store-dir", type=Path, default=None,
-                    help="folder of the two stores (default: a temporary one)")
+    ap.add_argument(
+        "--store-dir",
+        type=Path,
+        default=None,
+        help="folder of the two stores (default: a temporary one)",
+    )
     ap.add_argument("--write", action="store_true", help="write the table into docs")
     args = ap.parse_args()
     names = [n.strip() for n in args.optimizers.split(",") if n.strip()]

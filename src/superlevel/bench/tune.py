@@ -117,12 +117,16 @@ class Protocol:
                 f"tuning_seed {self.tuning_seed} is one of the final seeds 1..{self.seeds}: "
                 "a seed that selected the setting must never be scored"
             )
-        if isinstance(self.sampler_seed, bool) or not isinstance(self.sampler_seed, int) or (
-            self.sampler_seed < 0
+        if (
+            isinstance(self.sampler_seed, bool)
+            or not isinstance(self.sampler_seed, int)
+            or (self.sampler_seed < 0)
         ):
             raise ValueError(f"sampler_seed must be an integer >= 0, got {self.sampler_seed!r}")
-        if isinstance(self.max_rounds, bool) or not isinstance(self.max_rounds, int) or (
-            self.max_rounds < 0
+        if (
+            isinstance(self.max_rounds, bool)
+            or not isinstance(self.max_rounds, int)
+            or (self.max_rounds < 0)
         ):
             raise ValueError(f"max_rounds must be an integer >= 0, got {self.max_rounds!r}")
 
@@ -502,7 +506,8 @@ def tune_settings(
                 row = store.get_run(c.run_id)
                 st = None if row is None else row["status"]
                 ok = st in ("finished", "diverged", "failed") or (
-                    st == "paused" and until is not None and row["epochs_done"] >= until)
+                    st == "paused" and until is not None and row["epochs_done"] >= until
+                )
                 done += ok
             if done < len(configs):
                 raise Incomplete(done, len(configs))

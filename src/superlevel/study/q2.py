@@ -134,8 +134,7 @@ def blocks(ctx: Context, cfg: Config, m: Compared) -> list[Block]:
         Paragraph(
             f"Budget: harness budget `quick`{_epochs_text(cfg)}; "
             f"{cfg.trials} trials per optimizer (the bench tuning protocol), finals on "
-            f"{cfg.seeds} seeds; "
-            + compute_text(m.out.all_runs)
+            f"{cfg.seeds} seeds; " + compute_text(m.out.all_runs)
         ),
         Image(figure, "Q2 accuracy per condition"),
         table,

@@ -123,8 +123,7 @@ def blocks(ctx: Context, cfg: Config, m: Compared) -> list[Block]:
         Paragraph(
             f"Budget: harness budget `{cfg.budget}` ({_steps_text(m.out.all_runs)}); "
             f"{cfg.trials} trials per optimizer (the bench tuning protocol), finals on "
-            f"{cfg.seeds} seeds; "
-            + compute_text(m.out.all_runs)
+            f"{cfg.seeds} seeds; " + compute_text(m.out.all_runs)
         ),
         Image(figure, "Q3 return curves"),
         table,

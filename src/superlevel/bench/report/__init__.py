@@ -144,7 +144,7 @@ def _intro(settings: list[Setting], n_runs: int) -> list[Block]:
                 "`higher`/`lower`: the adjusted difference test rejects at 0.05; `equivalent "
                 "within m`: the adjusted TOST rejects; otherwise `inconclusive`, with the "
                 "smallest difference these seeds could have detected (power 0.8 at 0.05 / "
-                "family size). A contained 0 is never read as \"the same\"."
+                'family size). A contained 0 is never read as "the same".'
             ),
             Table(head, rows),
         ]

@@ -285,11 +285,14 @@ def tuning_rows(setting: Setting, tunings: Sequence[dict[str, Any]]) -> list[lis
                                        if [lo, hi] != t["initial_space"][d] else "")
             for d, (lo, hi) in t["space"].items()
         )  # fmt: skip
-        ext = "; ".join(
-            f"{e['dim']} {e['side']} to {e['after'][0 if e['side'] == 'low' else 1]:g}"
-            f" ({'kept' if e['kept'] else 'not better'})"
-            for e in t["extensions"]
-        ) or "none"
+        ext = (
+            "; ".join(
+                f"{e['dim']} {e['side']} to {e['after'][0 if e['side'] == 'low' else 1]:g}"
+                f" ({'kept' if e['kept'] else 'not better'})"
+                for e in t["extensions"]
+            )
+            or "none"
+        )
         edges = "; ".join(f"{d}: {why}" for d, why in t["edges"].items()) or "none"
         rungs = " → ".join(f"{n}@{e}" for e, n in t["rungs"])
         c = t["compute"]
@@ -323,6 +326,8 @@ def provenance_text(runs: Sequence[Run]) -> str:
     text = (f"Code: {code}; git revisions {', '.join(revs) or '?'}; "
             f"{'; '.join(soft) or '?'}.")  # fmt: skip
     if len(codes) > 1:
-        text += (f" **These runs come from {len(codes)} different codes** (runs of other code "
-                 "were accepted): numbers of different code are compared here.")
+        text += (
+            f" **These runs come from {len(codes)} different codes** (runs of other code "
+            "were accepted): numbers of different code are compared here."
+        )
     return text

@@ -135,8 +135,8 @@ PROFILES: dict[str, dict[str, Any]] = {
                 ("mnist1d_mlp", (), "full", None),  # 150 epochs, 5250 steps, ~9 s
                 ("mnist1d_cnn", (), "full", None),  # 150 epochs, ~30 s
                 # 1500+ steps on the quick budget's 2000 sequences, evaluated on 1000
-                # windows a split, at half the default sequence lengths: ~75 s (LSTM,
-                # 1520 steps), ~65 s (Transformer, 1550 steps). At the default lengths
+                # windows a split, at half the default sequence lengths: measured 70 s
+                # (LSTM, 1520 steps), 58 s (Transformer, 1550 steps) a run. At the default lengths
                 # and with full evaluation a run is ~160 s and the section does not fit.
                 ("char_lstm", (("seq_len", 25), ("eval_subset", 1000)), "quick", 38),
                 ("char_transformer", (("seq_len", 16), ("eval_subset", 1000)), "quick", 25),
